@@ -1,0 +1,48 @@
+# One-command setup, pipeline and tests. `make repro` and `make test` create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+# torch/torchvision pins for CPU machines: on x86_64 pip takes these wheels from local disk
+# (a CUDA build that runs on CPU); on aarch64 the CPU build. Override with
+# `make setup TORCH="torch torchvision"` on a GPU box to take what pip resolves.
+ifeq ($(shell uname -m),aarch64)
+TORCH ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: setup repro test test-fast lint bench clean-venv
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2 but runs with these: no deps.
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
+	$(BIN)/python -c "import torchvision, facenet_pytorch, facebalance"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+repro: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@cat metrics/compare.md
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/bench_metrics.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,151 @@
+"""Balancing strategies: each turns the real training rows into a *training set index*.
+
+A training set index is a table with one row per training example: image references
+(``path``, ``_file``, ``_row``), ``id``, ``label`` (target), ``group`` (protected),
+``weight`` and ``source`` (``real``, ``generated``, ``interpolated``). Oversampling
+repeats rows; reweighting changes weights; later strategies add rows that point at
+generated shards. ``train_target`` reads only this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from facebalance.errors import FacebalanceError
+
+INDEX_COLUMNS = ("path", "_file", "_row", "id", "label", "group", "weight", "source")
+REWEIGHT_MODES = ("equal_cells", "independence", "within_class")
+
+
+def cell_counts(label: np.ndarray, group: np.ndarray) -> pd.Series:
+    """Number of rows in each (label, group) cell."""
+    return pd.Series(1, index=pd.MultiIndex.from_arrays([label, group])).groupby(
+        level=[0, 1]).sum()
+
+
+def reweight_weights(label: np.ndarray, group: np.ndarray,
+                     mode: str = "equal_cells") -> np.ndarray:
+    """Per-sample weights that remove the label-group correlation (mean weight 1).
+
+    Parameters
+    ----------
+    label, group
+        Target labels and protected groups of the training rows.
+    mode
+        ``equal_cells``: every (label, group) cell gets the same total weight.
+        ``independence``: Kamiran–Calders, ``w = P(y) P(g) / P(y, g)``, which makes label
+        and group independent while keeping each marginal.
+        ``within_class``: gan-debiasing ``compute_weight``, ``w = n(y) / (2 n(y, g))``:
+        the groups weigh the same within each class, class totals unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 weights, normalized to mean 1.
+    """
+    label, group = np.asarray(label), np.asarray(group)
+    _, cell = np.unique(np.stack([label, group]), axis=1, return_inverse=True)
+    cell = cell.ravel()
+    n_cell = np.bincount(cell)[cell].astype(np.float64)
+    n = len(label)
+    if mode == "equal_cells":
+        w = n / (len(np.unique(cell)) * n_cell)
+    elif mode == "independence":
+        n_y = pd.Series(label).map(pd.Series(label).value_counts()).to_numpy(np.float64)
+        n_g = pd.Series(group).map(pd.Series(group).value_counts()).to_numpy(np.float64)
+        w = n_y * n_g / (n * n_cell)
+    elif mode == "within_class":
+        n_y = pd.Series(label).map(pd.Series(label).value_counts()).to_numpy(np.float64)
+        n_groups = len(np.unique(group))
+        w = n_y / (n_groups * n_cell)
+    else:
+        raise FacebalanceError(
+            f"unknown reweight mode {mode!r}; valid: {', '.join(REWEIGHT_MODES)}")
+    return (w / w.mean()).astype(np.float32)
+
+
+def oversample_rows(label: np.ndarray, group: np.ndarray, seed: int,
+                    to: str = "max") -> np.ndarray:
+    """Row indices with members of small (label, group) cells repeated.
+
+    Each cell is brought to the size of the largest cell (``to="max"``) or the mean cell
+    size (``"mean"``, cells above it are kept whole): every row is repeated
+    ``target // n`` times and ``target % n`` further rows are drawn without replacement.
+
+    Returns
+    -------
+    numpy.ndarray
+        Indices into the input rows, sorted, with repeats.
+    """
+    label, group = np.asarray(label), np.asarray(group)
+    _, cell = np.unique(np.stack([label, group]), axis=1, return_inverse=True)
+    cell = cell.ravel()
+    sizes = np.bincount(cell)
+    target = int(sizes.max()) if to == "max" else int(np.ceil(sizes.mean()))
+    rng = np.random.default_rng(seed)
+    out = []
+    for c, size in enumerate(sizes):
+        rows = np.flatnonzero(cell == c)
+        if size >= target:
+            out.append(rows)
+            continue
+        reps, rest = divmod(target, size)
+        out.append(np.repeat(rows, reps))
+        out.append(rng.choice(rows, size=rest, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def _baseline(frame: pd.DataFrame, **_: object) -> pd.DataFrame:
+    return frame.assign(weight=np.float32(1.0))
+
+
+def _reweight(frame: pd.DataFrame, *, reweight_mode: str = "equal_cells",
+              **_: object) -> pd.DataFrame:
+    return frame.assign(weight=reweight_weights(frame["label"], frame["group"], reweight_mode))
+
+
+def _oversample(frame: pd.DataFrame, *, seed: int = 0, oversample_to: str = "max",
+                **_: object) -> pd.DataFrame:
+    rows = oversample_rows(frame["label"], frame["group"], seed, oversample_to)
+    return frame.iloc[rows].reset_index(drop=True).assign(weight=np.float32(1.0))
+
+
+BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "baseline": _baseline,
+    "reweight": _reweight,
+    "oversample": _oversample,
+}
+
+
+def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -> pd.DataFrame:
+    """The training set index of a strategy built from the real training rows.
+
+    Parameters
+    ----------
+    strategy
+        One of :data:`BUILDERS`.
+    real
+        Real training rows with ``path``, ``_file``, ``_row``, ``id``, ``label``, ``group``.
+    **options
+        Strategy options (``seed``, ``reweight_mode``, ``oversample_to``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`INDEX_COLUMNS`.
+    """
+    try:
+        builder = BUILDERS[strategy]
+    except KeyError:
+        raise FacebalanceError(
+            f"unknown strategy {strategy!r}; valid: {', '.join(BUILDERS)}") from None
+    needed = [c for c in INDEX_COLUMNS if c not in ("weight", "source")]
+    missing = [c for c in needed if c not in real.columns]
+    if missing:
+        raise FacebalanceError(f"training rows lack columns {missing}")
+    out = builder(real[needed].assign(source="real"), **options)
+    out["weight"] = out["weight"].astype(np.float32)
+    return out[list(INDEX_COLUMNS)]

@@ -1,0 +1,328 @@
+"""Typed, validated pipeline parameters.
+
+Every section of ``params.yaml`` maps to a frozen dataclass. :func:`parse_params` checks the
+whole mapping before any stage does work: an unknown section or key, a value of the wrong
+type or outside its allowed set fails with a message that names the key and the valid
+values. The lib never opens ``params.yaml`` by itself; stages pass its path to
+:func:`load_params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facebalance.balance.strategies import BUILDERS, REWEIGHT_MODES
+from facebalance.errors import FacebalanceError
+
+#: Binary attributes synthfaces renders; any two can be target and protected.
+SYNTH_BINARY_ATTRIBUTES = ("blond", "male", "smiling", "eyeglasses")
+DATASETS = ("synthfaces",)
+ARCHS = ("small_resnet", "resnet18", "resnet50", "mobilenet_v2")
+STRATEGIES = tuple(BUILDERS)
+IMAGE_SIZES = (32, 64, 128)
+ON_ERROR = ("skip", "fail")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None,
+         hi: float | None = None, doc: str = "") -> Any:
+    """A dataclass field carrying its validation rule in metadata."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "doc": doc}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class BaseParams:
+    """Shared by every stage."""
+
+    seed: int = _opt(0, lo=0, doc="root of every random source")
+    device: str = _opt("auto", doc="auto | cpu | cuda | cuda:N | mps")
+    image_size: int = _opt(32, choices=IMAGE_SIZES, doc="side of the square images")
+    threads: int = _opt(0, lo=0, doc="torch CPU threads; 0 keeps torch's default")
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """What ``prepare`` writes: the source dataset, its attributes and split sizes."""
+
+    name: str = _opt("synthfaces", choices=DATASETS)
+    root: str = _opt("", doc="dataset folder for real datasets")
+    target: str = _opt("blond", doc="binary attribute the classifier predicts")
+    protected: str = _opt("male", doc="binary attribute defining the groups")
+    n_train: int = _opt(20000, lo=8)
+    n_val: int = _opt(2000, lo=8)
+    n_test: int = _opt(4000, lo=8)
+    p_protected: float = _opt(0.42, lo=0.0, hi=1.0, doc="P(protected=1) in train")
+    p_target_protected0: float = _opt(0.24, lo=0.0, hi=1.0, doc="P(target=1 | protected=0)")
+    p_target_protected1: float = _opt(0.02, lo=0.0, hi=1.0, doc="P(target=1 | protected=1)")
+    images_per_identity: int = _opt(4, lo=1)
+    rows_per_file: int = _opt(10000, lo=1)
+    row_group_size: int = _opt(1000, lo=1)
+    on_error: str = _opt("fail", choices=ON_ERROR, doc="corrupt images: skip and count, or fail")
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """A classifier and how to train it (``train_attr`` and ``train_target``)."""
+
+    arch: str = _opt("small_resnet", choices=ARCHS)
+    width: int = _opt(16, lo=4, hi=512, doc="base channel width of small_resnet")
+    weights: str = _opt("", doc="optional path to initial weights (state dict)")
+    epochs: int = _opt(4, lo=1)
+    batch_size: int = _opt(128, lo=1)
+    lr: float = _opt(0.003, lo=0.0)
+    weight_decay: float = _opt(0.0005, lo=0.0)
+    augment: bool = _opt(True, doc="random flips and 2-pixel shifts")
+    num_workers: int = _opt(0, lo=0, doc="DataLoader workers when images are streamed")
+    cache_mb: int = _opt(2048, lo=0, doc="decode the whole train set in memory below this")
+    seeds: list = _opt([0], doc="training seeds; several separate methods from seed noise")
+    epoch_size: str = _opt("real", choices=("real", "index"),
+                           doc="samples per epoch: the distinct real images (same compute "
+                               "for every strategy) or every row of the training index")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """How each strategy builds its training set from the real train split."""
+
+    oversample_to: str = _opt("max", choices=("max", "mean"), doc="cell size to reach")
+    reweight_mode: str = _opt("equal_cells", choices=REWEIGHT_MODES,
+                              doc="which cell totals reweighting equalizes")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Fairness evaluation on the balanced test split."""
+
+    bootstrap: int = _opt(500, lo=10)
+    kl_bins: int = _opt(50, lo=2)
+    batch_size: int = _opt(512, lo=1)
+
+
+@dataclass(frozen=True)
+class CompareParams:
+    """The strategy comparison table and chart."""
+
+    metrics: list = _opt(["ap", "accuracy", "deo", "ba", "kl", "group_acc_std"])
+
+
+COMPARE_METRICS = ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff")
+
+
+@dataclass(frozen=True)
+class Params:
+    """All sections of ``params.yaml``."""
+
+    base: BaseParams = field(default_factory=BaseParams)
+    dataset: DatasetParams = field(default_factory=DatasetParams)
+    strategies: list = field(default_factory=lambda: list(STRATEGIES))
+    train_attr: ClassifierParams = field(default_factory=ClassifierParams)
+    train_target: ClassifierParams = field(
+        default_factory=lambda: ClassifierParams(seeds=[0, 1, 2]))
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    compare: CompareParams = field(default_factory=CompareParams)
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_value(key: str, value: Any, ftype: Any, meta: Mapping[str, Any]) -> Any:
+    """Validate one leaf value against its declared type and rule; return it normalized."""
+    origin = typing.get_origin(ftype) or ftype
+    if origin in (list,):
+        if not isinstance(value, list):
+            raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected a list")
+        return list(value)
+    if ftype is bool:
+        if not isinstance(value, bool):
+            raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected true or false")
+        return value
+    if ftype is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected an integer")
+    elif ftype is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected a number")
+        value = float(value)
+    elif ftype is str:
+        if not isinstance(value, str):
+            raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected a string")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        valid = ", ".join(str(c) for c in choices)
+        raise FacebalanceError(
+            f"params: {key} = {value!r} is invalid; valid values: {valid}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected {bounds}")
+    return value
+
+
+def _resolve_type(ftype: Any) -> Any:
+    if isinstance(ftype, types.UnionType):  # pragma: no cover - not used by the schema
+        return typing.get_args(ftype)[0]
+    return ftype
+
+
+def _build(cls: type, data: Any, prefix: str, default: Any) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise FacebalanceError(f"params: {prefix} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise FacebalanceError(
+                f"params: unknown key '{prefix}.{key}'{_suggest(str(key), names)}; "
+                f"valid keys in '{prefix}': {', '.join(names)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            values[f.name] = _check_value(
+                f"{prefix}.{f.name}", data[f.name], _resolve_type(hints[f.name]), f.metadata)
+        else:
+            values[f.name] = getattr(default, f.name)
+    return cls(**values)
+
+
+def _check_int_list(key: str, values: list, *, nonempty: bool = True) -> None:
+    if nonempty and not values:
+        raise FacebalanceError(f"params: {key} is empty; expected at least one integer")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise FacebalanceError(
+                f"params: {key} contains {v!r}; expected non-negative integers")
+    if len(set(values)) != len(values):
+        raise FacebalanceError(f"params: {key} = {values!r} repeats a value")
+
+
+def _check_choice_list(key: str, values: list, choices: tuple[str, ...]) -> None:
+    if not values:
+        raise FacebalanceError(f"params: {key} is empty; valid values: {', '.join(choices)}")
+    for v in values:
+        if v not in choices:
+            raise FacebalanceError(
+                f"params: {key} contains {v!r}; valid values: {', '.join(choices)}")
+    if len(set(values)) != len(values):
+        raise FacebalanceError(f"params: {key} = {values!r} repeats a value")
+
+
+def parse_params(data: Mapping[str, Any]) -> Params:
+    """Validate a params mapping (as loaded from ``params.yaml``) into :class:`Params`.
+
+    Parameters
+    ----------
+    data
+        The whole parsed YAML document.
+
+    Returns
+    -------
+    Params
+        Frozen, validated parameters; keys absent from ``data`` take their defaults.
+
+    Raises
+    ------
+    FacebalanceError
+        On an unknown section or key, or an invalid value; the message names the key and
+        the valid keys or values.
+    """
+    if not isinstance(data, Mapping):
+        raise FacebalanceError("params: the file must hold a mapping of sections")
+    defaults = Params()
+    sections = [f.name for f in dataclasses.fields(Params)]
+    for key in data:
+        if key not in sections:
+            raise FacebalanceError(
+                f"params: unknown section '{key}'{_suggest(str(key), sections)}; "
+                f"valid sections: {', '.join(sections)}")
+    built: dict[str, Any] = {}
+    for f in dataclasses.fields(Params):
+        default = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(default):
+            built[f.name] = _build(type(default), data.get(f.name), f.name, default)
+        else:
+            value = data.get(f.name, default)
+            if not isinstance(value, list):
+                raise FacebalanceError(f"params: {f.name} = {value!r} is invalid; expected a list")
+            built[f.name] = list(value)
+    params = Params(**built)
+    _check_cross(params)
+    return params
+
+
+def _check_cross(p: Params) -> None:
+    """Rules that involve several keys."""
+    if not _DEVICE_RE.match(p.base.device):
+        raise FacebalanceError(
+            f"params: base.device = {p.base.device!r} is invalid; "
+            "valid values: auto, cpu, cuda, cuda:N, mps")
+    _check_choice_list("strategies", p.strategies, STRATEGIES)
+    if p.dataset.name == "synthfaces":
+        for key in ("target", "protected"):
+            value = getattr(p.dataset, key)
+            if value not in SYNTH_BINARY_ATTRIBUTES:
+                raise FacebalanceError(
+                    f"params: dataset.{key} = {value!r} is invalid for synthfaces; valid "
+                    f"values: {', '.join(SYNTH_BINARY_ATTRIBUTES)}")
+    if p.dataset.target == p.dataset.protected:
+        raise FacebalanceError(
+            f"params: dataset.target and dataset.protected are both {p.dataset.target!r}; "
+            "they must differ")
+    for section in ("train_attr", "train_target"):
+        _check_int_list(f"{section}.seeds", getattr(p, section).seeds)
+    _check_choice_list("compare.metrics", p.compare.metrics, COMPARE_METRICS)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file.
+
+    Parameters
+    ----------
+    path
+        YAML file, normally the repository's ``params.yaml``.
+
+    Returns
+    -------
+    Params
+        The validated parameters.
+
+    Raises
+    ------
+    FacebalanceError
+        When the file is missing, is not valid YAML, or fails validation.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FacebalanceError(f"params: cannot read {path}: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise FacebalanceError(f"params: {path} is not valid YAML: {err}") from err
+    try:
+        return parse_params(data)
+    except FacebalanceError as err:
+        raise FacebalanceError(f"{path}: {err}") from None
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a params dataclass (stored in checkpoints and metrics)."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,270 @@
+"""Image shards: Parquet files of PNG-encoded images plus their labels.
+
+Contract (DESIGN.md): one row per image with ``id`` (string), ``image`` (PNG bytes),
+``split``, attribute columns, ``identity``, ``source`` and ``weight``; row groups of about
+1,000 rows; a directory of ``part-NNNNN.parquet`` files. :class:`ShardWriter` writes a
+directory atomically (into a temporary sibling, renamed on success); the readers stream
+row groups and never need the whole split in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from facebalance.errors import CorruptImageError, FacebalanceError
+
+log = logging.getLogger(__name__)
+
+PART_PATTERN = "part-{:05d}.parquet"
+IMAGE_COLUMN = "image"
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an ``(H, W, 3)`` uint8 image."""
+    buf = io.BytesIO()
+    # compress_level 1: files ~5% larger than the default, several times faster to write.
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes, image_id: str = "?", source: str | Path = "?") -> np.ndarray:
+    """Decode PNG/JPEG bytes to an ``(H, W, 3)`` uint8 RGB array.
+
+    Raises
+    ------
+    CorruptImageError
+        When the bytes are not a readable image; the message names ``image_id`` and
+        ``source`` (the shard file).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as err:  # PIL raises several unrelated types for bad data
+        raise CorruptImageError(
+            f"corrupt image id={image_id!r} in {source}: {type(err).__name__}: {err}") from err
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_table_atomic(table: pa.Table | pd.DataFrame, path: str | Path,
+                       row_group_size: int | None = None) -> None:
+    """Write one Parquet file atomically (temporary file, then rename)."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ShardWriter:
+    """Write an image-shard directory, atomically as a whole.
+
+    Rows go to ``<out>.tmp-XXXX/part-NNNNN.parquet``; :meth:`close` renames that directory
+    to ``out`` (replacing an older one). If the ``with`` block raises, the temporary
+    directory is removed and ``out`` is left as it was.
+
+    Parameters
+    ----------
+    out
+        Destination directory.
+    rows_per_file
+        Rows per ``part`` file.
+    row_group_size
+        Rows per Parquet row group (the unit a streaming reader loads).
+    """
+
+    def __init__(self, out: str | Path, rows_per_file: int = 10000,
+                 row_group_size: int = 1000) -> None:
+        self.out = Path(out)
+        self.rows_per_file = rows_per_file
+        self.row_group_size = row_group_size
+        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.tmp.mkdir(parents=True)
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._file_index = 0
+        self._rows_in_file = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.rows = 0
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frame: pd.DataFrame | pa.Table) -> None:
+        """Append rows (a DataFrame or Arrow table with the same columns each call)."""
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+            frame, preserve_index=False)
+        if self._schema is None:
+            self._schema = table.schema
+        elif table.schema != self._schema:
+            try:
+                table = table.cast(self._schema)
+            except (pa.ArrowInvalid, ValueError) as err:
+                raise FacebalanceError(
+                    f"shards: rows written to {self.out} do not match the first batch's "
+                    f"columns: {err}") from err
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        while self._pending_rows >= self.row_group_size or (final and self._pending_rows):
+            table = pa.concat_tables(self._pending)
+            room = self.rows_per_file - self._rows_in_file
+            take = min(self.row_group_size, room, table.num_rows)
+            self._write_group(table.slice(0, take))
+            rest = table.slice(take)
+            self._pending = [rest] if rest.num_rows else []
+            self._pending_rows = rest.num_rows
+
+    def _write_group(self, table: pa.Table) -> None:
+        if self._writer is None:
+            path = self.tmp / PART_PATTERN.format(self._file_index)
+            self._writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+        self._writer.write_table(table, row_group_size=self.row_group_size)
+        self._rows_in_file += table.num_rows
+        self.rows += table.num_rows
+        if self._rows_in_file >= self.rows_per_file:
+            self._writer.close()
+            self._writer = None
+            self._file_index += 1
+            self._rows_in_file = 0
+
+    def close(self) -> None:
+        """Flush, close and move the finished directory into place."""
+        self._flush(final=True)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(self.out, old)
+            os.replace(self.tmp, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.out)
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``out`` is untouched."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def shard_files(path: str | Path) -> list[Path]:
+    """The Parquet files of a shard directory (or the file itself), in order.
+
+    Raises
+    ------
+    FacebalanceError
+        When ``path`` does not exist or holds no Parquet file.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FacebalanceError(f"shards: {path} does not exist; run the stage that writes it")
+    files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        raise FacebalanceError(f"shards: {path} holds no .parquet files")
+    return files
+
+
+def read_columns(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read label columns of a shard directory (never the images unless asked).
+
+    Adds ``_file`` (index into :func:`shard_files`) and ``_row`` (row within that file),
+    which address each image for :class:`~facebalance.data.datasets.ShardImages`.
+    """
+    frames = []
+    for i, f in enumerate(shard_files(path)):
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        cols = list(columns) if columns is not None else [c for c in names if c != IMAGE_COLUMN]
+        missing = [c for c in cols if c not in names]
+        if missing:
+            raise FacebalanceError(
+                f"shards: {f} has no column(s) {missing}; it has {names}")
+        df = pf.read(columns=cols).to_pandas()
+        df["_file"] = i
+        df["_row"] = np.arange(len(df), dtype=np.int64)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def iter_batches(path: str | Path, columns: Sequence[str] | None = None,
+                 batch_rows: int = 1000) -> Iterator[pd.DataFrame]:
+    """Stream a shard directory as DataFrames of at most ``batch_rows`` rows."""
+    for f in shard_files(path):
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch.to_pandas()
+
+
+def decode_batch(frame: pd.DataFrame, source: str | Path = "?",
+                 on_error: str = "fail") -> tuple[np.ndarray, np.ndarray]:
+    """Decode the ``image`` column of a batch.
+
+    Parameters
+    ----------
+    frame
+        Rows with ``id`` and ``image``.
+    source
+        Shard path for error messages.
+    on_error
+        ``fail`` raises on the first corrupt image; ``skip`` logs it and leaves it out.
+
+    Returns
+    -------
+    images, keep
+        ``(n_ok, H, W, 3)`` uint8 images and the boolean mask of rows kept.
+    """
+    out, keep = [], np.ones(len(frame), dtype=bool)
+    for i, (image_id, data) in enumerate(zip(frame["id"], frame[IMAGE_COLUMN], strict=True)):
+        try:
+            out.append(decode_image(data, image_id, source))
+        except CorruptImageError as err:
+            if on_error == "fail":
+                raise
+            log.warning("skipping %s", err)
+            keep[i] = False
+    if not out:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8), keep
+    return np.stack(out), keep

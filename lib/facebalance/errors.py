@@ -1,0 +1,12 @@
+"""The one domain exception type; the CLI and stage boundary turn it into a one-line error."""
+
+
+class FacebalanceError(Exception):
+    """A user-facing error: bad params, bad input data, a missing file.
+
+    The message must say what was wrong and where (file, row, key) and what was expected.
+    """
+
+
+class CorruptImageError(FacebalanceError):
+    """An image that cannot be decoded; the message names its id and shard file."""

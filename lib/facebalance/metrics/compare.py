@@ -1,0 +1,101 @@
+"""Side-by-side comparison of evaluated strategies: a markdown table and a bar chart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from facebalance.errors import FacebalanceError
+
+LABELS = {"ap": "AP", "accuracy": "accuracy", "deo": "DEO", "ba": "BA", "kl": "KL",
+          "group_acc_std": "group acc std", "dp_diff": "DP diff", "eo_diff": "EO diff"}
+LOWER_IS_BETTER = {"deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff"}
+
+
+def load_reports(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Read each strategy's metrics JSON, naming a missing or malformed file."""
+    reports = {}
+    for name, path in paths.items():
+        try:
+            reports[name] = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise FacebalanceError(
+                f"compare: {path} is missing; is {name!r} in params 'strategies' and "
+                "evaluated?") from None
+        except json.JSONDecodeError as err:
+            raise FacebalanceError(f"compare: {path} is not valid JSON: {err}") from None
+    return reports
+
+
+def comparison_frame(reports: dict[str, dict[str, Any]], metrics: Sequence[str]) -> pd.DataFrame:
+    """Long table: one row per (strategy, metric) with mean, std, interval and seeds."""
+    rows = []
+    for name, rep in reports.items():
+        for m in metrics:
+            if m not in rep:
+                raise FacebalanceError(f"compare: metrics of {name!r} have no key {m!r}")
+            r = rep[m]
+            rows.append({"strategy": name, "metric": m, "value": r["value"], "std": r["std"],
+                         "lo": r["ci95"]["lo"], "hi": r["ci95"]["hi"],
+                         "n_seeds": rep.get("n_seeds", 1)})
+    return pd.DataFrame(rows)
+
+
+def to_markdown(frame: pd.DataFrame, baseline: str = "baseline") -> str:
+    """Markdown table: strategies as rows, ``mean ± std [95% CI]`` per metric.
+
+    When a baseline row exists, each fairness metric also shows its relative change.
+    """
+    metrics = list(dict.fromkeys(frame["metric"]))
+    head = "| strategy | seeds | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
+    base = frame[frame["strategy"] == baseline].set_index("metric")["value"]
+    for name, rows in frame.groupby("strategy", sort=False):
+        r = rows.set_index("metric")
+        cells = []
+        for m in metrics:
+            cell = (f"{r.at[m, 'value']:.3f} ± {r.at[m, 'std']:.3f} "
+                    f"[{r.at[m, 'lo']:.3f}, {r.at[m, 'hi']:.3f}]")
+            if name != baseline and m in base.index and m in LOWER_IS_BETTER and base[m] > 0:
+                cell += f" ({(r.at[m, 'value'] / base[m] - 1) * 100:+.0f}%)"
+            cells.append(cell)
+        lines.append(f"| {name} | {int(r['n_seeds'].iloc[0])} | " + " | ".join(cells) + " |")
+    note = ("\nmean ± std over training seeds [95% bootstrap interval of the seed mean, "
+            "test resamples]; (±%) change against the baseline mean.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def plot_comparison(frame: pd.DataFrame, out: Path) -> None:
+    """Bar chart per metric: seed mean with the 95% interval as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from facebalance.data.shards import atomic_write_bytes
+
+    metrics = list(dict.fromkeys(frame["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        sub = frame[frame["metric"] == m]
+        x = range(len(sub))
+        ax.bar(x, sub["value"], color="#4c78a8")
+        # The interval is drawn as is: for skewed metrics (KL) the seed mean can sit
+        # outside the bootstrap interval of the resampled mean.
+        ax.vlines(list(x), sub["lo"], sub["hi"], color="black", linewidth=1.2)
+        ax.scatter(list(x) * 2, list(sub["lo"]) + list(sub["hi"]), marker="_", s=60,
+                   color="black")
+        ax.set_xticks(list(x), sub["strategy"], rotation=35, ha="right", fontsize=8)
+        arrow = "↓" if m in LOWER_IS_BETTER else "↑"
+        ax.set_title(f"{LABELS.get(m, m)} {arrow}", fontsize=10)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())

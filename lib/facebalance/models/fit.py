@@ -1,0 +1,88 @@
+"""Train a classifier from a training set index, and score shard directories."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from facebalance.config import ClassifierParams
+from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.models.classifier import ClassifierConfig, build_classifier, load_initial_weights
+from facebalance.models.train import TrainConfig, predict_proba, train_classifier
+
+log = logging.getLogger(__name__)
+
+
+def epoch_samples(index: pd.DataFrame, epoch_size: str) -> int:
+    """Rows drawn per epoch: every index row, or as many as there are distinct real images.
+
+    ``real`` gives every strategy the same compute as the baseline, so oversampling or
+    adding synthetic images changes *what* the model sees, not how long it trains.
+    """
+    if epoch_size == "index" or "source" not in index.columns:
+        return len(index)
+    real = index[index["source"] == "real"]
+    return len(real.drop_duplicates(["path", "_file", "_row"])) or len(index)
+
+
+def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size: int,
+                   seed: int, device: torch.device
+                   ) -> tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]:
+    """Train a binary classifier on a training set index.
+
+    Parameters
+    ----------
+    index
+        Rows with image references (``path``, ``_file``, ``_row``), ``label`` and
+        ``weight`` (see :mod:`facebalance.balance.strategies`).
+    params
+        Architecture and optimisation params (``train_attr`` or ``train_target``).
+    image_size
+        Side of the images (recorded in the checkpoint config).
+    seed
+        Seeds initialisation, data order and augmentation.
+    device
+        Where to train.
+
+    Returns
+    -------
+    model, config, history
+        The trained model, the config that rebuilds it, and per-epoch loss rows.
+    """
+    config = ClassifierConfig(arch=params.arch, width=params.width, num_outputs=1,
+                              image_size=image_size)
+    torch.manual_seed(seed)
+    model = build_classifier(config)
+    if params.weights:
+        load_initial_weights(model, params.weights)
+    dataset = ShardDataset(index, {"label": index["label"].to_numpy(np.float32),
+                                   "weight": index["weight"].to_numpy(np.float32)},
+                           cache_mb=params.cache_mb)
+    cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+                      weight_decay=params.weight_decay, augment=params.augment, seed=seed,
+                      num_workers=params.num_workers,
+                      samples_per_epoch=epoch_samples(index, params.epoch_size))
+    history = train_classifier(model, dataset, cfg, device)
+    return model, config, history
+
+
+def score_shards(models: list[nn.Module], path: str | Path, columns: list[str],
+                 device: torch.device, batch_size: int = 512,
+                 cache_mb: float = 2048) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Score every image of a shard directory with each model.
+
+    Images are decoded once and shared by all models.
+
+    Returns
+    -------
+    frame, scores
+        The requested label columns (plus references) and one score array per model.
+    """
+    refs = shard_refs(path, columns)
+    dataset = ShardDataset(refs, {}, cache_mb=cache_mb)
+    return refs, [predict_proba(m, dataset, device, batch_size) for m in models]

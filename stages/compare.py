@@ -1,0 +1,41 @@
+"""compare: every evaluated strategy side by side (markdown, CSV and a bar chart)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facebalance.config import load_params
+from facebalance.data.shards import atomic_write_bytes
+from facebalance.metrics.compare import (
+    comparison_frame,
+    load_reports,
+    plot_comparison,
+    to_markdown,
+)
+from facebalance.runtime import run_app
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    metrics_dir: Annotated[Path, typer.Option(help="directory of <strategy>.json metrics")],
+    table: Annotated[Path, typer.Option(help="markdown table to write")],
+    csv: Annotated[Path, typer.Option(help="long-format CSV to write")],
+    figure: Annotated[Path, typer.Option(help="PNG bar chart to write")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Compare the strategies listed in params."""
+    p = load_params(params)
+    reports = load_reports({s: metrics_dir / f"{s}.json" for s in p.strategies})
+    frame = comparison_frame(reports, p.compare.metrics)
+    markdown = to_markdown(frame)
+    atomic_write_bytes(table, markdown.encode())
+    atomic_write_bytes(csv, frame.to_csv(index=False).encode())
+    plot_comparison(frame, figure)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    run_app(app)

@@ -1,0 +1,37 @@
+"""evaluate: fairness and accuracy metrics of a strategy's models on the test split."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facebalance.config import load_params
+from facebalance.data.shards import write_table_atomic
+from facebalance.metrics.evaluate import evaluate_models
+from facebalance.runtime import run_app, setup, write_json
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    strategy: Annotated[str, typer.Option(help="balancing strategy")],
+    data: Annotated[Path, typer.Option(help="prepared shards (train/, val/, test/)")],
+    models: Annotated[Path, typer.Option(help="directory of seed<N>.pt checkpoints")],
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")],
+    scores: Annotated[Path, typer.Option(help="per-image test scores (Parquet) to write")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Score val/test with every seed's model and write the metrics JSON."""
+    p = load_params(params)
+    device = setup(p.base)
+    report, table = evaluate_models(
+        data, models, p.train_target.seeds, target=p.dataset.target,
+        protected=p.dataset.protected, device=device, params=p.evaluate,
+        bootstrap_seed=p.base.seed)
+    write_json(metrics, {"strategy": strategy, **report})
+    write_table_atomic(table, scores)
+
+
+if __name__ == "__main__":
+    run_app(app)

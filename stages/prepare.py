@@ -1,0 +1,28 @@
+"""prepare: write the train/val/test image shards of the dataset named in params."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facebalance.config import load_params
+from facebalance.data.prepare import prepare_dataset
+from facebalance.runtime import run_app, write_json
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    out: Annotated[Path, typer.Option(help="directory for train/, val/, test/ shards")],
+    summary: Annotated[Path, typer.Option(help="JSON with per-split cell counts")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Render or convert the dataset into Parquet image shards."""
+    p = load_params(params)
+    result = prepare_dataset(p.dataset, out, seed=p.base.seed, image_size=p.base.image_size)
+    write_json(summary, result)
+
+
+if __name__ == "__main__":
+    run_app(app)

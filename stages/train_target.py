@@ -1,0 +1,43 @@
+"""train_target: train the target classifier on a strategy's training set, once per seed."""
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from facebalance.config import as_dict, load_params
+from facebalance.models.classifier import save_checkpoint
+from facebalance.models.fit import fit_classifier
+from facebalance.runtime import derive_seed, run_app, setup
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    strategy: Annotated[str, typer.Option(help="balancing strategy (for the record)")],
+    index: Annotated[Path, typer.Option(help="training set index from augment")],
+    out: Annotated[Path, typer.Option(help="directory for seed<N>.pt checkpoints")],
+    history: Annotated[Path, typer.Option(help="loss curve CSV to write")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Train ``train_target.seeds`` models on the index."""
+    p = load_params(params)
+    device = setup(p.base)
+    rows = pd.read_parquet(index)
+    curves = []
+    out.mkdir(parents=True, exist_ok=True)
+    for s in p.train_target.seeds:
+        seed = derive_seed(p.base.seed, s)
+        net, config, hist = fit_classifier(rows, p.train_target, image_size=p.base.image_size,
+                                           seed=seed, device=device)
+        save_checkpoint(out / f"seed{s}.pt", net, config,
+                        {"strategy": strategy, "seed": s, "params": as_dict(p.train_target)})
+        curves += [{"seed": s, **h} for h in hist]
+    history.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(curves).to_csv(history, index=False)
+
+
+if __name__ == "__main__":
+    run_app(app)

@@ -1,0 +1,87 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from facebalance.balance.strategies import (
+    INDEX_COLUMNS,
+    build_training_index,
+    oversample_rows,
+    reweight_weights,
+)
+from facebalance.errors import FacebalanceError
+
+
+def _skewed(n: int = 1000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    g = (rng.random(n) < 0.4).astype(int)
+    y = (rng.random(n) < np.where(g == 1, 0.03, 0.25)).astype(int)
+    return y, g
+
+
+def _cell_totals(y, g, w):
+    return {(t, a): w[(y == t) & (g == a)].sum() for t in (0, 1) for a in (0, 1)}
+
+
+def test_equal_cells_gives_every_cell_the_same_total_weight() -> None:
+    y, g = _skewed()
+    w = reweight_weights(y, g, "equal_cells")
+    totals = list(_cell_totals(y, g, w).values())
+    assert np.allclose(totals, len(y) / 4, rtol=1e-5)
+    assert w.mean() == pytest.approx(1.0)
+
+
+def test_independence_makes_label_and_group_independent() -> None:
+    y, g = _skewed()
+    w = reweight_weights(y, g, "independence")
+    tot = w.sum()
+    for (t, a), cell in _cell_totals(y, g, w).items():
+        p_t = w[y == t].sum() / tot
+        p_a = w[g == a].sum() / tot
+        assert cell / tot == pytest.approx(p_t * p_a, rel=1e-5)
+    # Marginals are those of the data.
+    assert w[y == 1].sum() / tot == pytest.approx(y.mean(), rel=1e-5)
+
+
+def test_within_class_matches_gan_debiasing_loop() -> None:
+    y, g = _skewed(200, 1)
+    cp, cn = y.sum(), (1 - y).sum()
+    ref = []
+    for t, a in zip(y, g, strict=True):  # gan-debiasing compute_class_weight
+        n_cell = ((y == t) & (g == a)).sum()
+        ref.append((t * cp + (1 - t) * cn) / (2 * n_cell))
+    ref = np.array(ref)
+    np.testing.assert_allclose(reweight_weights(y, g, "within_class"), ref / ref.mean(),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("to", ["max", "mean"])
+def test_oversample_brings_small_cells_up(to: str) -> None:
+    y, g = _skewed()
+    rows = oversample_rows(y, g, seed=0, to=to)
+    sizes = pd.Series(list(zip(y[rows], g[rows], strict=True))).value_counts()
+    orig = pd.Series(list(zip(y, g, strict=True))).value_counts()
+    target = orig.max() if to == "max" else int(np.ceil(orig.mean()))
+    for cell, n in orig.items():
+        assert sizes[cell] == max(n, target)
+    # Every original row is kept; duplicates are spread evenly (at most 1 apart).
+    counts = np.bincount(rows, minlength=len(y))
+    assert counts.min() >= 1
+    for cell in orig.index:
+        members = counts[(y == cell[0]) & (g == cell[1])]
+        assert members.max() - members.min() <= 1
+    np.testing.assert_array_equal(rows, oversample_rows(y, g, seed=0, to=to))
+
+
+def test_build_training_index_columns_and_errors() -> None:
+    y, g = _skewed(50)
+    real = pd.DataFrame({"path": "p", "_file": 0, "_row": np.arange(50), "id": np.arange(50),
+                         "label": y, "group": g})
+    for strategy in ("baseline", "reweight", "oversample"):
+        idx = build_training_index(strategy, real, seed=0)
+        assert list(idx.columns) == list(INDEX_COLUMNS)
+        assert (idx["source"] == "real").all() and idx["weight"].dtype == np.float32
+    assert (build_training_index("baseline", real)["weight"] == 1).all()
+    with pytest.raises(FacebalanceError, match="unknown strategy 'magic'; valid: baseline"):
+        build_training_index("magic", real)
+    with pytest.raises(FacebalanceError, match=r"lack columns \['group'\]"):
+        build_training_index("baseline", real.drop(columns="group"))

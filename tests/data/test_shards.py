@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from facebalance.data.shards import (
+    ShardWriter,
+    decode_batch,
+    decode_image,
+    encode_png,
+    iter_batches,
+    read_columns,
+    shard_files,
+    write_table_atomic,
+)
+from facebalance.errors import CorruptImageError, FacebalanceError
+
+
+def _frame(n: int, start: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(start)
+    images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    return pd.DataFrame({"id": [f"x{i}" for i in range(start, start + n)],
+                         "image": [encode_png(im) for im in images],
+                         "label": np.arange(start, start + n) % 2})
+
+
+def test_png_round_trip() -> None:
+    im = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_image(encode_png(im)), im)
+
+
+def test_writer_splits_files_and_row_groups(tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    with ShardWriter(out, rows_per_file=100, row_group_size=30) as w:
+        for start in range(0, 250, 70):  # uneven batches
+            w.write(_frame(min(70, 250 - start), start))
+    files = shard_files(out)
+    assert [f.name for f in files] == ["part-00000.parquet", "part-00001.parquet",
+                                       "part-00002.parquet"]
+    sizes = [[pq.ParquetFile(f).metadata.row_group(i).num_rows
+              for i in range(pq.ParquetFile(f).metadata.num_row_groups)] for f in files]
+    assert sizes == [[30, 30, 30, 10], [30, 30, 30, 10], [30, 20]]
+    df = read_columns(out, ["id", "label"])
+    assert df["id"].tolist() == [f"x{i}" for i in range(250)]
+    assert df["_file"].tolist() == [0] * 100 + [1] * 100 + [2] * 50
+    assert df["_row"].tolist()[98:102] == [98, 99, 0, 1]
+    streamed = pd.concat(iter_batches(out, ["id"], batch_rows=40))
+    assert streamed["id"].tolist() == df["id"].tolist()
+    assert not list(tmp_path.glob(".shards*"))  # no temporary left behind
+
+
+def test_interrupted_write_leaves_previous_output(tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    with ShardWriter(out, row_group_size=10) as w:
+        w.write(_frame(20))
+    with pytest.raises(RuntimeError), ShardWriter(out, row_group_size=10) as w:
+        w.write(_frame(50, 100))
+        raise RuntimeError("killed")
+    assert read_columns(out, ["id"])["id"].tolist() == [f"x{i}" for i in range(20)]
+    assert [p.name for p in tmp_path.iterdir()] == ["shards"]
+
+
+def test_mismatched_columns_fail(tmp_path: Path) -> None:
+    with pytest.raises(FacebalanceError, match="do not match the first batch"), \
+            ShardWriter(tmp_path / "s", row_group_size=5) as w:
+        w.write(_frame(3))
+        w.write(pd.DataFrame({"other": [1.5]}))
+    assert not (tmp_path / "s").exists()
+
+
+def test_corrupt_image_is_named(tmp_path: Path) -> None:
+    frame = _frame(4)
+    frame.loc[2, "image"] = b"\x89PNG\r\n\x1a\nbroken"
+    with pytest.raises(CorruptImageError, match=r"corrupt image id='x2' in shard\.parquet"):
+        decode_batch(frame, "shard.parquet")
+    images, keep = decode_batch(frame, "shard.parquet", on_error="skip")
+    assert images.shape == (3, 8, 8, 3) and keep.tolist() == [True, True, False, True]
+
+
+def test_missing_paths_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(FacebalanceError, match="does not exist; run the stage"):
+        shard_files(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FacebalanceError, match=r"holds no \.parquet files"):
+        shard_files(tmp_path / "empty")
+    write_table_atomic(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet")
+    with pytest.raises(FacebalanceError, match=r"has no column\(s\) \['b'\]"):
+        read_columns(tmp_path / "t.parquet", ["b"])
+
+
+def test_atomic_table_write_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    write_table_atomic(pd.DataFrame({"a": [1, 2]}), path)
+    write_table_atomic(pd.DataFrame({"a": [3]}), path)
+    assert pd.read_parquet(path)["a"].tolist() == [3]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]

@@ -1,0 +1,80 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from facebalance.data.synthfaces import (
+    AGE_BINS,
+    SplitSpec,
+    public_columns,
+    render,
+    sample_attributes,
+)
+from facebalance.errors import FacebalanceError
+
+
+def test_skewed_split_has_exact_cell_counts() -> None:
+    spec = SplitSpec(n=10000, p_protected=0.42, p_target_given=(0.24, 0.02))
+    df = sample_attributes(spec, 0)
+    p_blond = df.groupby("male")["blond"].mean()
+    assert p_blond[0] == pytest.approx(0.24, abs=1e-3)
+    assert p_blond[1] == pytest.approx(0.02, abs=1e-3)
+    assert df["male"].mean() == pytest.approx(0.42, abs=1e-3)
+    assert len(df) == 10000 and df["id"].is_unique
+
+
+def test_balanced_split_has_equal_cells() -> None:
+    df = sample_attributes(SplitSpec(n=400, balanced=True, target="smiling",
+                                     protected="eyeglasses"), 1, "val")
+    counts = df.groupby(["eyeglasses", "smiling"]).size()
+    assert counts.tolist() == [100, 100, 100, 100]
+    assert df["id"].str.startswith("val-").all()
+
+
+def test_identities_keep_their_attributes_and_size() -> None:
+    df = sample_attributes(SplitSpec(n=2000, images_per_identity=4), 3)
+    per_id = df.groupby("identity").agg(
+        n=("id", "size"), blond=("blond", "nunique"), male=("male", "nunique"),
+        skin=("skin", "nunique"), hair=("_hair_u", "nunique"))
+    assert per_id["n"].max() == 4
+    assert (per_id[["blond", "male", "skin", "hair"]] == 1).all().all()
+
+
+def test_attribute_ranges() -> None:
+    df = sample_attributes(SplitSpec(n=3000), 2)
+    assert set(df["skin"].unique()) == {0, 1, 2, 3}
+    assert df["age"].between(18, 80).all()
+    assert (df["age_group"] == np.digitize(df["age"], AGE_BINS)).all()
+    assert set(df["age_group"].unique()) == {0, 1, 2, 3}
+    assert not any(c.startswith("_") for c in public_columns(df).columns)
+
+
+def test_sampling_and_render_are_deterministic() -> None:
+    spec = SplitSpec(n=64, balanced=True)
+    a, b = sample_attributes(spec, 7), sample_attributes(spec, 7)
+    pd.testing.assert_frame_equal(a, b)
+    assert not sample_attributes(spec, 8)["_hair_u"].equals(a["_hair_u"])
+    img1, img2 = render(a, 32, 5), render(a, 32, 5)
+    assert img1.dtype == np.uint8 and img1.shape == (64, 32, 32, 3)
+    np.testing.assert_array_equal(img1, img2)
+    assert render(a.iloc[:4], 128, 0).shape == (4, 128, 128, 3)
+
+
+def test_attributes_are_visible_in_pixels() -> None:
+    """Blond hair is lighter and more yellow; men's faces are wider; averaged over faces."""
+    df = sample_attributes(SplitSpec(n=800, balanced=True), 4)
+    img = render(df, 32, 0).astype(np.float64) / 255
+    top = img[:, 2:9, 8:24]  # hair region above the forehead
+    yellow = (top[..., 0] + top[..., 1] - 2 * top[..., 2]).mean(axis=(1, 2))
+    blond = df["blond"].to_numpy() == 1
+    assert yellow[blond].mean() > yellow[~blond].mean() + 0.05
+    # Long hair (mostly women) frames the face: cheek-side columns differ from background.
+    lengths = df.loc[df["male"] == 0, "_long_hair"].mean(), df.loc[df["male"] == 1,
+                                                                     "_long_hair"].mean()
+    assert lengths[0] > 0.85 and lengths[1] < 0.15
+
+
+def test_bad_attribute_names() -> None:
+    with pytest.raises(FacebalanceError, match="unknown attribute 'hat'"):
+        sample_attributes(SplitSpec(n=8, target="hat"), 0)
+    with pytest.raises(FacebalanceError, match="must differ"):
+        sample_attributes(SplitSpec(n=8, target="male", protected="male"), 0)

@@ -1,0 +1,47 @@
+import json
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from facebalance.cli import app
+
+from .conftest import REPO
+
+runner = CliRunner()
+
+
+def test_render_writes_a_grid(tmp_path: Path) -> None:
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["render", "--n", "12", "--size", "32", "--out", str(out),
+                                 "--scale", "1"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (4 * 32, 3 * 32)
+    assert len(out.with_suffix(".csv").read_text().splitlines()) == 13
+
+
+def test_render_rejects_bad_size(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["render", "--size", "48", "--out", str(tmp_path / "g.png")])
+    assert result.exit_code == 1
+    assert "--size 48 is invalid; valid values: 32, 64, 128" in result.output
+
+
+def test_check_params(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["check-params", str(REPO / "params.yaml")]).exit_code == 0
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train_target:\n  arch: vgg\n")
+    result = runner.invoke(app, ["check-params", str(bad)])
+    assert result.exit_code == 1
+    assert "train_target.arch = 'vgg' is invalid; valid values: small_resnet" in result.output
+
+
+def test_info_and_show(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0 and "strategies: baseline, reweight, oversample" in result.output
+    rep = {"deo": {"value": 0.1, "std": 0.01, "ci95": {"lo": 0.05, "hi": 0.15}},
+           "by_group": {"male=0": {"tpr": 0.9}}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(rep))
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 0
+    assert "deo: 0.1000 ± 0.0100  95% CI [0.0500, 0.1500]" in result.output

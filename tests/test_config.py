@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facebalance.config import Params, load_params, parse_params
+from facebalance.errors import FacebalanceError
+
+from .conftest import REPO
+
+
+def test_repository_params_are_valid() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.dataset.name == "synthfaces"
+    assert params.train_target.seeds == [0, 1, 2]
+
+
+def test_defaults_without_file_content() -> None:
+    assert parse_params({}) == Params()
+
+
+def test_unknown_key_names_key_and_valid_keys() -> None:
+    with pytest.raises(FacebalanceError, match=r"unknown key 'train_target\.epoch' \(did you "
+                       r"mean 'epochs'\?\); valid keys in 'train_target': arch, width"):
+        parse_params({"train_target": {"epoch": 3}})
+
+
+def test_unknown_section() -> None:
+    with pytest.raises(FacebalanceError, match=r"unknown section 'trian_target' \(did you mean "
+                       r"'train_target'\?\)"):
+        parse_params({"trian_target": {}})
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"train_target": {"arch": "resnet19"}},
+     r"train_target\.arch = 'resnet19' is invalid; valid values: small_resnet, resnet18, "
+     r"resnet50, mobilenet_v2"),
+    ({"base": {"image_size": 48}}, r"base\.image_size = 48 is invalid; valid values: 32, 64, 128"),
+    ({"base": {"device": "gpu"}}, r"base\.device = 'gpu' is invalid; valid values: auto, cpu"),
+    ({"dataset": {"p_protected": 1.5}}, r"dataset\.p_protected = 1\.5 is invalid; expected "
+                                         r"between 0\.0 and 1\.0"),
+    ({"train_target": {"epochs": "3"}}, r"train_target\.epochs = '3' is invalid; expected an "
+                                        r"integer"),
+    ({"train_target": {"augment": 1}}, r"train_target\.augment = 1 is invalid; expected true"),
+    ({"strategies": ["baseline", "smote"]}, r"strategies contains 'smote'; valid values: "
+                                            r"baseline, reweight, oversample"),
+    ({"dataset": {"target": "hat"}}, r"dataset\.target = 'hat' is invalid for synthfaces; "
+                                     r"valid values: blond, male, smiling, eyeglasses"),
+    ({"dataset": {"target": "male"}}, r"dataset\.target and dataset\.protected are both 'male'"),
+    ({"train_target": {"seeds": []}}, r"train_target\.seeds is empty"),
+    ({"train_target": {"seeds": [1, 1]}}, r"train_target\.seeds = \[1, 1\] repeats a value"),
+    ({"dataset": {"name": "imagenet"}}, r"dataset\.name = 'imagenet' is invalid; valid values: "
+                                        r"synthfaces"),
+])
+def test_invalid_values_name_key_and_valid_values(data: dict, message: str) -> None:
+    with pytest.raises(FacebalanceError, match=message):
+        parse_params(data)
+
+
+def test_load_params_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"evaluate": {"bootstrap": 0}}))
+    with pytest.raises(FacebalanceError, match=rf"{path}: params: evaluate\.bootstrap = 0"):
+        load_params(path)
+    with pytest.raises(FacebalanceError, match="cannot read"):
+        load_params(tmp_path / "missing.yaml")
+    path.write_text("base: [unclosed")
+    with pytest.raises(FacebalanceError, match="is not valid YAML"):
+        load_params(path)

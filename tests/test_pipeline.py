@@ -1,0 +1,128 @@
+"""End to end: the DVC pipeline with tiny params in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "dataset": {"n_train": 600, "n_val": 120, "n_test": 240, "rows_per_file": 400,
+                "row_group_size": 100},
+    "train_attr": {"epochs": 1, "width": 8},
+    "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
+    "evaluate": {"bootstrap": 50},
+}
+
+
+def _dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # Stages run `python stages/...`: put this interpreter's bin directory first on PATH.
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _set_params(path: Path, changes: dict) -> None:
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:
+            params[section] = values
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    for name in ("stages", "lib"):
+        shutil.copytree(REPO / name, root / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    _dvc(root, "init", "-q")
+    _dvc(root, "config", "core.analytics", "false")
+    _set_params(root / "params.yaml", TINY)
+    proc = _dvc(root, "repro")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "tiny run"], cwd=root, check=True)
+    assert _ran(proc.stdout) >= {"prepare", "train_attr@target", "train_attr@protected",
+                                 "augment@baseline", "train_target@reweight",
+                                 "evaluate@oversample", "compare"}
+    return root
+
+
+def test_outputs_and_metrics(project: Path) -> None:
+    for strategy in ("baseline", "reweight", "oversample"):
+        rep = json.loads((project / f"metrics/eval/{strategy}.json").read_text())
+        assert rep["strategy"] == strategy and rep["n_seeds"] == 2 and rep["n_test"] == 240
+        for key in ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std"):
+            assert {"value", "std", "ci95"} <= set(rep[key])
+        assert set(rep["by_group"]) == {"male=0", "male=1"}
+        assert (project / f"models/target/{strategy}/seed1.pt").is_file()
+    table = (project / "metrics/compare.md").read_text()
+    assert all(f"| {s} | 2 |" in table for s in ("baseline", "reweight", "oversample"))
+    assert (project / "metrics/compare.png").stat().st_size > 1000
+    summary = json.loads((project / "metrics/prepare.json").read_text())
+    assert summary["train"]["cells"]["male=1,blond=1"] == round(600 * 0.42 * 0.02)
+    shown = _dvc(project, "metrics", "show").stdout
+    assert "metrics/eval/reweight.json" in shown and "deo.value" in shown
+
+
+def test_second_repro_is_a_fast_noop(project: Path) -> None:
+    assert "up to date" in _dvc(project, "status").stdout
+    start = time.perf_counter()
+    proc = _dvc(project, "repro")
+    assert not _ran(proc.stdout)
+    assert time.perf_counter() - start < 10
+
+
+def test_train_target_param_reruns_only_downstream(project: Path) -> None:
+    _set_params(project / "params.yaml", {"train_target": {"lr": 0.002}})
+    status = json.loads(_dvc(project, "status", "--json").stdout)
+    assert set(status) == {"train_target@baseline", "train_target@reweight",
+                           "train_target@oversample"}
+    proc = _dvc(project, "repro")
+    expected = {f"{stage}@{s}" for stage in ("train_target", "evaluate")
+                for s in ("baseline", "reweight", "oversample")} | {"compare"}
+    assert _ran(proc.stdout) == expected
+    diff = _dvc(project, "metrics", "diff", "--json").stdout
+    assert "deo.value" in json.loads(diff)["metrics/eval/baseline.json"]
+
+
+def test_bad_params_fail_before_work_with_the_key(project: Path) -> None:
+    params = project / "params.yaml"
+    good = params.read_text()
+    try:
+        _set_params(params, {"dataset": {"n_trian": 10}})
+        proc = _dvc(project, "repro", check=False)
+        assert proc.returncode != 0
+        assert "unknown key 'dataset.n_trian' (did you mean 'n_train'?)" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        params.write_text(good)
+    _dvc(project, "checkout")
+    assert "up to date" in _dvc(project, "status").stdout
