@@ -3,12 +3,14 @@
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
-from facebalance.balance.strategies import build_training_index
+from facebalance.balance.strategies import PAIR_STRATEGIES, build_training_index, pair_rows
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import write_table_atomic
+from facebalance.errors import FacebalanceError
 from facebalance.runtime import derive_seed, run_app
 
 app = typer.Typer(add_completion=False)
@@ -19,15 +21,28 @@ def main(
     strategy: Annotated[str, typer.Option(help="balancing strategy")],
     data: Annotated[Path, typer.Option(help="prepared shards (train/)")],
     out: Annotated[Path, typer.Option(help="training set index (Parquet) to write")],
+    pairs: Annotated[Path | None, typer.Option(help="z/z' pair set (GAN strategies)")] = None,
+    generated: Annotated[Path | None, typer.Option(help="sampled G(z) shards")] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Write the training set index of one strategy."""
     p = load_params(params)
     t, g = p.dataset.target, p.dataset.protected
     real = shard_refs(data / "train", ["id", t, g]).rename(columns={t: "label", g: "group"})
+    pair_index = None
+    if strategy in PAIR_STRATEGIES:
+        if pairs is None or generated is None:
+            raise FacebalanceError(f"augment: {strategy} needs --pairs and --generated")
+        dirs = [d for d in (generated, pairs / "images", pairs / "images_z") if d.exists()]
+        refs = pd.concat([shard_refs(d, ["id"]) for d in dirs], ignore_index=True)
+        table = pd.read_parquet(pairs / "pairs.parquet",
+                                columns=["id_z", "id_zp", "label", "protected_z",
+                                         "protected_zp", "flip_ok"])
+        pair_index = pair_rows(table, refs, confirm_flip=p.augment.confirm_flip)
     index = build_training_index(strategy, real, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,
-                                 reweight_mode=p.augment.reweight_mode)
+                                 reweight_mode=p.augment.reweight_mode, pairs=pair_index,
+                                 synthetic_weight=p.augment.synthetic_weight)
     write_table_atomic(index, out)
 
 

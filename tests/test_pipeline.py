@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -24,7 +25,13 @@ TINY = {
     "train_attr": {"epochs": 1, "width": 8},
     "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
     "evaluate": {"bootstrap": 50},
+    "gan": {"steps": 30, "width": 8, "latent_dim": 16, "batch_size": 32},
+    "sample": {"n": 900, "batch_size": 256},
+    "boundaries": {"n_fit": 400, "n_val": 100},
+    "complement": {"n_pairs": 400, "batch_size": 256},
 }
+STRATEGIES = ("baseline", "reweight", "oversample", "gan_complement", "gan_gz_only")
+GAN_STAGES = {"train_gan", "sample", "score", "boundaries", "complement"}
 
 
 def _dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -71,12 +78,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([*git, "commit", "-q", "-m", "tiny run"], cwd=root, check=True)
     assert _ran(proc.stdout) >= {"prepare", "train_attr@target", "train_attr@protected",
                                  "augment@baseline", "train_target@reweight",
-                                 "evaluate@oversample", "compare"}
+                                 "evaluate@oversample", "compare", *GAN_STAGES,
+                                 "augment_gan@gan_complement", "evaluate@gan_gz_only"}
     return root
 
 
 def test_outputs_and_metrics(project: Path) -> None:
-    for strategy in ("baseline", "reweight", "oversample"):
+    for strategy in STRATEGIES:
         rep = json.loads((project / f"metrics/eval/{strategy}.json").read_text())
         assert rep["strategy"] == strategy and rep["n_seeds"] == 2 and rep["n_test"] == 240
         for key in ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std"):
@@ -84,10 +92,10 @@ def test_outputs_and_metrics(project: Path) -> None:
         assert set(rep["by_group"]) == {"male=0", "male=1"}
         assert (project / f"models/target/{strategy}/seed1.pt").is_file()
     table = (project / "metrics/compare.md").read_text()
-    assert all(f"| {s} | 2 |" in table for s in ("baseline", "reweight", "oversample"))
+    assert all(f"| {s} | 2 |" in table for s in STRATEGIES)
     assert (project / "metrics/compare.png").stat().st_size > 1000
     summary = json.loads((project / "metrics/prepare.json").read_text())
-    assert summary["train"]["cells"]["male=1,blond=1"] == round(600 * 0.42 * 0.02)
+    assert summary["train"]["cells"]["male=1,blond=1"] == 5  # 600 * 0.42 * 0.02 = 5.04
     shown = _dvc(project, "metrics", "show").stdout
     assert "metrics/eval/reweight.json" in shown and "deo.value" in shown
 
@@ -103,14 +111,32 @@ def test_second_repro_is_a_fast_noop(project: Path) -> None:
 def test_train_target_param_reruns_only_downstream(project: Path) -> None:
     _set_params(project / "params.yaml", {"train_target": {"lr": 0.002}})
     status = json.loads(_dvc(project, "status", "--json").stdout)
-    assert set(status) == {"train_target@baseline", "train_target@reweight",
-                           "train_target@oversample"}
+    assert set(status) == {f"train_target@{s}" for s in STRATEGIES}
     proc = _dvc(project, "repro")
     expected = {f"{stage}@{s}" for stage in ("train_target", "evaluate")
-                for s in ("baseline", "reweight", "oversample")} | {"compare"}
-    assert _ran(proc.stdout) == expected
+                for s in STRATEGIES} | {"compare"}
+    assert _ran(proc.stdout) == expected  # no GAN stage, no augment, no prepare
     diff = _dvc(project, "metrics", "diff", "--json").stdout
     assert "deo.value" in json.loads(diff)["metrics/eval/baseline.json"]
+
+
+def test_evaluate_param_reruns_only_evaluate_and_compare(project: Path) -> None:
+    _set_params(project / "params.yaml", {"evaluate": {"bootstrap": 60}})
+    proc = _dvc(project, "repro")
+    assert _ran(proc.stdout) == {f"evaluate@{s}" for s in STRATEGIES} | {"compare"}
+
+
+def test_gan_outputs(project: Path) -> None:
+    pairs = json.loads((project / "metrics/complement.json").read_text())
+    assert pairs["n_pairs"] == 400 and 0 <= pairs["flip_and_keep"] <= 1
+    assert pairs["latent_flip_rate"] > 0.99  # the paper formula mirrors the boundary
+    bounds = json.loads((project / "metrics/boundaries.json").read_text())
+    assert set(bounds) >= {"target", "protected", "cos_target_protected"}
+    for png in ("metrics/gan/samples.png", "metrics/complement_pairs.png"):
+        assert (project / png).stat().st_size > 500
+    index = pd.read_parquet(project / "data/trainsets/gan_complement.parquet")
+    assert (index["source"] == "generated").sum() == 800
+    assert index.loc[index["source"] == "generated", "weight"].eq(4.0).all()
 
 
 def test_bad_params_fail_before_work_with_the_key(project: Path) -> None:

@@ -46,29 +46,14 @@ def render(
     labels: Annotated[bool, typer.Option(help="also write <out>.csv of the attributes")] = True,
 ) -> None:
     """Write a grid of synthfaces samples (balanced over blond x male) to look at."""
-    from PIL import Image
-
     from facebalance.data import synthfaces
-    from facebalance.data.shards import atomic_write_bytes
+    from facebalance.figures import image_grid, save_png
 
     if size not in (32, 64, 128):
         _fail(FacebalanceError(f"--size {size} is invalid; valid values: 32, 64, 128"))
     table = synthfaces.sample_attributes(synthfaces.SplitSpec(n=n, balanced=True), seed, "grid")
     images = synthfaces.render(table, size, seed + 1)
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    grid = np.full((rows * size, cols * size, 3), 255, dtype=np.uint8)
-    for i, im in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[r * size:(r + 1) * size, c * size:(c + 1) * size] = im
-    img = Image.fromarray(grid)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    import io
-
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue())
+    save_png(image_grid(images, int(np.ceil(np.sqrt(n)))), out, scale)
     if labels:
         synthfaces.public_columns(table).to_csv(out.with_suffix(".csv"), index=False)
     typer.echo(f"wrote {out} ({n} faces, {size}px)")

@@ -23,6 +23,9 @@ import yaml
 
 from facebalance.balance.strategies import BUILDERS, REWEIGHT_MODES
 from facebalance.errors import FacebalanceError
+from facebalance.latent.boundaries import METHODS as BOUNDARY_METHODS
+from facebalance.latent.complement import MODES as COMPLEMENT_MODES
+from facebalance.latent.complement import SHELLS as COMPLEMENT_SHELLS
 
 #: Binary attributes synthfaces renders; any two can be target and protected.
 SYNTH_BINARY_ATTRIBUTES = ("blond", "male", "smiling", "eyeglasses")
@@ -100,6 +103,57 @@ class AugmentParams:
     oversample_to: str = _opt("max", choices=("max", "mean"), doc="cell size to reach")
     reweight_mode: str = _opt("equal_cells", choices=REWEIGHT_MODES,
                               doc="which cell totals reweighting equalizes")
+    synthetic_weight: float = _opt(4.0, lo=0.0, doc="loss weight of each generated image")
+    confirm_flip: bool = _opt(False, doc="keep only pairs whose scores confirm the flip")
+
+
+@dataclass(frozen=True)
+class GanParams:
+    """The DCGAN trained on the real train split, or a user's pretrained generator."""
+
+    checkpoint: str = _opt("", doc="pretrained generator (facebalance or TorchScript)")
+    latent_dim: int = _opt(128, lo=2)
+    width: int = _opt(32, lo=4, hi=1024)
+    steps: int = _opt(2000, lo=1)
+    batch_size: int = _opt(64, lo=2)
+    lr: float = _opt(0.0002, lo=0.0)
+    beta1: float = _opt(0.5, lo=0.0, hi=1.0)
+    ema: float = _opt(0.99, lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """Latents drawn from the prior and generated (boundary fitting and the pair pool)."""
+
+    n: int = _opt(12000, lo=2)
+    batch_size: int = _opt(1024, lo=1)
+
+
+@dataclass(frozen=True)
+class BoundaryParams:
+    """Linear attribute boundaries in latent space."""
+
+    n_fit: int = _opt(10000, lo=2, doc="first latents used to fit (paper: 10,000)")
+    n_val: int = _opt(2000, lo=0, doc="next latents held out to report accuracy")
+    method: str = _opt("svm", choices=BOUNDARY_METHODS)
+    c: float = _opt(1.0, lo=0.0)
+
+
+@dataclass(frozen=True)
+class ComplementParams:
+    """z/z' complements."""
+
+    mode: str = _opt("paper", choices=COMPLEMENT_MODES)
+    shell: str = _opt("none", choices=COMPLEMENT_SHELLS)
+    max_step: float = _opt(4.0, lo=0.0, doc="longest step for shell: cap")
+    selection: str = _opt("all", choices=("all", "targeted"),
+                          doc="pairs from every pool latent, or from latents whose "
+                              "complement lands in the rarest real cell")
+    min_distance: float = _opt(1.5, lo=0.0,
+                               doc="sources at least this far from the protected boundary "
+                                   "(0 with selection all: the paper's sampled pool)")
+    n_pairs: int = _opt(48000, lo=1)
+    batch_size: int = _opt(1024, lo=1)
 
 
 @dataclass(frozen=True)
@@ -130,8 +184,12 @@ class Params:
     strategies: list = field(default_factory=lambda: list(STRATEGIES))
     train_attr: ClassifierParams = field(default_factory=ClassifierParams)
     train_target: ClassifierParams = field(
-        default_factory=lambda: ClassifierParams(seeds=[0, 1, 2]))
+        default_factory=lambda: ClassifierParams(epochs=3, seeds=[0, 1, 2]))
     augment: AugmentParams = field(default_factory=AugmentParams)
+    gan: GanParams = field(default_factory=GanParams)
+    sample: SampleParams = field(default_factory=SampleParams)
+    boundaries: BoundaryParams = field(default_factory=BoundaryParams)
+    complement: ComplementParams = field(default_factory=ComplementParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     compare: CompareParams = field(default_factory=CompareParams)
 
@@ -288,6 +346,17 @@ def _check_cross(p: Params) -> None:
     for section in ("train_attr", "train_target"):
         _check_int_list(f"{section}.seeds", getattr(p, section).seeds)
     _check_choice_list("compare.metrics", p.compare.metrics, COMPARE_METRICS)
+    pool = p.sample.n - p.boundaries.n_fit - p.boundaries.n_val
+    if pool < 0:
+        raise FacebalanceError(
+            f"params: boundaries.n_fit + boundaries.n_val = "
+            f"{p.boundaries.n_fit + p.boundaries.n_val} exceeds sample.n = {p.sample.n}")
+    uses_pool = p.complement.selection == "all" and p.complement.min_distance == 0
+    if uses_pool and p.complement.n_pairs > pool:
+        raise FacebalanceError(
+            f"params: complement.n_pairs = {p.complement.n_pairs} exceeds the {pool} latents "
+            "left after boundary fitting (sample.n - boundaries.n_fit - boundaries.n_val); "
+            "raise sample.n or use complement.selection: targeted")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -113,11 +113,69 @@ def _oversample(frame: pd.DataFrame, *, seed: int = 0, oversample_to: str = "max
     return frame.iloc[rows].reset_index(drop=True).assign(weight=np.float32(1.0))
 
 
+def pair_rows(pairs: pd.DataFrame, refs: pd.DataFrame, *, confirm_flip: bool = False
+              ) -> pd.DataFrame:
+    """Index rows of the images of a z/z' pair set (``member`` is ``z`` or ``zp``).
+
+    Both images of a pair get the target label of ``G(z)``; ``group`` is the protected
+    prediction of each image. ``confirm_flip`` keeps only pairs whose classifier scores
+    show the protected attribute flipped and the target kept.
+
+    Parameters
+    ----------
+    pairs
+        ``pairs.parquet`` of the complement stage (without latents).
+    refs
+        Image references (``path``, ``_file``, ``_row``, ``id``) of every shard directory
+        holding the pair images.
+    """
+    if confirm_flip:
+        pairs = pairs[pairs["flip_ok"]]
+    where = refs.drop_duplicates("id").set_index("id")[["path", "_file", "_row"]]
+    rows = []
+    for member, id_col, score_col in (("z", "id_z", "protected_z"),
+                                      ("zp", "id_zp", "protected_zp")):
+        ids = pairs[id_col].to_numpy()
+        missing = ~pd.Index(ids).isin(where.index)
+        if missing.any():
+            raise FacebalanceError(
+                f"pair image {ids[missing][0]!r} is in pairs.parquet but in no image shard")
+        part = where.loc[ids].reset_index()
+        part["label"] = pairs["label"].to_numpy()
+        part["group"] = (pairs[score_col].to_numpy() >= 0.5).astype(np.int8)
+        part["member"] = member
+        rows.append(part)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _with_synthetic(frame: pd.DataFrame, synth: pd.DataFrame, weight: float) -> pd.DataFrame:
+    synth = synth[[c for c in INDEX_COLUMNS if c not in ("weight", "source")]]
+    return pd.concat([frame.assign(weight=np.float32(1.0)),
+                      synth.assign(weight=np.float32(weight), source="generated")],
+                     ignore_index=True)
+
+
+def _gan_complement(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: float = 4.0,
+                    **_: object) -> pd.DataFrame:
+    return _with_synthetic(frame, pairs, synthetic_weight)
+
+
+def _gan_gz_only(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: float = 4.0,
+                 **_: object) -> pd.DataFrame:
+    # Control: the G(z) of the same pairs at twice the weight, so the total synthetic
+    # weight equals gan_complement's; only the complements are missing.
+    return _with_synthetic(frame, pairs[pairs["member"] == "z"], 2 * synthetic_weight)
+
+
 BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "baseline": _baseline,
     "reweight": _reweight,
     "oversample": _oversample,
+    "gan_complement": _gan_complement,
+    "gan_gz_only": _gan_gz_only,
 }
+#: Strategies whose training set adds the generated z/z' pairs.
+PAIR_STRATEGIES = ("gan_complement", "gan_gz_only")
 
 
 def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -> pd.DataFrame:
@@ -130,7 +188,8 @@ def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -
     real
         Real training rows with ``path``, ``_file``, ``_row``, ``id``, ``label``, ``group``.
     **options
-        Strategy options (``seed``, ``reweight_mode``, ``oversample_to``).
+        Strategy options (``seed``, ``reweight_mode``, ``oversample_to``; for
+        :data:`PAIR_STRATEGIES` ``pairs`` from :func:`pair_rows` and ``synthetic_weight``).
 
     Returns
     -------
@@ -142,6 +201,8 @@ def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -
     except KeyError:
         raise FacebalanceError(
             f"unknown strategy {strategy!r}; valid: {', '.join(BUILDERS)}") from None
+    if strategy in PAIR_STRATEGIES and options.get("pairs") is None:
+        raise FacebalanceError(f"strategy {strategy!r} needs the z/z' pairs (--pairs)")
     needed = [c for c in INDEX_COLUMNS if c not in ("weight", "source")]
     missing = [c for c in needed if c not in real.columns]
     if missing:

@@ -83,7 +83,7 @@ class ShardDataset(Dataset):
         need_mb = self._unique_count() * int(np.prod(self.image_shape)) / 2**20
         if need_mb <= cache_mb:
             self._preload()
-        else:
+        elif cache_mb > 0:
             log.info("streaming images: %.0f MiB decoded would exceed cache_mb=%s",
                      need_mb, cache_mb)
 

@@ -1,0 +1,33 @@
+"""Figures for people: image grids (GAN samples, z/z' pairs) saved as PNG."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facebalance.data.shards import atomic_write_bytes
+
+
+def image_grid(images: np.ndarray, cols: int, pad: int = 0, fill: int = 255) -> np.ndarray:
+    """Tile ``(n, H, W, 3)`` uint8 images row-major into one ``(rows*H, cols*W, 3)`` image."""
+    n, h, w, c = images.shape
+    rows = int(np.ceil(n / cols))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), fill, dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, k = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        grid[top:top + h, left:left + w] = im
+    return grid
+
+
+def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
+    """Write a uint8 image as PNG atomically, optionally upscaled (nearest) for viewing."""
+    img = Image.fromarray(image)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,99 @@
+"""Linear attribute boundaries in a GAN's latent space.
+
+A boundary is a unit normal ``w`` and offset ``b``: ``w . z + b`` is the signed distance of
+latent ``z`` to the hyperplane, positive on the attribute's side (Ramaswamy et al. fit a
+linear SVM on latents labelled by attribute classifiers, then normalize).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from facebalance.errors import FacebalanceError
+
+METHODS = ("svm", "logistic")
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """A normalized hyperplane ``w . z + b = 0`` (``|w| = 1``)."""
+
+    w: np.ndarray
+    b: float
+
+    def distance(self, z: np.ndarray) -> np.ndarray:
+        """Signed distances of latents ``(n, d)`` to the hyperplane."""
+        return np.asarray(z, dtype=np.float64) @ self.w + self.b
+
+    def predict(self, z: np.ndarray) -> np.ndarray:
+        """1 on the positive side, else 0."""
+        return (self.distance(z) > 0).astype(np.int8)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {"w": [float(v) for v in self.w], "b": float(self.b)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Boundary:
+        """Inverse of :meth:`to_dict`; checks that ``w`` is a unit vector."""
+        w = np.asarray(d["w"], dtype=np.float64)
+        if not np.isclose(np.linalg.norm(w), 1.0, atol=1e-6):
+            raise FacebalanceError("boundary normal w must have unit norm")
+        return cls(w=w, b=float(d["b"]))
+
+
+def fit_boundary(z: np.ndarray, labels: np.ndarray, method: str = "svm", c: float = 1.0,
+                 seed: int = 0) -> Boundary:
+    """Fit a linear boundary separating latents by a binary label, then normalize it.
+
+    Parameters
+    ----------
+    z
+        Latents ``(n, d)``.
+    labels
+        0/1 labels (e.g. an attribute classifier's predictions on ``G(z)``).
+    method
+        ``svm`` (LinearSVC, as the paper) or ``logistic``.
+    c
+        Inverse regularization strength.
+    seed
+        Solver seed.
+
+    Returns
+    -------
+    Boundary
+        ``w`` scaled to unit norm and ``b`` divided by the same factor.
+    """
+    # scikit-learn is imported here, not at module level: every stage imports this module
+    # (through the params schema) and most never fit a boundary.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        raise FacebalanceError(
+            "boundaries: the labels of the fitting latents have one class only; sample more "
+            "latents (sample.n) or check the attribute classifier")
+    if method == "svm":
+        model = LinearSVC(C=c, dual="auto", max_iter=20000, random_state=seed)
+    elif method == "logistic":
+        model = LogisticRegression(C=c, max_iter=2000)
+    else:
+        raise FacebalanceError(f"unknown boundary method {method!r}; valid: {', '.join(METHODS)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(np.asarray(z, dtype=np.float64), labels)
+    w, b = model.coef_.ravel().astype(np.float64), float(model.intercept_[0])
+    norm = np.linalg.norm(w)
+    if norm == 0:
+        raise FacebalanceError("boundaries: the fitted normal is zero; labels are not separable")
+    return Boundary(w=w / norm, b=b / norm)
+
+
+def boundary_accuracy(boundary: Boundary, z: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of latents on the side their label says."""
+    return float(np.mean(boundary.predict(z) == np.asarray(labels).astype(np.int8)))

@@ -1,0 +1,117 @@
+"""z/z' complements (Ramaswamy, Kim, Russakovsky, CVPR 2021), vectorized over all latents.
+
+For target boundary ``t`` and protected boundary ``g`` (unit normals ``w_t``, ``w_g``):
+
+    g_perp_t = normalize(w_g - (w_g . w_t) w_t),   cos(theta) = w_g . w_t
+    z' = z - (2 (w_g . z + b_g) / sin(theta)) g_perp_t
+
+``z'`` keeps the target score (the step is orthogonal to ``w_t``) and mirrors the protected
+score (``w_g . z' + b_g = -(w_g . z + b_g)``). Ablations of the paper: ``perp``
+(``z - 2 d w_g``, which also moves the target score) and ``on_hyperplane`` (half the
+step: protected score 0). Beyond the paper, ``shell`` keeps ``z'`` in distribution:
+``rescale`` gives ``z'`` the norm of ``z`` (latents of a Gaussian prior live on a thin
+shell), ``cap`` limits the step length to ``max_step``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facebalance.errors import FacebalanceError
+from facebalance.latent.boundaries import Boundary
+
+MODES = ("paper", "perp", "on_hyperplane")
+SHELLS = ("none", "rescale", "cap")
+
+
+def complement_direction(target: Boundary, protected: Boundary) -> tuple[np.ndarray, float]:
+    """``g_perp_t`` (unit) and ``sin(theta)`` between the two normals."""
+    cos = float(protected.w @ target.w)
+    perp = protected.w - cos * target.w
+    norm = np.linalg.norm(perp)
+    if norm < 1e-6:
+        raise FacebalanceError(
+            "complement: the target and protected boundaries are parallel; no direction "
+            "changes the protected attribute while keeping the target")
+    return perp / norm, float(np.sqrt(max(0.0, 1.0 - cos**2)))
+
+
+def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
+                       mode: str = "paper", shell: str = "none",
+                       max_step: float = 4.0) -> np.ndarray:
+    """Complementary latents of every row of ``z`` in one vectorized expression.
+
+    Parameters
+    ----------
+    z
+        Latents ``(n, d)``.
+    target, protected
+        Normalized boundaries.
+    mode
+        ``paper``, ``perp`` or ``on_hyperplane`` (see the module docstring).
+    shell
+        ``none``, ``rescale`` (``|z'| = |z|``) or ``cap`` (step length at most
+        ``max_step``).
+    max_step
+        Longest step for ``shell="cap"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``z'``, same shape and dtype as ``z``.
+    """
+    if mode not in MODES:
+        raise FacebalanceError(f"complement: unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if shell not in SHELLS:
+        raise FacebalanceError(f"complement: unknown shell {shell!r}; valid: {', '.join(SHELLS)}")
+    z64 = np.asarray(z, dtype=np.float64)
+    dist = z64 @ protected.w + protected.b  # (n,)
+    if mode == "perp":
+        direction, scale = protected.w, 2.0 * dist
+    else:
+        direction, sin = complement_direction(target, protected)
+        scale = (2.0 if mode == "paper" else 1.0) * dist / sin
+    if shell == "cap":
+        scale = np.clip(scale, -max_step, max_step)
+    out = z64 - scale[:, None] * direction[None, :]
+    if shell == "rescale":
+        out *= (np.linalg.norm(z64, axis=1) / np.maximum(np.linalg.norm(out, axis=1),
+                                                         1e-12))[:, None]
+    return out.astype(np.asarray(z).dtype, copy=False)
+
+
+def draw_latents(n: int, dim: int, target: Boundary, protected: Boundary, *, seed: int,
+                 cell: tuple[int, int] | None = None, min_distance: float = 0.0,
+                 chunk: int = 200_000, max_draws: int = 50_000_000) -> np.ndarray:
+    """Rejection-sample prior latents by where the boundaries put them.
+
+    ``cell=(t, g)`` keeps latents with ``target.predict == t`` and ``protected.predict == g``
+    (ask for the cell *opposite* in the protected attribute to the one the complements
+    should land in); ``min_distance`` keeps latents at least that far from the protected
+    boundary, whose complements flip clearly instead of staying ambiguous.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, dim)`` float32 draws from N(0, I) meeting the conditions.
+
+    Raises
+    ------
+    FacebalanceError
+        When fewer than ``n`` are found within ``max_draws`` draws.
+    """
+    rng = np.random.default_rng(seed)
+    found, total, drawn = [], 0, 0
+    while total < n:
+        if drawn >= max_draws:
+            raise FacebalanceError(
+                f"complement: only {total} of {n} latents meet cell={cell}, "
+                f"min_distance={min_distance} after {drawn} draws")
+        z = rng.standard_normal((chunk, dim), dtype=np.float32)
+        drawn += chunk
+        keep = np.abs(protected.distance(z)) >= min_distance
+        if cell is not None:
+            keep &= (target.predict(z) == cell[0]) & (protected.predict(z) == cell[1])
+        found.append(z[keep])
+        total += int(keep.sum())
+    return np.concatenate(found)[:n]

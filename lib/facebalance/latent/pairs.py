@@ -1,0 +1,175 @@
+"""Build the z/z' pair set: pick source latents, complement them, generate and score.
+
+Outputs of :func:`make_pairs` (the ``complement`` stage):
+
+- ``<out>/images/``: image shards of ``G(z')``; ``<out>/images_z/`` those of ``G(z)`` when
+  the sources are newly drawn (``targeted`` or ``min_distance > 0``); ids
+  ``pair-NNNNNNN-zp`` / ``pair-NNNNNNN-z``.
+- ``<out>/pairs.parquet``: one row per pair: ``id``, ``z``, ``z_prime`` (latents),
+  ``id_z``/``id_zp`` (image ids), both images' target and protected scores, the latent
+  distances, ``label`` (target label of ``G(z)``, given to both images), ``flipped``
+  (protected prediction differs), ``kept`` (target prediction equal), ``flip_ok``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from torch import nn
+
+from facebalance.data.shards import write_table_atomic
+from facebalance.errors import FacebalanceError
+from facebalance.latent.boundaries import Boundary
+from facebalance.latent.complement import complement_latents, draw_latents
+from facebalance.latent.sampling import (
+    generate_shards,
+    latents_table,
+    read_latents,
+    score_shards_by_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """How to build pairs (mirrors the ``complement`` params)."""
+
+    mode: str = "paper"
+    shell: str = "none"
+    max_step: float = 4.0
+    selection: str = "all"
+    min_distance: float = 0.0
+    n_pairs: int = 48000
+    batch_size: int = 1024
+    seed: int = 0
+
+
+def rarest_cell(labels: np.ndarray, groups: np.ndarray) -> tuple[int, int]:
+    """(target, protected) values of the smallest cell of the real training data."""
+    counts = {(t, g): int(np.sum((labels == t) & (groups == g))) for t in (0, 1) for g in (0, 1)}
+    return min(counts, key=counts.get)
+
+
+def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Boundary,
+               protected: Boundary, spec: PairSpec, out: Path, *, device: torch.device,
+               pool: tuple[pd.DataFrame, np.ndarray, pd.DataFrame] | None = None,
+               rare_cell: tuple[int, int] | None = None, progress: bool = True
+               ) -> dict[str, Any]:
+    """Complement source latents, generate and score the images, write the pair set.
+
+    Parameters
+    ----------
+    gen
+        Generator.
+    classifiers
+        ``{"target": model, "protected": model}`` scoring images (the ``train_attr`` ones).
+    target, protected
+        Latent boundaries.
+    spec
+        Mode, shell, selection and size.
+    out
+        Output directory.
+    device
+        Where the generator and classifiers run.
+    pool
+        For ``selection="all"`` with ``min_distance=0`` (the paper): the pool latents'
+        table, latents and scores (ids, ``z``, ``target``/``protected`` score columns) from
+        ``sample``/``score``; pairs use the first ``n_pairs``. Otherwise sources are drawn
+        from the prior by rejection (:func:`~facebalance.latent.complement.draw_latents`)
+        and their images generated here.
+    rare_cell
+        For ``selection="targeted"``: the (target, protected) cell that is rarest in the
+        real data; sources are drawn from the prior in (target, 1 - protected) so that
+        their complements land in it.
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        Pair metrics for ``metrics/complement.json``.
+    """
+    n = spec.n_pairs
+    if spec.selection == "all" and spec.min_distance <= 0:  # the paper: the sampled pool
+        if pool is None:
+            raise FacebalanceError("complement: selection 'all' needs the sampled latent pool")
+        table, z_all, scores = pool
+        if len(z_all) < n:
+            raise FacebalanceError(
+                f"complement: {n} pairs asked but the pool has {len(z_all)} latents")
+        z = z_all[:n]
+        id_z = table["id"].to_numpy()[:n]
+        src_scores = scores.set_index("id").loc[id_z, ["target", "protected"]].reset_index()
+    elif spec.selection in ("all", "targeted"):
+        cell = None
+        if spec.selection == "targeted":
+            if rare_cell is None:
+                raise FacebalanceError("complement: selection 'targeted' needs the rarest cell")
+            cell = (rare_cell[0], 1 - rare_cell[1])
+        z = draw_latents(n, len(target.w), target, protected, seed=spec.seed, cell=cell,
+                         min_distance=spec.min_distance)
+        id_z = np.array([f"pair-{i:07d}-z" for i in range(n)])
+        generate_shards(gen, z, list(id_z), out / "images_z", device=device,
+                        batch_size=spec.batch_size, progress=progress)
+        src_scores = score_shards_by_name(classifiers, out / "images_z", device)
+    else:
+        raise FacebalanceError(f"complement: unknown selection {spec.selection!r}")
+
+    z_prime = complement_latents(z, target, protected, spec.mode, spec.shell, spec.max_step)
+    id_zp = np.array([f"pair-{i:07d}-zp" for i in range(n)])
+    generate_shards(gen, z_prime, list(id_zp), out / "images", device=device,
+                    batch_size=spec.batch_size, progress=progress)
+    comp_scores = score_shards_by_name(classifiers, out / "images", device)
+
+    t_z = src_scores["target"].to_numpy() >= 0.5
+    g_z = src_scores["protected"].to_numpy() >= 0.5
+    t_zp = comp_scores["target"].to_numpy() >= 0.5
+    g_zp = comp_scores["protected"].to_numpy() >= 0.5
+    flipped, kept = g_z != g_zp, t_z == t_zp
+    columns = {
+        "id_z": id_z, "id_zp": id_zp,
+        "target_z": src_scores["target"].to_numpy(np.float32),
+        "protected_z": src_scores["protected"].to_numpy(np.float32),
+        "target_zp": comp_scores["target"].to_numpy(np.float32),
+        "protected_zp": comp_scores["protected"].to_numpy(np.float32),
+        "dist_protected_z": protected.distance(z).astype(np.float32),
+        "dist_protected_zp": protected.distance(z_prime).astype(np.float32),
+        "dist_target_z": target.distance(z).astype(np.float32),
+        "dist_target_zp": target.distance(z_prime).astype(np.float32),
+        "label": t_z.astype(np.int8), "flipped": flipped, "kept": kept,
+        "flip_ok": flipped & kept,
+    }
+    table = latents_table([f"pair-{i:07d}" for i in range(n)], z, spec.seed, columns)
+    zp = np.ascontiguousarray(z_prime, dtype=np.float32)
+    table = table.append_column("z_prime", pa.FixedSizeListArray.from_arrays(
+        pa.array(zp.ravel()), zp.shape[1]))
+    write_table_atomic(table, out / "pairs.parquet", row_group_size=10000)
+    norm_z, norm_zp = np.linalg.norm(z, axis=1), np.linalg.norm(z_prime, axis=1)
+    return {
+        "n_pairs": int(n), "mode": spec.mode, "shell": spec.shell, "selection": spec.selection,
+        "min_distance": spec.min_distance,
+        "flip_rate": float(flipped.mean()), "keep_rate": float(kept.mean()),
+        "flip_and_keep": float((flipped & kept).mean()),
+        "latent_flip_rate": float(np.mean(protected.predict(z) != protected.predict(z_prime))),
+        "latent_keep_rate": float(np.mean(target.predict(z) == target.predict(z_prime))),
+        "norm_z_mean": float(norm_z.mean()), "norm_zprime_mean": float(norm_zp.mean()),
+        "target_positive_rate": float(t_z.mean()),
+        "cells_after": {f"target={t},protected={g}": int(np.sum((t_z == t) & (g_zp == g)))
+                        for t in (0, 1) for g in (0, 1)},
+    }
+
+
+def read_pool(latents: Path, scores: Path, skip: int) -> tuple[pd.DataFrame, np.ndarray,
+                                                               pd.DataFrame]:
+    """The sampled latents after the first ``skip`` (used to fit/validate boundaries)."""
+    table, z = read_latents(latents)
+    score_frame = pd.read_parquet(scores)
+    return table.iloc[skip:].reset_index(drop=True), z[skip:], score_frame

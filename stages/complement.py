@@ -1,0 +1,70 @@
+"""complement: build z/z' pairs, generate and score G(z'), report flip rates, draw pairs."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+
+from facebalance.config import load_params
+from facebalance.data.datasets import shard_refs
+from facebalance.figures import image_grid, save_png
+from facebalance.latent.boundaries import Boundary
+from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool
+from facebalance.latent.sampling import read_latents
+from facebalance.models.classifier import load_checkpoint
+from facebalance.models.gan import generate_uint8, load_generator
+from facebalance.runtime import derive_seed, run_app, setup, write_json
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    data: Annotated[Path, typer.Option(help="prepared shards (train/ labels: rarest cell)")],
+    generator: Annotated[Path, typer.Option(help="generator checkpoint")],
+    attr_models: Annotated[Path, typer.Option(help="directory with target.pt, protected.pt")],
+    boundaries: Annotated[Path, typer.Option(help="boundaries JSON")],
+    latents: Annotated[Path, typer.Option(help="sampled latents (the pair pool)")],
+    scores: Annotated[Path, typer.Option(help="scores of the sampled images")],
+    out: Annotated[Path, typer.Option(help="pair set directory to write")],
+    metrics: Annotated[Path, typer.Option(help="pair metrics JSON")],
+    figure: Annotated[Path, typer.Option(help="PNG of z / z' pairs side by side")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Complement latents and write the pair set."""
+    p = load_params(params)
+    device = setup(p.base)
+    c = p.complement
+    gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
+    models = {k: load_checkpoint(attr_models / f"{k}.pt", device)[0]
+              for k in ("target", "protected")}
+    bounds = json.loads(boundaries.read_text())
+    target, protected = (Boundary.from_dict(bounds[k]) for k in ("target", "protected"))
+    spec = PairSpec(mode=c.mode, shell=c.shell, max_step=c.max_step, selection=c.selection,
+                    min_distance=c.min_distance, n_pairs=c.n_pairs, batch_size=c.batch_size,
+                    seed=derive_seed(p.base.seed, 7))
+    pool = rare = None
+    if c.selection == "all" and c.min_distance == 0:
+        pool = read_pool(latents, scores, p.boundaries.n_fit + p.boundaries.n_val)
+    elif c.selection == "targeted":
+        t, g = p.dataset.target, p.dataset.protected
+        train = shard_refs(data / "train", [t, g])
+        rare = rarest_cell(train[t].to_numpy(), train[g].to_numpy())
+    report = make_pairs(gen, models, target, protected, spec, out, device=device, pool=pool,
+                        rare_cell=rare)
+    report["rare_cell"] = list(rare) if rare else None
+    write_json(metrics, report)
+    # Figure: 16 pairs, G(z) above G(z').
+    _, z = read_latents(out / "pairs.parquet")
+    _, zp = read_latents(out / "pairs.parquet", name="z_prime")
+    pick = np.random.default_rng(0).choice(len(z), size=min(16, len(z)), replace=False)
+    both = np.concatenate([generate_uint8(gen, torch.from_numpy(z[pick]).to(device)),
+                           generate_uint8(gen, torch.from_numpy(zp[pick]).to(device))])
+    save_png(image_grid(both, len(pick), pad=1), figure, scale=max(1, 96 // p.base.image_size))
+
+
+if __name__ == "__main__":
+    run_app(app)

@@ -1,0 +1,70 @@
+"""train_gan: train the DCGAN on the real train split (or adopt a pretrained generator)."""
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import torch
+import typer
+
+from facebalance.config import as_dict, load_params
+from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.errors import FacebalanceError
+from facebalance.figures import image_grid, save_png
+from facebalance.models.gan import (
+    GanConfig,
+    GanTrainConfig,
+    generate_uint8,
+    load_generator,
+    save_generator,
+    train_gan,
+)
+from facebalance.runtime import derive_seed, run_app, setup, write_json
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    data: Annotated[Path, typer.Option(help="prepared shards (train/)")],
+    model: Annotated[Path, typer.Option(help="generator checkpoint to write")],
+    samples: Annotated[Path, typer.Option(help="PNG grid of generated samples")],
+    history: Annotated[Path, typer.Option(help="loss curve CSV")],
+    metrics: Annotated[Path, typer.Option(help="training summary JSON")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Train (or adopt) the generator, then draw a sample grid."""
+    p = load_params(params)
+    device = setup(p.base)
+    g = p.gan
+    curve: list[dict] = []
+    if g.checkpoint:
+        gen = load_generator(g.checkpoint, device, latent_dim=g.latent_dim)
+        if gen.cfg.image_size != p.base.image_size:
+            raise FacebalanceError(
+                f"gan.checkpoint {g.checkpoint} makes {gen.cfg.image_size}px images but "
+                f"base.image_size is {p.base.image_size}")
+        model.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(g.checkpoint, model)
+        summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
+    else:
+        refs = shard_refs(data / "train", ["id"])
+        cfg = GanConfig(image_size=p.base.image_size, latent_dim=g.latent_dim, width=g.width)
+        train = GanTrainConfig(steps=g.steps, batch_size=g.batch_size, lr=g.lr, beta1=g.beta1,
+                               ema=g.ema, seed=derive_seed(p.base.seed, 4))
+        gen, curve = train_gan(ShardDataset(refs, {}), cfg, train, device)
+        save_generator(model, gen, {"params": as_dict(g)})
+        summary = {"source": "trained", "steps": g.steps, "seconds": curve[-1]["seconds"],
+                   **{k: curve[-1][k] for k in ("d_loss", "g_loss", "d_real", "d_fake")}}
+    z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
+    save_png(image_grid(generate_uint8(gen, z.to(device)), 8, pad=1), samples,
+             scale=max(1, 128 // p.base.image_size))
+    history.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(curve, columns=["step", "d_loss", "g_loss", "d_real", "d_fake",
+                                 "seconds"]).to_csv(history, index=False)
+    write_json(metrics, summary)
+
+
+if __name__ == "__main__":
+    run_app(app)

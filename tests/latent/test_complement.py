@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from facebalance.errors import FacebalanceError
+from facebalance.latent.boundaries import Boundary
+from facebalance.latent.complement import complement_latents, draw_latents
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _boundaries(d: int = 12, seed: int = 0, cos: float = 0.4):
+    rng = np.random.default_rng(seed)
+    wt = _unit(rng.normal(size=d))
+    other = _unit(rng.normal(size=d) - (rng.normal(size=d) @ wt) * wt)
+    other = _unit(other - (other @ wt) * wt)
+    wg = cos * wt + np.sqrt(1 - cos**2) * other
+    return Boundary(wt, 0.3), Boundary(_unit(wg), -0.2)
+
+
+def reference_loop(z, target, protected, mode, shell="none", max_step=4.0):
+    """The formula written row by row, as in the paper."""
+    out = np.empty_like(z, dtype=np.float64)
+    wt, wg, bg = target.w, protected.w, protected.b
+    cos = float(np.dot(wg, wt))
+    sin = np.sqrt(1 - cos**2)
+    perp = wg - cos * wt
+    perp = perp / np.sqrt(sum(v * v for v in perp))
+    for i in range(len(z)):
+        dist = sum(wg[k] * z[i, k] for k in range(len(wg))) + bg
+        if mode == "paper":
+            step, direction = 2 * dist / sin, perp
+        elif mode == "on_hyperplane":
+            step, direction = dist / sin, perp
+        else:
+            step, direction = 2 * dist, wg
+        if shell == "cap":
+            step = max(-max_step, min(max_step, step))
+        row = [z[i, k] - step * direction[k] for k in range(len(wg))]
+        if shell == "rescale":
+            scale = np.sqrt(sum(v * v for v in z[i])) / np.sqrt(sum(v * v for v in row))
+            row = [v * scale for v in row]
+        out[i] = row
+    return out
+
+
+@pytest.mark.parametrize("mode", ["paper", "perp", "on_hyperplane"])
+@pytest.mark.parametrize("shell", ["none", "rescale", "cap"])
+def test_vectorized_equals_reference_loop(mode: str, shell: str) -> None:
+    target, protected = _boundaries()
+    z = np.random.default_rng(1).standard_normal((50, 12)).astype(np.float32)
+    got = complement_latents(z, target, protected, mode, shell, max_step=1.5)
+    assert got.dtype == np.float32 and got.shape == z.shape
+    np.testing.assert_allclose(got, reference_loop(z, target, protected, mode, shell, 1.5),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_paper_mode_mirrors_protected_and_keeps_target() -> None:
+    target, protected = _boundaries(seed=2, cos=0.6)
+    z = np.random.default_rng(3).standard_normal((500, 12))
+    zp = complement_latents(z, target, protected)
+    np.testing.assert_allclose(protected.distance(zp), -protected.distance(z), atol=1e-9)
+    np.testing.assert_allclose(target.distance(zp), target.distance(z), atol=1e-9)
+    flips = protected.predict(z) != protected.predict(zp)
+    assert flips.mean() == pytest.approx(1.0, abs=0.01)  # all but points on the plane
+
+
+def test_ablations_behave_as_described() -> None:
+    target, protected = _boundaries(seed=4, cos=0.5)
+    z = np.random.default_rng(5).standard_normal((200, 12))
+    on = complement_latents(z, target, protected, "on_hyperplane")
+    np.testing.assert_allclose(protected.distance(on), 0.0, atol=1e-9)
+    perp = complement_latents(z, target, protected, "perp")
+    np.testing.assert_allclose(protected.distance(perp), -protected.distance(z), atol=1e-9)
+    assert not np.allclose(target.distance(perp), target.distance(z))  # target moves
+    res = complement_latents(z, target, protected, shell="rescale")
+    np.testing.assert_allclose(np.linalg.norm(res, axis=1), np.linalg.norm(z, axis=1))
+    cap = complement_latents(z, target, protected, shell="cap", max_step=0.5)
+    assert np.linalg.norm(cap - z, axis=1).max() <= 0.5 + 1e-9
+
+
+def test_parallel_boundaries_and_bad_options() -> None:
+    w = np.eye(4)[0]
+    with pytest.raises(FacebalanceError, match="boundaries are parallel"):
+        complement_latents(np.zeros((2, 4)), Boundary(w, 0.0), Boundary(w, 0.1))
+    t, g = _boundaries(d=4)
+    with pytest.raises(FacebalanceError, match="unknown mode 'mirror'"):
+        complement_latents(np.zeros((2, 4)), t, g, mode="mirror")
+    with pytest.raises(FacebalanceError, match="unknown shell 'sphere'"):
+        complement_latents(np.zeros((2, 4)), t, g, shell="sphere")
+
+
+def test_targeted_latents_fall_in_the_asked_cell() -> None:
+    target, protected = _boundaries(seed=6)
+    z = draw_latents(300, 12, target, protected, seed=0, cell=(1, 0), chunk=1000)
+    assert z.shape == (300, 12) and z.dtype == np.float32
+    assert (target.predict(z) == 1).all() and (protected.predict(z) == 0).all()
+    far = draw_latents(200, 12, target, protected, seed=1, min_distance=1.2, chunk=1000)
+    assert np.abs(protected.distance(far)).min() >= 1.2
+    with pytest.raises(FacebalanceError, match="only 0 of 5 latents"):
+        nowhere = Boundary(target.w, -100.0)  # nothing is on its positive side
+        draw_latents(5, 12, nowhere, protected, seed=0, cell=(1, 0), chunk=100, max_draws=300)
