@@ -14,7 +14,7 @@ from facebalance.figures import image_grid, save_png
 from facebalance.latent.boundaries import Boundary
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool
 from facebalance.latent.sampling import read_latents
-from facebalance.models.classifier import load_checkpoint
+from facebalance.models.classifier import load_attribute_classifiers
 from facebalance.models.gan import generate_uint8, load_generator
 from facebalance.runtime import derive_seed, run_app, setup, write_json
 
@@ -39,8 +39,7 @@ def main(
     device = setup(p.base)
     c = p.complement
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
-    models = {k: load_checkpoint(attr_models / f"{k}.pt", device)[0]
-              for k in ("target", "protected")}
+    models = load_attribute_classifiers(attr_models, device)
     bounds = json.loads(boundaries.read_text())
     target, protected = (Boundary.from_dict(bounds[k]) for k in ("target", "protected"))
     spec = PairSpec(mode=c.mode, shell=c.shell, max_step=c.max_step, selection=c.selection,

@@ -8,7 +8,7 @@ import typer
 from facebalance.config import load_params
 from facebalance.data.shards import write_table_atomic
 from facebalance.latent.sampling import score_shards_by_name
-from facebalance.models.classifier import load_checkpoint
+from facebalance.models.classifier import load_attribute_classifiers
 from facebalance.runtime import run_app, setup
 
 app = typer.Typer(add_completion=False)
@@ -24,8 +24,7 @@ def main(
     """Write id, target and protected scores (probabilities) of every generated image."""
     p = load_params(params)
     device = setup(p.base)
-    models = {k: load_checkpoint(attr_models / f"{k}.pt", device)[0]
-              for k in ("target", "protected")}
+    models = load_attribute_classifiers(attr_models, device)
     scores = score_shards_by_name(models, images, device, p.sample.batch_size)
     write_table_atomic(scores, out)
 

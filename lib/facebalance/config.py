@@ -149,7 +149,7 @@ class ComplementParams:
     selection: str = _opt("all", choices=("all", "targeted"),
                           doc="pairs from every pool latent, or from latents whose "
                               "complement lands in the rarest real cell")
-    min_distance: float = _opt(1.5, lo=0.0,
+    min_distance: float = _opt(2.5, lo=0.0,
                                doc="sources at least this far from the protected boundary "
                                    "(0 with selection all: the paper's sampled pool)")
     n_pairs: int = _opt(48000, lo=1)

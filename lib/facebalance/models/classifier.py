@@ -99,17 +99,26 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(usable, strict=False)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: ClassifierConfig,
-                    meta: dict[str, Any]) -> None:
-    """``torch.save`` of ``{"state_dict", "config", "meta"}``, written atomically."""
+def save_model(path: str | Path, model: nn.Module, config: dict[str, Any],
+               meta: dict[str, Any]) -> None:
+    """``torch.save`` of ``{"state_dict", "config", "meta"}`` (tensors only), atomically.
+
+    Only tensors and plain Python values go in, so it loads with ``weights_only=True``.
+    """
     import io
 
     from facebalance.data.shards import atomic_write_bytes
 
     buf = io.BytesIO()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "config": asdict(config), "meta": meta}, buf)
+    torch.save({"state_dict": state, "config": config, "meta": meta}, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: ClassifierConfig,
+                    meta: dict[str, Any]) -> None:
+    """Save a classifier checkpoint (see :func:`save_model`)."""
+    save_model(path, model, asdict(config), meta)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
@@ -131,3 +140,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     model = build_classifier(config)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), config, ckpt.get("meta", {})
+
+
+def load_attribute_classifiers(directory: str | Path, device: str | torch.device = "cpu"
+                               ) -> dict[str, nn.Module]:
+    """The ``train_attr`` classifiers of a directory: ``{"target": ..., "protected": ...}``."""
+    return {role: load_checkpoint(Path(directory) / f"{role}.pt", device)[0]
+            for role in ("target", "protected")}

@@ -11,7 +11,6 @@ training: see :func:`load_generator`.
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import logging
 import math
@@ -26,8 +25,8 @@ import torch
 from torch import nn
 
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
-from facebalance.data.shards import atomic_write_bytes
 from facebalance.errors import FacebalanceError
+from facebalance.models.classifier import save_model
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +203,7 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
 
 def save_generator(path: str | Path, gen: Generator, meta: dict[str, Any]) -> None:
     """Write ``{"state_dict", "config", "meta"}`` atomically."""
-    buf = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in gen.state_dict().items()}
-    torch.save({"state_dict": state, "config": asdict(gen.cfg), "meta": meta}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    save_model(path, gen, asdict(gen.cfg), meta)
 
 
 class _ScriptedGenerator(nn.Module):
