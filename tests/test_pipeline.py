@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 TINY = {
     "dataset": {"n_train": 600, "n_val": 120, "n_test": 240, "rows_per_file": 400,
                 "row_group_size": 100},
-    "train_attr": {"epochs": 1, "width": 8},
+    "train_attr": {"epochs": 6, "width": 8, "batch_size": 32, "lr": 0.01},
     "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
     "evaluate": {"bootstrap": 50},
-    "gan": {"steps": 30, "width": 8, "latent_dim": 16, "batch_size": 32},
+    # Enough GAN steps that generated images get both labels from the tiny classifiers.
+    "gan": {"steps": 300, "width": 8, "latent_dim": 16, "batch_size": 32},
     "sample": {"n": 900, "batch_size": 256},
     "boundaries": {"n_fit": 400, "n_val": 100},
     "complement": {"n_pairs": 400, "batch_size": 256},
