@@ -43,6 +43,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_latent.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -39,7 +39,7 @@ class NaiveDataset(Dataset):
             n = md.row_group(g).num_rows
             if r < start + n:
                 blob = pf.read_row_group(g, columns=["image"]).column(0)[r - start].as_py()
-                return torch.from_numpy(decode_image(blob))
+                return torch.from_numpy(np.array(decode_image(blob)))
             start += n
         raise IndexError(i)
 

@@ -32,7 +32,7 @@ def setup(base: BaseParams) -> torch.device:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (sorted keys are not used: order follows the dict)."""
+    """Write JSON atomically, keys in the dict's order (stable across strategies)."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 

@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from facebalance.data.datasets import BlockShuffleSampler, ShardDataset, make_loader, shard_refs
-from facebalance.data.shards import ShardWriter, read_columns
+from facebalance.data.shards import ShardWriter, encode_png, read_columns
 
 
 def test_preloaded_and_streamed_images_match(tiny_prepared: Path) -> None:
@@ -12,8 +13,6 @@ def test_preloaded_and_streamed_images_match(tiny_prepared: Path) -> None:
     # Repeated rows (as oversampling makes) and rows from two shard directories.
     val = shard_refs(tiny_prepared / "val", ["id", "blond"])
     refs = refs.iloc[np.r_[0:40, 5:15, 300:320]]
-    import pandas as pd
-
     refs = pd.concat([refs, val.iloc[:10]], ignore_index=True)
     arrays = {"label": refs["blond"].to_numpy()}
     pre = ShardDataset(refs, arrays)
@@ -52,12 +51,8 @@ def test_sampler_budget_draws_different_rows_each_epoch() -> None:
 
 
 def test_unshuffled_loader_keeps_order(tmp_path: Path) -> None:
-    from facebalance.data.shards import encode_png
-
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (25, 4, 4, 3), dtype=np.uint8)
-    import pandas as pd
-
     with ShardWriter(tmp_path / "s", rows_per_file=10, row_group_size=4) as w:
         w.write(pd.DataFrame({"id": [str(i) for i in range(25)],
                               "image": [encode_png(im) for im in images]}))
@@ -69,7 +64,5 @@ def test_unshuffled_loader_keeps_order(tmp_path: Path) -> None:
 
 
 def test_refs_must_have_reference_columns() -> None:
-    import pandas as pd
-
     with pytest.raises(ValueError, match="refs lack columns"):
         ShardDataset(pd.DataFrame({"id": ["a"]}), {})

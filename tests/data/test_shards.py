@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from facebalance.data.shards import (
     decode_batch,
     decode_image,
     encode_png,
+    encode_png_batch,
     iter_batches,
     read_columns,
     shard_files,
@@ -29,6 +31,18 @@ def _frame(n: int, start: int = 0) -> pd.DataFrame:
 def test_png_round_trip() -> None:
     im = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(decode_image(encode_png(im)), im)
+
+
+@pytest.mark.parametrize("level", [0, 6])
+def test_batch_png_encoder_writes_valid_pngs(level: int) -> None:
+    from PIL import Image
+
+    ims = np.random.default_rng(1).integers(0, 256, (4, 9, 6, 3), dtype=np.uint8)
+    for blob, im in zip(encode_png_batch(ims, level), ims, strict=True):
+        with Image.open(io.BytesIO(blob)) as decoded:
+            assert decoded.format == "PNG" and decoded.mode == "RGB"
+            decoded.load()  # verifies the zlib stream and CRCs
+        np.testing.assert_array_equal(decode_image(blob), im)
 
 
 def test_writer_splits_files_and_row_groups(tmp_path: Path) -> None:

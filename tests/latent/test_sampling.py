@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import read_columns
 from facebalance.errors import FacebalanceError
 from facebalance.latent.sampling import (
@@ -43,8 +44,6 @@ def test_generate_shards_streams_every_latent_in_order(tmp_path: Path) -> None:
     assert n == 45
     meta = read_columns(tmp_path / "imgs", ["id", "source", "weight"])
     assert meta["id"].tolist() == ids and (meta["source"] == "generated").all()
-    from facebalance.data.datasets import ShardDataset, shard_refs
-
     x, _ = ShardDataset(shard_refs(tmp_path / "imgs", ["id"]), {}).__getitems__([0, 44])
     expected = generate_uint8(gen, torch.from_numpy(z[[0, 44]]))
     np.testing.assert_array_equal(x.numpy(), expected)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from facebalance.config import DatasetParams
 from facebalance.data import synthfaces
-from facebalance.data.shards import ShardWriter, encode_png
+from facebalance.data.shards import ShardWriter, encode_png_batch
 from facebalance.errors import FacebalanceError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
                 images = synthfaces.render(part, image_size,
                                            np.random.SeedSequence([seed, k, c, 1]))
                 frame = synthfaces.public_columns(part).copy()
-                frame.insert(1, "image", [encode_png(im) for im in images])
+                frame.insert(1, "image", encode_png_batch(images))
                 frame.insert(2, "split", split)
                 frame["source"] = "real"
                 frame["weight"] = np.float32(1.0)

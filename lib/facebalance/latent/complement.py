@@ -64,8 +64,12 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
         raise FacebalanceError(f"complement: unknown mode {mode!r}; valid: {', '.join(MODES)}")
     if shell not in SHELLS:
         raise FacebalanceError(f"complement: unknown shell {shell!r}; valid: {', '.join(SHELLS)}")
-    z64 = np.asarray(z, dtype=np.float64)
-    dist = z64 @ protected.w + protected.b  # (n,)
+    z = np.asarray(z)
+    dtype = z.dtype if z.dtype in (np.float32, np.float64) else np.float64
+    z = z.astype(dtype, copy=False)
+    # Distances in float64 (cheap: one matrix-vector product); the (n, d) update stays in
+    # the latents' dtype so float32 latents need no float64 copy.
+    dist = (z @ protected.w.astype(dtype)).astype(np.float64) + protected.b  # (n,)
     if mode == "perp":
         direction, scale = protected.w, 2.0 * dist
     else:
@@ -73,11 +77,11 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
         scale = (2.0 if mode == "paper" else 1.0) * dist / sin
     if shell == "cap":
         scale = np.clip(scale, -max_step, max_step)
-    out = z64 - scale[:, None] * direction[None, :]
+    out = z - np.outer(scale.astype(dtype), direction.astype(dtype))
     if shell == "rescale":
-        out *= (np.linalg.norm(z64, axis=1) / np.maximum(np.linalg.norm(out, axis=1),
-                                                         1e-12))[:, None]
-    return out.astype(np.asarray(z).dtype, copy=False)
+        ratio = np.linalg.norm(z, axis=1) / np.maximum(np.linalg.norm(out, axis=1), 1e-12)
+        out *= ratio[:, None].astype(dtype)
+    return out
 
 
 def draw_latents(n: int, dim: int, target: Boundary, protected: Boundary, *, seed: int,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facebalance.data.shards import ShardWriter, encode_png, write_table_atomic
+from facebalance.data.shards import ShardWriter, encode_png_batch, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.models.gan import generate_uint8
 
@@ -114,7 +114,7 @@ def generate_shards(gen: nn.Module, z: np.ndarray, ids: list[str], out: str | Pa
 
         def encode(start: int, images: np.ndarray) -> pd.DataFrame:
             frame = pd.DataFrame({"id": ids[start:start + len(images)],
-                                  "image": [encode_png(im) for im in images]})
+                                  "image": encode_png_batch(images)})
             frame["source"] = source
             frame["weight"] = np.float32(1.0)
             if columns is not None:
