@@ -7,7 +7,7 @@ import typer
 
 from facebalance.config import load_params
 from facebalance.data.prepare import prepare_dataset
-from facebalance.runtime import run_app, write_json
+from facebalance.runtime import run_app, setup, write_json
 
 app = typer.Typer(add_completion=False)
 
@@ -20,7 +20,9 @@ def main(
 ) -> None:
     """Render or convert the dataset into Parquet image shards."""
     p = load_params(params)
-    result = prepare_dataset(p.dataset, out, seed=p.base.seed, image_size=p.base.image_size)
+    device = setup(p.base)
+    result = prepare_dataset(p.dataset, out, seed=p.base.seed, image_size=p.base.image_size,
+                             device=str(device))
     write_json(summary, result)
 
 

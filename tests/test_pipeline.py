@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from .conftest import REPO
+from .data.realdata import make_folder
 
 pytestmark = pytest.mark.slow
 
@@ -61,9 +62,8 @@ def _ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
+def _new_project(root: Path, changes: dict) -> None:
+    """A copy of the repository's pipeline in ``root`` (git + dvc) with changed params."""
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     for name in ("stages", "lib"):
@@ -72,7 +72,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     _dvc(root, "init", "-q")
     _dvc(root, "config", "core.analytics", "false")
-    _set_params(root / "params.yaml", TINY)
+    _set_params(root / "params.yaml", changes)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    _new_project(root, TINY)
     proc = _dvc(root, "repro")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
@@ -153,3 +159,27 @@ def test_bad_params_fail_before_work_with_the_key(project: Path) -> None:
         params.write_text(good)
     _dvc(project, "checkout")
     assert "up to date" in _dvc(project, "status").stdout
+
+
+def test_pipeline_runs_unchanged_on_a_converted_folder_dataset(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A real-format dataset (folder of JPEGs + CSV) through every stage, tiny params."""
+    faces = tmp_path_factory.mktemp("faces")
+    make_folder(faces, size=64, split_sizes=(600, 120, 240))  # one missing, one corrupt
+    root = tmp_path_factory.mktemp("folder_project")
+    dataset = {"name": "folder", "root": str(faces), "on_error": "skip",
+               "rows_per_file": 400, "row_group_size": 100}
+    _new_project(root, {**TINY, "dataset": dataset})
+    proc = _dvc(root, "repro")
+    assert _ran(proc.stdout) >= {"prepare", "train_attr@protected", *GAN_STAGES, "compare",
+                                 *(f"evaluate@{s}" for s in STRATEGIES)}
+    summary = json.loads((root / "metrics/prepare.json").read_text())
+    assert summary["errors"] == {"missing": 1, "corrupt": 1, "no_face": 0}
+    assert [summary[s]["rows"] for s in ("train", "val", "test")] == [598, 120, 240]
+    assert summary["train"]["p_target_given_protected"]["male=1"] < 0.05  # the CSV's skew
+    for strategy in STRATEGIES:
+        rep = json.loads((root / f"metrics/eval/{strategy}.json").read_text())
+        assert rep["n_test"] == 240 and set(rep["by_group"]) == {"male=0", "male=1"}
+        assert 0 <= rep["deo"]["value"] <= 1
+    assert all(f"| {s} | 2 |" in (root / "metrics/compare.md").read_text() for s in STRATEGIES)
+    assert "up to date" in _dvc(root, "status").stdout

@@ -29,7 +29,8 @@ from facebalance.latent.complement import SHELLS as COMPLEMENT_SHELLS
 
 #: Binary attributes synthfaces renders; any two can be target and protected.
 SYNTH_BINARY_ATTRIBUTES = ("blond", "male", "smiling", "eyeglasses")
-DATASETS = ("synthfaces",)
+DATASETS = ("synthfaces", "celeba", "utkface", "fairface", "lfw", "folder")
+ALIGN = ("none", "mtcnn")
 ARCHS = ("small_resnet", "resnet18", "resnet50", "mobilenet_v2")
 STRATEGIES = tuple(BUILDERS)
 IMAGE_SIZES = (32, 64, 128)
@@ -73,7 +74,22 @@ class DatasetParams:
     images_per_identity: int = _opt(4, lo=1)
     rows_per_file: int = _opt(10000, lo=1)
     row_group_size: int = _opt(1000, lo=1)
-    on_error: str = _opt("fail", choices=ON_ERROR, doc="corrupt images: skip and count, or fail")
+    on_error: str = _opt("fail", choices=ON_ERROR,
+                         doc="missing or corrupt images: skip and count, or fail")
+    # Real datasets only (the n_*/p_* keys above only shape synthfaces).
+    images: str = _opt("", doc="image folder under root; empty: the dataset's usual one")
+    labels: str = _opt("labels.csv", doc="folder: label CSV (relative to root or absolute)")
+    file_column: str = _opt("file", doc="folder: CSV column with image paths")
+    split_column: str = _opt("split", doc="folder: CSV column with train/val/test, if any")
+    pairs: str = _opt("pairs.txt", doc="lfw: pairs file (10-fold or simple format)")
+    val_fraction: float = _opt(0.1, lo=0.0, hi=0.5, doc="val share when a dataset has no split")
+    test_fraction: float = _opt(0.2, lo=0.0, hi=0.5,
+                                doc="test share when a dataset has no split")
+    max_images: int = _opt(0, lo=0, doc="at most this many images per split (0: all)")
+    crop: int = _opt(0, lo=0, doc="centre square in source pixels; 0: CelebA 128, else largest")
+    align: str = _opt("none", choices=ALIGN, doc="mtcnn: detect the face and crop around it")
+    align_margin: float = _opt(0.2, lo=0.0, hi=2.0, doc="share of the face box added around")
+    workers: int = _opt(2, lo=1, hi=64, doc="processes decoding images (1: in-process)")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from facebalance.config import DatasetParams
 from facebalance.data import synthfaces
-from facebalance.data.shards import ShardWriter, encode_png_batch
+from facebalance.data.shards import ShardWriter, atomic_directory, encode_png_batch
 from facebalance.errors import FacebalanceError
 
 log = logging.getLogger(__name__)
@@ -94,17 +94,65 @@ def split_summary(table: pd.DataFrame, target: str, protected: str) -> dict[str,
     }
 
 
+def write_real(p: DatasetParams, out: Path, *, seed: int, image_size: int,
+               progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Convert a real dataset (``p.name`` in celeba, utkface, fairface, lfw, folder).
+
+    Reads the label files first (a bad target/protected or label file fails before any
+    image is decoded), then streams the images into ``out/{train,val,test}``.
+
+    Returns
+    -------
+    dict
+        Summary for ``metrics/prepare.json``: per split rows and cells, and ``errors``
+        (counts of missing, corrupt, no-face images, malformed names) with ``examples``.
+    """
+    from facebalance.data.convert import ConvertOptions, MtcnnDetector, convert_dataset
+    from facebalance.data.loaders import index_dataset
+
+    index = index_dataset(p, seed)
+    log.info("prepare: %s: %d images indexed from %s", p.name, len(index.records),
+             index.label_file)
+    opts = ConvertOptions(image_size=image_size, crop=p.crop, workers=p.workers,
+                          on_error=p.on_error, row_group_size=p.row_group_size,
+                          rows_per_file=p.rows_per_file, align_margin=p.align_margin,
+                          progress=progress)
+    detector = MtcnnDetector(device=device) if p.align == "mtcnn" else None
+    stats = convert_dataset(index, out, opts, detector)
+    summary: dict[str, Any] = {}
+    for split, kept in stats.kept.items():
+        if index.needs_attributes:
+            summary[split] = split_summary(kept, p.target, p.protected)
+        else:
+            summary[split] = {"rows": len(kept), "identities": int(kept["identity"].nunique())}
+    if "pairs" in index.tables:
+        pairs = pd.read_parquet(out / "pairs.parquet", columns=["split", "same"])
+        summary["pairs"] = {s: int((pairs["split"] == s).sum()) for s in SPLITS}
+    summary["errors"] = dict(stats.errors)
+    summary["error_examples"] = stats.examples
+    return summary
+
+
 PrepareFn = Callable[..., dict[str, Any]]
-LOADERS: dict[str, PrepareFn] = {"synthfaces": write_synthfaces}
+LOADERS: dict[str, PrepareFn] = {"synthfaces": write_synthfaces, "celeba": write_real,
+                                 "utkface": write_real, "fairface": write_real,
+                                 "lfw": write_real, "folder": write_real}
 
 
 def prepare_dataset(p: DatasetParams, out: str | Path, *, seed: int, image_size: int,
-                    progress: bool = True) -> dict[str, Any]:
-    """Write the train/val/test shards of the dataset named in ``p.name``."""
+                    progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Write the train/val/test shards of the dataset named in ``p.name``.
+
+    Everything goes to a temporary sibling of ``out`` that replaces ``out`` only when the
+    whole dataset is written: a failure leaves the previous output as it was.
+    """
     try:
         fn = LOADERS[p.name]
     except KeyError:
         raise FacebalanceError(
             f"params: dataset.name = {p.name!r} has no loader; valid: {', '.join(LOADERS)}"
         ) from None
-    return fn(p, Path(out), seed=seed, image_size=image_size, progress=progress)
+    out = Path(out)
+    kwargs: dict[str, Any] = {"device": device} if fn is write_real else {}
+    with atomic_directory(out) as tmp:
+        return fn(p, tmp, seed=seed, image_size=image_size, progress=progress, **kwargs)

@@ -9,6 +9,7 @@ row groups and never need the whole split in memory.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -200,13 +201,7 @@ class ShardWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.out, old)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
+        _move_into_place(self.tmp, self.out)
 
     def abort(self) -> None:
         """Drop everything written so far; ``out`` is untouched."""
@@ -214,6 +209,35 @@ class ShardWriter:
             self._writer.close()
             self._writer = None
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out`` that replaces ``out`` when the block succeeds.
+
+    On an exception the temporary directory is removed and ``out`` is left as it was.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _move_into_place(tmp, out)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished directory ``tmp`` to ``out``, replacing an older ``out``."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def shard_files(path: str | Path) -> list[Path]:

@@ -1,0 +1,199 @@
+"""Streaming conversion of real datasets into shards: pixels, labels, errors, atomicity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from facebalance.config import DatasetParams
+from facebalance.data.convert import (
+    ConvertOptions,
+    MtcnnDetector,
+    center_box,
+    convert_dataset,
+    face_box,
+    load_cropped,
+)
+from facebalance.data.loaders import index_dataset
+from facebalance.data.prepare import prepare_dataset
+from facebalance.data.shards import decode_image, read_columns
+from facebalance.errors import CorruptImageError, FacebalanceError
+
+from .realdata import faces, make_celeba, make_folder, make_lfw, make_utkface
+
+
+def _params(name: str, root: Path, **kw: object) -> DatasetParams:
+    kw.setdefault("target", "blond")
+    kw.setdefault("protected", "male")
+    return DatasetParams(name=name, root=str(root), row_group_size=8, rows_per_file=16, **kw)
+
+
+def _images(split_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    frame = pd.concat(pd.read_parquet(f) for f in sorted(split_dir.glob("*.parquet")))
+    return frame, np.stack([decode_image(b) for b in frame["image"]])
+
+
+def test_center_and_face_boxes() -> None:
+    assert center_box(178, 218, 128) == (25.0, 45.0, 153.0, 173.0)  # CelebA, like the paper
+    assert center_box(178, 218, 0) == (0.0, 20.0, 178.0, 198.0)
+    assert center_box(100, 100, 400) == (0.0, 0.0, 100.0, 100.0)
+    box = face_box((40, 50, 80, 100), 0.2, 200, 200)  # 40x50 face, 20% margin -> side 60
+    assert box == pytest.approx((30.0, 45.0, 90.0, 105.0))
+    edge = face_box((0, 0, 30, 30), 0.5, 200, 100)  # pushed inside, not shrunk
+    assert edge == pytest.approx((0.0, 0.0, 45.0, 45.0))
+    big = face_box((10, 10, 190, 95), 0.5, 200, 100)  # at most the shorter side
+    assert big[3] - big[1] == pytest.approx(100) and big[0] >= 0 and big[2] <= 200
+
+
+def test_load_cropped_matches_a_full_decode(tmp_path: Path) -> None:
+    _, images = faces(1, 128)
+    path = tmp_path / "a.jpg"
+    Image.fromarray(images[0]).resize((178, 218)).save(path, quality=95)
+    got = load_cropped(path, 128, 32).astype(float)  # JPEG decoded at 1/4 scale
+    with Image.open(path) as im:
+        ref = np.asarray(im.convert("RGB").crop((25, 45, 153, 173)).resize(
+            (32, 32), Image.Resampling.BILINEAR)).astype(float)
+    assert got.shape == (32, 32, 3)
+    assert np.abs(got - ref).mean() < 4.0
+    png = tmp_path / "a.png"  # no draft for PNG: exact
+    Image.fromarray(images[0]).save(png)
+    with Image.open(png) as im:
+        ref = np.asarray(im.resize((32, 32), Image.Resampling.BILINEAR))
+    assert np.array_equal(load_cropped(png, 0, 32), ref)
+
+
+def test_celeba_conversion_skip_counts_the_corrupt_image(tmp_path: Path) -> None:
+    truth = make_celeba(tmp_path / "celeba")
+    p = _params("celeba", tmp_path / "celeba", target="Blond_Hair", protected="Male",
+                on_error="skip")
+    summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert {s: summary[s]["rows"] for s in ("train", "val", "test")} == {
+        "train": 17, "val": 4, "test": 8}
+    assert summary["errors"] == {"missing": 0, "corrupt": 1, "no_face": 0}
+    assert "000007.jpg (" in summary["error_examples"]["corrupt"][0]
+    assert "list_attr_celeba.txt line 9)" in summary["error_examples"]["corrupt"][0]
+    frame, images = _images(tmp_path / "out" / "train")
+    assert images.shape == (17, 32, 32, 3) and "000007" not in set(frame["id"])
+    expect = truth.set_index(truth["file"].str[:6])
+    assert frame["Blond_Hair"].tolist() == expect.loc[frame["id"], "blond"].tolist()
+    assert frame["Male"].dtype == np.int8 and (frame["source"] == "real").all()
+    assert frame["weight"].eq(1.0).all() and frame["split"].eq("train").all()
+    assert len(list((tmp_path / "out" / "train").glob("part-*.parquet"))) == 2  # 16 + 1
+    cells = summary["train"]["cells"]
+    assert sum(cells.values()) == 17 and all(k.startswith("Male=") for k in cells)
+
+
+def test_celeba_conversion_fail_names_file_and_line(tmp_path: Path) -> None:
+    make_celeba(tmp_path / "celeba")
+    out = tmp_path / "out"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "keep.txt").write_text("previous output")
+    p = _params("celeba", tmp_path / "celeba", target="Blond_Hair", protected="Male")
+    with pytest.raises(CorruptImageError, match=r"prepare: corrupt image .*000007.jpg "
+                       r"\(.*list_attr_celeba.txt line 9\): OSError: .*"
+                       r"set dataset.on_error: skip"):
+        prepare_dataset(p, out, seed=0, image_size=32, progress=False)
+    assert (out / "train" / "keep.txt").read_text() == "previous output"  # untouched
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["celeba", "out"]  # no temp dir
+    assert [f.name for f in out.iterdir()] == ["train"]
+
+
+def test_folder_conversion_reports_missing_and_corrupt(tmp_path: Path) -> None:
+    truth = make_folder(tmp_path / "faces")
+    p = _params("folder", tmp_path / "faces", on_error="skip")
+    summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert summary["errors"] == {"missing": 1, "corrupt": 1, "no_face": 0}
+    assert "face_00003.jpg (" in summary["error_examples"]["missing"][0]
+    assert "labels.csv line 5): file not found" in summary["error_examples"]["missing"][0]
+    assert "labels.csv line 10)" in summary["error_examples"]["corrupt"][0]
+    written = sum(summary[s]["rows"] for s in ("train", "val", "test"))
+    assert written == len(truth) - 2
+    frame = read_columns(tmp_path / "out" / "train", ["id", "blond", "male", "age"])
+    ref = truth.set_index(truth["file"].str.rsplit(".", n=1).str[0])
+    assert frame["blond"].tolist() == (ref.loc[frame["id"], "blond"] == 1).astype(int).tolist()
+    assert np.allclose(frame["age"], ref.loc[frame["id"], "age"])
+    with pytest.raises(CorruptImageError, match=r"prepare: missing image .*face_00003.jpg "
+                       r"\(.*labels.csv line 5\): file not found"):
+        prepare_dataset(_params("folder", tmp_path / "faces"), tmp_path / "out2", seed=0,
+                        image_size=32, progress=False)
+
+
+def test_conversion_does_not_depend_on_worker_count(tmp_path: Path) -> None:
+    make_folder(tmp_path / "faces", broken=False)
+    out = {}
+    for workers in (1, 3):
+        p = _params("folder", tmp_path / "faces", workers=workers)
+        prepare_dataset(p, tmp_path / f"w{workers}", seed=0, image_size=32, progress=False)
+        out[workers] = _images(tmp_path / f"w{workers}" / "train")
+    assert out[1][0]["id"].tolist() == out[3][0]["id"].tolist()
+    assert np.array_equal(out[1][1], out[3][1])
+
+
+def test_utkface_summary_counts_malformed_names(tmp_path: Path) -> None:
+    make_utkface(tmp_path / "utk")
+    p = _params("utkface", tmp_path / "utk", target="race_white", protected="male")
+    summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert summary["errors"]["malformed_name"] == 2
+    assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == 40
+    json.dumps(summary)  # what the stage writes to metrics/prepare.json
+
+
+def test_lfw_conversion_writes_pairs(tmp_path: Path) -> None:
+    make_lfw(tmp_path / "lfw")
+    summary = prepare_dataset(_params("lfw", tmp_path / "lfw"), tmp_path / "out", seed=0,
+                              image_size=32, progress=False)
+    assert summary["pairs"] == {"train": 16, "val": 2, "test": 2}
+    assert summary["train"]["rows"] == 34 and summary["train"]["identities"] == 17
+    pairs = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
+    ids = set(read_columns(tmp_path / "out" / "test", ["id"])["id"])
+    assert set(pairs.loc[pairs["split"] == "test", "id_a"]) <= ids
+
+
+class _FakeDetector:
+    """Face box from the image's width: wide images have no face."""
+
+    def __call__(self, images: list[Image.Image]) -> list:
+        return [None if im.size[0] > 100 else (10.0, 20.0, 40.0, 60.0) for im in images]
+
+
+def test_alignment_crops_the_face_and_counts_no_face(tmp_path: Path) -> None:
+    _, images = faces(4, 64)
+    for i, im in enumerate(images):  # image 2 is wide: the fake detector finds no face
+        Image.fromarray(im).resize((120 if i == 2 else 96, 96)).save(tmp_path / f"{i}.png")
+
+    def labels(splits: list[str]) -> None:
+        pd.DataFrame({"file": [f"{i}.png" for i in range(len(splits))],
+                      "blond": [0, 1, 0, 1][:len(splits)], "male": [1, 0, 0, 1][:len(splits)],
+                      "split": splits}).to_csv(tmp_path / "labels.csv", index=False)
+
+    labels(["train", "val", "test"])
+    with pytest.raises(FacebalanceError,
+                       match=r"no image of the test split of .*labels.csv could be written"):
+        convert_dataset(index_dataset(_params("folder", tmp_path)), tmp_path / "out",
+                        ConvertOptions(image_size=32), _FakeDetector())
+    labels(["train", "val", "train", "test"])
+    stats = convert_dataset(index_dataset(_params("folder", tmp_path)), tmp_path / "out",
+                            ConvertOptions(image_size=32, align_margin=0.2), _FakeDetector())
+    assert stats.errors["no_face"] == 1 and stats.examples["no_face"] == ["2.png"]
+    assert stats.written == {"train": 1, "val": 1, "test": 1}
+    _, got = _images(tmp_path / "out" / "train")
+    with Image.open(tmp_path / "0.png") as im:  # box 30x40 -> square 48 centred on (25, 40)
+        ref = np.asarray(im.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR,
+                                                  box=(1.0, 16.0, 49.0, 64.0)))
+    assert np.array_equal(got[0], ref)
+
+
+def test_mtcnn_finds_rendered_faces_and_not_a_blank_image() -> None:
+    detector = MtcnnDetector()  # weights ship inside the facenet-pytorch wheel
+    _, images = faces(16, 128)
+    boxes = detector([Image.fromarray(im) for im in images])
+    found = [b for b in boxes if b is not None]
+    assert found, "MTCNN found no face in 16 rendered faces"
+    for x0, y0, x1, y1 in found:
+        assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128 and x1 - x0 > 20
+    assert detector([Image.new("RGB", (128, 128), (128, 128, 128))]) == [None]
