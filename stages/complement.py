@@ -13,7 +13,7 @@ from facebalance.data.datasets import shard_refs
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.boundaries import Boundary
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool
-from facebalance.latent.sampling import read_latents
+from facebalance.latent.sampling import read_latent_arrays
 from facebalance.models.classifier import load_attribute_classifiers
 from facebalance.models.gan import generate_uint8, load_generator
 from facebalance.runtime import derive_seed, run_app, setup, write_json
@@ -57,8 +57,8 @@ def main(
     report["rare_cell"] = list(rare) if rare else None
     write_json(metrics, report)
     # Figure: 16 pairs, G(z) above G(z').
-    _, z = read_latents(out / "pairs.parquet")
-    _, zp = read_latents(out / "pairs.parquet", name="z_prime")
+    _, pair_z = read_latent_arrays(out / "pairs.parquet", ("z", "z_prime"))
+    z, zp = pair_z["z"], pair_z["z_prime"]
     pick = np.random.default_rng(0).choice(len(z), size=min(16, len(z)), replace=False)
     both = np.concatenate([generate_uint8(gen, torch.from_numpy(z[pick]).to(device)),
                            generate_uint8(gen, torch.from_numpy(zp[pick]).to(device))])

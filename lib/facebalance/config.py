@@ -276,26 +276,25 @@ def _build(cls: type, data: Any, prefix: str, default: Any) -> Any:
     return cls(**values)
 
 
-def _check_int_list(key: str, values: list, *, nonempty: bool = True) -> None:
-    if nonempty and not values:
-        raise FacebalanceError(f"params: {key} is empty; expected at least one integer")
+def _check_list(key: str, values: list, valid: Any, hint: str) -> None:
+    """A non-empty list without repeats whose items all pass ``valid``; ``hint`` says
+    what is expected in the error message."""
+    if not values:
+        raise FacebalanceError(f"params: {key} is empty; {hint}")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise FacebalanceError(
-                f"params: {key} contains {v!r}; expected non-negative integers")
+        if not valid(v):
+            raise FacebalanceError(f"params: {key} contains {v!r}; {hint}")
     if len(set(values)) != len(values):
         raise FacebalanceError(f"params: {key} = {values!r} repeats a value")
+
+
+def _check_int_list(key: str, values: list) -> None:
+    _check_list(key, values, lambda v: isinstance(v, int) and not isinstance(v, bool)
+                and v >= 0, "expected non-negative integers")
 
 
 def _check_choice_list(key: str, values: list, choices: tuple[str, ...]) -> None:
-    if not values:
-        raise FacebalanceError(f"params: {key} is empty; valid values: {', '.join(choices)}")
-    for v in values:
-        if v not in choices:
-            raise FacebalanceError(
-                f"params: {key} contains {v!r}; valid values: {', '.join(choices)}")
-    if len(set(values)) != len(values):
-        raise FacebalanceError(f"params: {key} = {values!r} repeats a value")
+    _check_list(key, values, lambda v: v in choices, f"valid values: {', '.join(choices)}")
 
 
 def parse_params(data: Mapping[str, Any]) -> Params:

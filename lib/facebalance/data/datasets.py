@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from facebalance.data.shards import IMAGE_COLUMN, decode_image, shard_files
+from facebalance.data.shards import IMAGE_COLUMN, decode_image, read_columns, shard_files
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,6 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, shuffle: bool, seed: 
 
 def shard_refs(path: str | Path, columns: list[str]) -> pd.DataFrame:
     """Label columns of a shard directory with the references :class:`ShardDataset` needs."""
-    from facebalance.data.shards import read_columns
-
     df = read_columns(path, columns)
     df["path"] = str(path)
     return df

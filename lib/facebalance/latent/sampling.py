@@ -8,7 +8,7 @@ disk; PNG encoding of one batch overlaps the generator's forward pass on the nex
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,9 +20,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import ShardWriter, encode_png_batch, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.models.gan import generate_uint8
+from facebalance.models.train import predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +54,29 @@ def write_latents(path: str | Path, table: pa.Table) -> None:
 
 def read_latents(path: str | Path, name: str = "z") -> tuple[pd.DataFrame, np.ndarray]:
     """The non-latent columns as a DataFrame and the latents as an ``(n, dim)`` array."""
+    frame, arrays = read_latent_arrays(path, (name,))
+    return frame, arrays[name]
+
+
+def read_latent_arrays(path: str | Path, names: Sequence[str]
+                       ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """One read of a latents file: the other columns, and each named latent column as an
+    ``(n, dim)`` float32 array."""
     path = Path(path)
     if not path.is_file():
         raise FacebalanceError(f"latents {path} do not exist; run the stage that writes them")
     table = pq.read_table(path)
-    if name not in table.column_names:
-        raise FacebalanceError(f"latents {path} have no column {name!r}")
-    col = table.column(name).combine_chunks()
-    if not pa.types.is_fixed_size_list(col.type):
-        raise FacebalanceError(f"latents {path}: column {name!r} must be fixed_size_list<float32>")
-    z = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-    return table.drop_columns([name]).to_pandas(), z.astype(np.float32, copy=False)
+    arrays = {}
+    for name in names:
+        if name not in table.column_names:
+            raise FacebalanceError(f"latents {path} have no column {name!r}")
+        col = table.column(name).combine_chunks()
+        if not pa.types.is_fixed_size_list(col.type):
+            raise FacebalanceError(
+                f"latents {path}: column {name!r} must be fixed_size_list<float32>")
+        z = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
+        arrays[name] = z.astype(np.float32, copy=False)
+    return table.drop_columns(list(names)).to_pandas(), arrays
 
 
 def _batches(z: np.ndarray, batch: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -134,7 +148,6 @@ def generate_shards(gen: nn.Module, z: np.ndarray, ids: list[str], out: str | Pa
     return len(z)
 
 
-@torch.no_grad()
 def score_shards_by_name(models: dict[str, nn.Module], path: str | Path,
                          device: torch.device, batch_size: int = 1024) -> pd.DataFrame:
     """Scores table (``id`` + one float32 column per model) of a shard directory.
@@ -143,16 +156,7 @@ def score_shards_by_name(models: dict[str, nn.Module], path: str | Path,
     decoded once for all models, so any number of generated images is scored in bounded
     memory.
     """
-    from facebalance.data.datasets import ShardDataset, make_loader, shard_refs, to_float
-
     refs = shard_refs(path, ["id"])
     dataset = ShardDataset(refs, {}, cache_mb=0, group_cache=4)
-    loader, _ = make_loader(dataset, batch_size, shuffle=False)
-    scores = {name: np.empty(len(refs), dtype=np.float32) for name in models}
-    for m in models.values():
-        m.to(device).eval()
-    for x, rows in loader:
-        xf = to_float(x).to(device)
-        for name, m in models.items():
-            scores[name][rows["index"]] = torch.sigmoid(m(xf).squeeze(1)).float().cpu().numpy()
-    return pd.DataFrame({"id": refs["id"].to_numpy(), **scores})
+    scores = predict_proba(list(models.values()), dataset, device, batch_size)
+    return pd.DataFrame({"id": refs["id"].to_numpy(), **dict(zip(models, scores, strict=True))})

@@ -76,7 +76,7 @@ def score_shards(models: list[nn.Module], path: str | Path, columns: list[str],
                  cache_mb: float = 2048) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Score every image of a shard directory with each model.
 
-    Images are decoded once and shared by all models.
+    Each batch of images is decoded once and shared by all models.
 
     Returns
     -------
@@ -85,4 +85,4 @@ def score_shards(models: list[nn.Module], path: str | Path, columns: list[str],
     """
     refs = shard_refs(path, columns)
     dataset = ShardDataset(refs, {}, cache_mb=cache_mb)
-    return refs, [predict_proba(m, dataset, device, batch_size) for m in models]
+    return refs, predict_proba(models, dataset, device, batch_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,14 +146,18 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, dataset: ShardDataset, device: torch.device,
-                  batch_size: int = 512) -> np.ndarray:
-    """Sigmoid scores for every row of ``dataset``, in order."""
-    model.to(device, memory_format=torch.channels_last).eval()
+def predict_proba(models: Sequence[nn.Module], dataset: ShardDataset, device: torch.device,
+                  batch_size: int = 512) -> list[np.ndarray]:
+    """Sigmoid scores of each model for every row of ``dataset``, in order.
+
+    Each batch is decoded once and shared by all models.
+    """
+    for m in models:
+        m.to(device, memory_format=torch.channels_last).eval()
     loader, _ = make_loader(dataset, batch_size, shuffle=False)
-    out = np.empty(len(dataset), dtype=np.float32)
+    out = [np.empty(len(dataset), dtype=np.float32) for _ in models]
     for x, rows in loader:
         x = to_float(x).to(device).contiguous(memory_format=torch.channels_last)
-        logits = model(x).squeeze(1)
-        out[rows["index"]] = torch.sigmoid(logits).float().cpu().numpy()
+        for m, scores in zip(models, out, strict=True):
+            scores[rows["index"]] = torch.sigmoid(m(x).squeeze(1)).float().cpu().numpy()
     return out
