@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 from facebalance.cli import app
 
 from .conftest import REPO
+from .data.realdata import make_celeba
 
 runner = CliRunner()
 
@@ -45,3 +46,25 @@ def test_info_and_show(tmp_path: Path) -> None:
     result = runner.invoke(app, ["show", str(path)])
     assert result.exit_code == 0
     assert "deo: 0.1000 ± 0.0100  95% CI [0.0500, 0.1500]" in result.output
+
+
+def test_labels_lists_columns_and_cells(tmp_path: Path) -> None:
+    make_celeba(tmp_path)
+    result = runner.invoke(app, ["labels", "celeba", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "celeba: 30 images" in result.output
+    assert "splits: train 18, val 4, test 8" in result.output
+    assert "binary columns (target / protected): 5_o_Clock_Shadow," in result.output
+    result = runner.invoke(app, ["labels", "celeba", str(tmp_path), "--target", "Blond_Hair",
+                                 "--protected", "Male"])
+    assert result.exit_code == 0, result.output
+    assert "train Male=0 Blond_Hair=" in result.output
+    result = runner.invoke(app, ["labels", "celeba", str(tmp_path), "--target", "blond",
+                                 "--protected", "Male"])
+    assert result.exit_code == 1 and "'blond' is not a binary column" in result.output
+
+
+def test_labels_names_a_missing_label_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["labels", "fairface", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "fairface_label_train.csv not found in" in result.output

@@ -74,6 +74,45 @@ def check_params(
 
 
 @app.command()
+def labels(
+    name: Annotated[str, typer.Argument(help="celeba, utkface, fairface, lfw or folder")],
+    root: Annotated[Path, typer.Argument(help="the dataset folder")],
+    target: Annotated[str, typer.Option(help="binary target column to tabulate")] = "",
+    protected: Annotated[str, typer.Option(help="binary protected column")] = "",
+    labels_csv: Annotated[str, typer.Option("--labels", help="folder: label CSV")] = "labels.csv",
+) -> None:
+    """Read a real dataset's label files (no image) and print its splits and columns.
+
+    Use it to choose ``dataset.target`` / ``dataset.protected`` before converting.
+    """
+    from facebalance.config import DatasetParams
+    from facebalance.data.loaders import binary_columns, read_labels
+
+    try:
+        index = read_labels(DatasetParams(name=name, root=str(root), labels=labels_csv,
+                                          target=target, protected=protected))
+    except FacebalanceError as err:
+        _fail(err)
+    rec = index.records
+    typer.echo(f"{name}: {len(rec)} images in {index.image_dir} (labels: {index.label_file})")
+    typer.echo("splits: " + ", ".join(f"{s} {int((rec['split'] == s).sum())}"
+                                      for s in ("train", "val", "test")))
+    binary = binary_columns(rec)
+    other = [c for c in rec.columns if c not in ("file", "id", "split", "line", *binary)]
+    typer.echo(f"binary columns (target / protected): {', '.join(binary)}")
+    typer.echo(f"other columns: {', '.join(other) or '-'}")
+    for kind, entries in index.skipped.items():
+        typer.echo(f"skipped ({kind}): {len(entries)}, first: {', '.join(entries[:3])}")
+    if target and protected:
+        for col in (target, protected):
+            if col not in binary:
+                _fail(FacebalanceError(f"{col!r} is not a binary column of {index.label_file}"))
+        cells = rec.groupby(["split", protected, target]).size()
+        for (split, g, t), n in cells.items():
+            typer.echo(f"  {split:<5} {protected}={g} {target}={t}: {n}")
+
+
+@app.command()
 def show(
     metrics: Annotated[Path, typer.Argument(help="a metrics/eval/<strategy>.json file")],
 ) -> None:

@@ -164,7 +164,7 @@ class ChunkDecoder:
     """Decodes chunks of image files in order, here (1 worker) or in worker processes.
 
     Small images cost Pillow more Python-level work than decoding, so threads would
-    serialize on the GIL (measured: 2 threads 1.3x, 2 processes 2.1x the one-image loop);
+    serialize on the GIL (bench_convert.py: 2 threads 1.3x, 2 processes 2.4x the loop);
     processes scale. At most ``workers + 1`` chunks are in flight, which bounds memory
     whatever the dataset size. On Linux the workers are forked, as torch's DataLoader
     does: they only run Pillow and numpy, and a forked worker needs no ``__main__`` guard

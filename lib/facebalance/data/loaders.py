@@ -430,7 +430,11 @@ def _binary(values: pd.Series, column: str, path: Path, lines: pd.Series) -> pd.
 
 
 def _typed(values: pd.Series) -> pd.Series:
-    """Numbers as the smallest fitting int or float32; anything else stays text."""
+    """Numbers as the smallest fitting int or float32, true/false as 0/1 int8; anything
+    else stays text."""
+    flags = values.str.strip().str.lower()
+    if flags.isin(("true", "false")).all():
+        return (flags == "true").astype(np.int8)
     num = pd.to_numeric(values, errors="coerce")
     if num.isna().any() and not values.eq("").all():
         return values
@@ -491,14 +495,14 @@ INDEXERS: dict[str, IndexFn] = {
 }
 
 
-def index_dataset(p: DatasetParams, seed: int = 0) -> LabelIndex:
-    """Read the label files of ``p.name`` under ``p.root`` and check target/protected.
+def read_labels(p: DatasetParams, seed: int = 0) -> LabelIndex:
+    """Read the label files of ``p.name`` under ``p.root`` (no image is opened).
 
     Raises
     ------
     FacebalanceError
-        When the root or a label file is missing or malformed, or when target/protected
-        are not binary columns of the dataset; the message names the file, line or key.
+        When the root or a label file is missing or malformed; the message names the file,
+        line or key.
     """
     if p.name not in INDEXERS:
         raise FacebalanceError(f"dataset: {p.name!r} is not a real-data loader; valid: "
@@ -508,17 +512,6 @@ def index_dataset(p: DatasetParams, seed: int = 0) -> LabelIndex:
         raise FacebalanceError(
             f"params: dataset.root = {p.root!r} is not a folder; set it to the {p.name} folder")
     index = INDEXERS[p.name](p, root, seed)
-    if index.needs_attributes:
-        binary = [c for c in index.records.columns
-                  if c not in ("file", "id", "split", "line", "identity")
-                  and index.records[c].dtype == np.int8
-                  and set(np.unique(index.records[c])) <= {0, 1}]
-        for key in ("target", "protected"):
-            value = getattr(p, key)
-            if value not in binary:
-                raise FacebalanceError(
-                    f"params: dataset.{key} = {value!r} is not a binary column of "
-                    f"{index.label_file}; binary columns: {', '.join(binary)}")
     dup = index.records["id"].duplicated()
     if dup.any():
         raise FacebalanceError(f"dataset: image id {index.records['id'][dup].iloc[0]!r} "
@@ -528,4 +521,32 @@ def index_dataset(p: DatasetParams, seed: int = 0) -> LabelIndex:
                  g.sample(n=p.max_images, random_state=seed).sort_index()
                  for _, g in index.records.groupby("split", sort=False)]
         index.records = pd.concat(parts).sort_index()
+    return index
+
+
+def binary_columns(records: pd.DataFrame) -> list[str]:
+    """Attribute columns holding only 0 and 1 (int8): the possible target/protected."""
+    return [c for c in records.columns
+            if c not in ("file", "id", "split", "line", "identity")
+            and records[c].dtype == np.int8 and set(np.unique(records[c])) <= {0, 1}]
+
+
+def index_dataset(p: DatasetParams, seed: int = 0) -> LabelIndex:
+    """:func:`read_labels`, then check that target and protected are binary columns.
+
+    Raises
+    ------
+    FacebalanceError
+        As :func:`read_labels`, or naming the key and the dataset's binary columns when
+        ``dataset.target`` / ``dataset.protected`` is not one of them.
+    """
+    index = read_labels(p, seed)
+    if index.needs_attributes:
+        binary = binary_columns(index.records)
+        for key in ("target", "protected"):
+            value = getattr(p, key)
+            if value not in binary:
+                raise FacebalanceError(
+                    f"params: dataset.{key} = {value!r} is not a binary column of "
+                    f"{index.label_file}; binary columns: {', '.join(binary)}")
     return index
