@@ -24,7 +24,7 @@ from facebalance.data.prepare import prepare_dataset
 from facebalance.data.shards import decode_image, read_columns
 from facebalance.errors import CorruptImageError, FacebalanceError
 
-from .realdata import faces, make_celeba, make_folder, make_lfw, make_utkface
+from .realdata import faces, make_celeba, make_fairface, make_folder, make_lfw, make_utkface
 
 
 def _params(name: str, root: Path, **kw: object) -> DatasetParams:
@@ -141,6 +141,19 @@ def test_utkface_summary_counts_malformed_names(tmp_path: Path) -> None:
     assert summary["errors"]["malformed_name"] == 2
     assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == 40
     json.dumps(summary)  # what the stage writes to metrics/prepare.json
+
+
+def test_fairface_conversion(tmp_path: Path) -> None:
+    truth = make_fairface(tmp_path / "ff")
+    p = _params("fairface", tmp_path / "ff", target="male", protected="race_white")
+    summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert summary["test"]["rows"] == 12 and summary["train"]["rows"] + summary["val"][
+        "rows"] == 40
+    frame, images = _images(tmp_path / "out" / "test")
+    assert images.shape == (12, 32, 32, 3)
+    expect = truth.set_index(truth["file"].str.rsplit(".", n=1).str[0])
+    assert frame["male"].tolist() == (expect.loc[frame["id"], "gender"] == "Male").tolist()
+    assert frame["source_file"].tolist() == expect.loc[frame["id"], "file"].tolist()
 
 
 def test_lfw_conversion_writes_pairs(tmp_path: Path) -> None:
