@@ -10,6 +10,7 @@ import pytest
 
 from facebalance.config import DatasetParams
 from facebalance.data.loaders import (
+    image_ids,
     index_dataset,
     parse_lfw_pairs,
     parse_utkface_name,
@@ -37,6 +38,11 @@ def test_stratified_split_matches_a_per_stratum_loop() -> None:
         assert got.get("test", 0) == round(len(group) * 0.2)
         assert got.get("val", 0) == round(len(group) * 0.1)
         assert got.sum() == len(group)
+
+
+def test_image_ids_drop_only_image_suffixes() -> None:
+    files = pd.Series(["000001.jpg", "a.b/61_1_0_2017.jpg.chip.jpg", "train/1.JPEG", "x.v2.png"])
+    assert image_ids(files).tolist() == ["000001", "a.b/61_1_0_2017", "train/1", "x.v2"]
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -49,6 +49,7 @@ FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast 
 #: LFW 10-fold protocol: folds 0-7 train, 8 val, 9 test.
 LFW_FOLD_SPLITS = ("train",) * 8 + ("val", "test")
 _UTK_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)")
+_SUFFIXES = re.compile(r"(\.(jpe?g|png|bmp|webp|chip))+$", re.IGNORECASE)
 
 
 @dataclass
@@ -80,6 +81,12 @@ class LabelIndex:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     needs_attributes: bool = True
     default_crop: int = 0
+
+
+def image_ids(files: pd.Series) -> pd.Series:
+    """Image ids: the relative path without its image suffixes (``a/1.jpg.chip.jpg`` ->
+    ``a/1``), so ids stay unique across sub-folders."""
+    return files.str.replace(_SUFFIXES, "", regex=True)
 
 
 def _find(root: Path, name: str, subdirs: tuple[str, ...] = ()) -> Path:
@@ -204,7 +211,7 @@ def index_celeba(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
         ids = _read_whitespace_table(ident, 0, ["file", "identity"])
         records["identity"] = records["file"].map(
             dict(zip(ids["file"], ids["identity"].astype(str), strict=True))).fillna("")
-    records.insert(1, "id", records["file"].str.rsplit(".", n=1).str[0])
+    records.insert(1, "id", image_ids(records["file"]))
     image_dir = _dir(root, p.images, ("img_align_celeba",))
     return LabelIndex(records, image_dir, str(attr_path), default_crop=128)
 
@@ -260,7 +267,7 @@ def index_utkface(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
     records["race"] = labels[:, 2].astype(np.int8)
     _race_columns(records, UTK_RACES)
     records["line"] = np.int32(-1)
-    records.insert(1, "id", records["file"].str.split(".", n=1).str[0])
+    records.insert(1, "id", image_ids(records["file"]))
     records.insert(2, "split", stratified_split(_strata(records, p), len(records),
                                                 p.val_fraction, p.test_fraction, seed))
     return LabelIndex(records, image_dir, f"file names in {image_dir}",
@@ -310,7 +317,7 @@ def index_fairface(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
         frame.insert(1, "split", split)
         parts.append(frame)
     records = pd.concat(parts, ignore_index=True)
-    records.insert(1, "id", records["file"].str.rsplit(".", n=1).str[0])
+    records.insert(1, "id", image_ids(records["file"]))
     return LabelIndex(records, _dir(root, p.images, ()), "FairFace label CSVs")
 
 
@@ -484,7 +491,7 @@ def index_folder(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
     else:
         records.insert(1, "split", stratified_split(_strata(records, p), len(records),
                                                     p.val_fraction, p.test_fraction, seed))
-    records.insert(1, "id", records["file"].str.rsplit(".", n=1).str[0])
+    records.insert(1, "id", image_ids(records["file"]))
     return LabelIndex(records, _dir(root, p.images, ()), str(path))
 
 
