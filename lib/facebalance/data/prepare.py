@@ -78,7 +78,7 @@ def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
                 bar.update(len(part))
         bar.close()
         summary[split] = split_summary(table, p.target, p.protected)
-        log.info("prepare: %s: %d images -> %s", split, len(table), out / split)
+        log.info("prepare: %s: %d images", split, len(table))
     return summary
 
 
