@@ -50,7 +50,13 @@ def test_unknown_section() -> None:
     ({"train_target": {"seeds": []}}, r"train_target\.seeds is empty"),
     ({"train_target": {"seeds": [1, 1]}}, r"train_target\.seeds = \[1, 1\] repeats a value"),
     ({"dataset": {"name": "imagenet"}}, r"dataset\.name = 'imagenet' is invalid; valid values: "
-                                        r"synthfaces"),
+                                        r"synthfaces, celeba, utkface, fairface, lfw, folder"),
+    ({"dataset": {"name": "celeba"}}, r"dataset\.root is empty; dataset\.name = 'celeba' needs"),
+    ({"dataset": {"align": "dlib"}}, r"dataset\.align = 'dlib' is invalid; valid values: none, "
+                                     r"mtcnn"),
+    ({"dataset": {"workers": 0}}, r"dataset\.workers = 0 is invalid"),
+    ({"dataset": {"on_error": "ignore"}}, r"dataset\.on_error = 'ignore' is invalid; valid "
+                                          r"values: skip, fail"),
 ])
 def test_invalid_values_name_key_and_valid_values(data: dict, message: str) -> None:
     with pytest.raises(FacebalanceError, match=message):
@@ -67,3 +73,9 @@ def test_load_params_names_the_file(tmp_path: Path) -> None:
     path.write_text("base: [unclosed")
     with pytest.raises(FacebalanceError, match="is not valid YAML"):
         load_params(path)
+
+
+def test_real_dataset_accepts_its_own_attribute_names() -> None:
+    p = parse_params({"dataset": {"name": "celeba", "root": "/data/celeba",
+                                  "target": "Blond_Hair", "protected": "Male"}})
+    assert (p.dataset.target, p.dataset.workers, p.dataset.align) == ("Blond_Hair", 2, "none")

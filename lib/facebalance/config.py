@@ -354,6 +354,10 @@ def _check_cross(p: Params) -> None:
                 raise FacebalanceError(
                     f"params: dataset.{key} = {value!r} is invalid for synthfaces; valid "
                     f"values: {', '.join(SYNTH_BINARY_ATTRIBUTES)}")
+    elif not p.dataset.root:
+        raise FacebalanceError(
+            f"params: dataset.root is empty; dataset.name = {p.dataset.name!r} needs the "
+            "folder the dataset ships in")
     if p.dataset.target == p.dataset.protected:
         raise FacebalanceError(
             f"params: dataset.target and dataset.protected are both {p.dataset.target!r}; "
