@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_latent.py
+	$(BIN)/python benchmarks/bench_convert.py
 
 clean-venv:
 	rm -rf $(VENV)
