@@ -210,3 +210,27 @@ def test_mtcnn_finds_rendered_faces_and_not_a_blank_image() -> None:
     for x0, y0, x1, y1 in found:
         assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128 and x1 - x0 > 20
     assert detector([Image.new("RGB", (128, 128), (128, 128, 128))]) == [None]
+
+
+def test_prepare_with_mtcnn_alignment(tmp_path: Path) -> None:
+    """The real detector end to end: faces it finds are cropped, a blank image is counted."""
+    _, images = faces(48, 128, seed=3)
+    found = [i for i, b in enumerate(MtcnnDetector()([Image.fromarray(im) for im in images]))
+             if b is not None]
+    assert len(found) >= 3, "MTCNN should find a few of 48 rendered faces"
+    rows = []
+    for k, i in enumerate(found):
+        Image.fromarray(images[i]).save(tmp_path / f"{i}.png")
+        rows.append((f"{i}.png", ("val", "test", "train")[min(k, 2)]))
+    Image.new("RGB", (128, 128), (120, 120, 120)).save(tmp_path / "blank.png")
+    rows.append(("blank.png", "train"))
+    pd.DataFrame({"file": [f for f, _ in rows], "blond": [1, 0] * (len(rows) // 2) + [0] * (
+        len(rows) % 2), "male": 0, "split": [s for _, s in rows]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    p = _params("folder", tmp_path, align="mtcnn", align_margin=0.3)
+    summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert summary["errors"]["no_face"] == 1
+    assert summary["error_examples"]["no_face"] == ["blank.png"]
+    assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == len(found)
+    _, got = _images(tmp_path / "out" / "train")
+    assert got.shape[1:] == (32, 32, 3) and got.std() > 5  # a face crop, not a flat patch
