@@ -167,10 +167,13 @@ def test_pipeline_runs_unchanged_on_a_converted_folder_dataset(
     faces = tmp_path_factory.mktemp("faces")
     make_folder(faces, size=64, split_sizes=(600, 120, 240))  # one missing, one corrupt
     root = tmp_path_factory.mktemp("folder_project")
-    dataset = {"name": "folder", "root": str(faces), "on_error": "skip",
-               "rows_per_file": 400, "row_group_size": 100}
-    _new_project(root, {**TINY, "dataset": dataset})
-    proc = _dvc(root, "repro")
+    _new_project(root, {**TINY, "dataset": {"rows_per_file": 400, "row_group_size": 100}})
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "tiny params"], cwd=root, check=True)
+    # The README's command for a folder dataset.
+    proc = _dvc(root, "exp", "run", "-S", "dataset.name=folder", "-S", f"dataset.root={faces}",
+                "-S", "dataset.on_error=skip")
     assert _ran(proc.stdout) >= {"prepare", "train_attr@protected", *GAN_STAGES, "compare",
                                  *(f"evaluate@{s}" for s in STRATEGIES)}
     summary = json.loads((root / "metrics/prepare.json").read_text())
