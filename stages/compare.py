@@ -13,7 +13,8 @@ from facebalance.metrics.compare import (
     plot_comparison,
     to_markdown,
 )
-from facebalance.runtime import run_app
+from facebalance.metrics.paired import compare_paired, paired_json, paired_markdown
+from facebalance.runtime import run_app, write_json
 
 app = typer.Typer(add_completion=False)
 
@@ -24,6 +25,8 @@ def main(
     table: Annotated[Path, typer.Option(help="markdown table to write")],
     csv: Annotated[Path, typer.Option(help="long-format CSV to write")],
     figure: Annotated[Path, typer.Option(help="PNG bar chart to write")],
+    scores_dir: Annotated[Path, typer.Option(help="directory of <strategy>.parquet scores")],
+    paired: Annotated[Path, typer.Option(help="paired-difference metrics JSON to write")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Compare the strategies listed in params."""
@@ -31,6 +34,13 @@ def main(
     reports = load_reports({s: metrics_dir / f"{s}.json" for s in p.strategies})
     frame = comparison_frame(reports, p.compare.metrics)
     markdown = to_markdown(frame)
+    diffs = compare_paired(scores_dir, reports, p.strategies, p.compare.references,
+                           p.compare.metrics, target=p.dataset.target,
+                           protected=p.dataset.protected, n_bootstrap=p.evaluate.bootstrap,
+                           seed=p.base.seed)
+    if len(diffs):
+        markdown += "\n" + paired_markdown(diffs)
+    write_json(paired, paired_json(diffs) if len(diffs) else {})
     atomic_write_bytes(table, markdown.encode())
     atomic_write_bytes(csv, frame.to_csv(index=False).encode())
     plot_comparison(frame, figure)

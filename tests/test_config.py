@@ -55,6 +55,8 @@ def test_unknown_section() -> None:
     ({"dataset": {"align": "dlib"}}, r"dataset\.align = 'dlib' is invalid; valid values: none, "
                                      r"mtcnn"),
     ({"dataset": {"workers": 0}}, r"dataset\.workers = 0 is invalid"),
+    ({"compare": {"references": ["nope"]}}, r"compare\.references contains 'nope'; valid "
+                                            r"values: baseline"),
     ({"dataset": {"on_error": "ignore"}}, r"dataset\.on_error = 'ignore' is invalid; valid "
                                           r"values: skip, fail"),
 ])

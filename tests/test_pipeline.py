@@ -101,6 +101,12 @@ def test_outputs_and_metrics(project: Path) -> None:
     table = (project / "metrics/compare.md").read_text()
     assert all(f"| {s} | 2 |" in table for s in STRATEGIES)
     assert (project / "metrics/compare.png").stat().st_size > 1000
+    assert "Paired differences against `gan_gz_only`" in table
+    paired = json.loads((project / "metrics/paired.json").read_text())
+    assert {"reweight-vs-baseline", "gan_complement-vs-gan_gz_only"} <= set(paired)
+    assert "baseline-vs-baseline" not in paired
+    deo = paired["reweight-vs-baseline"]["deo"]
+    assert deo["ci95"]["lo"] <= deo["ci95"]["hi"] and 0 <= deo["p_better"] <= 1
     summary = json.loads((project / "metrics/prepare.json").read_text())
     assert summary["train"]["cells"]["male=1,blond=1"] == 5  # 600 * 0.42 * 0.02 = 5.04
     shown = _dvc(project, "metrics", "show").stdout

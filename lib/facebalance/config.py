@@ -186,6 +186,8 @@ class CompareParams:
     """The strategy comparison table and chart."""
 
     metrics: list = _opt(["ap", "accuracy", "deo", "ba", "kl", "group_acc_std"])
+    references: list = _opt(["baseline", "gan_gz_only"],
+                            doc="paired differences of every strategy against each of these")
 
 
 COMPARE_METRICS = ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff")
@@ -365,6 +367,8 @@ def _check_cross(p: Params) -> None:
     for section in ("train_attr", "train_target"):
         _check_int_list(f"{section}.seeds", getattr(p, section).seeds)
     _check_choice_list("compare.metrics", p.compare.metrics, COMPARE_METRICS)
+    if p.compare.references:
+        _check_choice_list("compare.references", p.compare.references, STRATEGIES)
     pool = p.sample.n - p.boundaries.n_fit - p.boundaries.n_val
     if pool < 0:
         raise FacebalanceError(

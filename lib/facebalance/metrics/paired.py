@@ -1,0 +1,201 @@
+"""Paired comparison of strategies: differences on the same test resamples.
+
+Every strategy is scored on the same test images, so the question "does A beat B?" is
+answered more sharply by bootstrapping the *difference* ``metric(A) - metric(B)`` on shared
+resamples than by comparing two separate intervals: sampling noise of the test set that
+hits both strategies alike cancels. Each strategy's value is its seed mean, as in the
+per-strategy reports, with the same calibrated thresholds (from validation); the training
+seeds are resampled as well, so seed-to-seed noise stays in the intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facebalance.errors import FacebalanceError
+from facebalance.metrics.bootstrap import bootstrap_weights
+from facebalance.metrics.fairness import accuracy, average_precision, group_rates
+
+log = logging.getLogger(__name__)
+
+#: Metrics that need only labels, groups and scores (BA and KL need more context).
+PAIRED_METRICS = ("ap", "accuracy", "deo", "dp_diff", "eo_diff", "group_acc_std")
+
+
+def _metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.ndarray,
+             w: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    rates = group_rates(y, pred, g, w)
+    out = {
+        "deo": lambda: rates.difference("fnr"),
+        "dp_diff": lambda: rates.difference("selection_rate"),
+        "eo_diff": lambda: np.maximum(rates.difference("tpr"), rates.difference("fpr")),
+        "group_acc_std": lambda: rates.std("accuracy"),
+        "accuracy": lambda: accuracy(y, pred, w),
+        "ap": lambda: average_precision(y, scores, w),
+    }
+    return {m: np.atleast_1d(out[m]()) for m in names}
+
+
+def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *,
+                         target: str, protected: str, weights: np.ndarray,
+                         metrics: Sequence[str] = PAIRED_METRICS,
+                         seed_draws: int = 0) -> dict[str, np.ndarray]:
+    """Seed-mean metrics on the full test set (row 0) and on each resample (rows 1..B).
+
+    Resample b weights the test images by ``weights[b - 1]`` and averages over seeds drawn
+    with replacement (a two-level bootstrap: test images and training runs).
+
+    Parameters
+    ----------
+    table
+        Test scores as ``evaluate`` writes them: ``id``, target, protected and one
+        ``score_seed<N>`` column per seed.
+    thresholds
+        ``seed<N>`` -> calibrated threshold (the ``threshold`` entry of the report).
+    target, protected
+        Label and group columns.
+    weights
+        ``(B, n)`` bootstrap count weights.
+    metrics
+        Names from :data:`PAIRED_METRICS`.
+    seed_draws
+        Seed of the training-seed draws (different per strategy: their runs are
+        independent).
+    """
+    seeds = [c.removeprefix("score_") for c in table.columns if c.startswith("score_seed")]
+    if not seeds:
+        raise FacebalanceError("paired: the scores table has no score_seed<N> column")
+    missing = [s for s in seeds if s not in thresholds]
+    if missing:
+        raise FacebalanceError(f"paired: no calibrated threshold for {', '.join(missing)}")
+    y, g = table[target].to_numpy(), table[protected].to_numpy()
+    w = np.vstack([np.ones((1, len(table))), weights])
+    per_seed = []
+    for s in seeds:
+        scores = table[f"score_{s}"].to_numpy()
+        pred = (scores >= thresholds[s]).astype(np.int8)
+        per_seed.append(_metrics(y, g, scores, pred, w, metrics))
+    # Resample the training seeds too (with replacement, one draw per test resample), so the
+    # intervals hold seed-to-seed noise as well as test-set noise.
+    rng = np.random.default_rng(seed_draws)
+    picks = rng.integers(0, len(seeds), size=(len(w) - 1, len(seeds)))
+    out = {}
+    for m in metrics:
+        values = np.stack([p[m] for p in per_seed])  # (n_seeds, B + 1)
+        boot = values[picks, np.arange(1, len(w))[:, None]].mean(axis=1)
+        out[m] = np.concatenate([[values[:, 0].mean()], boot])
+    return out
+
+
+def paired_differences(tables: Mapping[str, pd.DataFrame],
+                       thresholds: Mapping[str, Mapping[str, float]], *, target: str,
+                       protected: str, references: Sequence[str],
+                       metrics: Sequence[str] = PAIRED_METRICS, n_bootstrap: int = 500,
+                       seed: int = 0) -> pd.DataFrame:
+    """Differences of every strategy against each reference, with paired 95% intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (strategy, reference, metric): ``diff`` (full test set, seed means),
+        ``lo`` and ``hi`` (2.5 / 97.5 percentiles over shared resamples) and ``p_better``
+        (share of resamples in which the strategy is better than the reference).
+
+    Raises
+    ------
+    FacebalanceError
+        When the strategies were not scored on the same test images in the same order.
+    """
+    names = list(tables)
+    ids = tables[names[0]]["id"].to_numpy()
+    for name in names[1:]:
+        if not np.array_equal(tables[name]["id"].to_numpy(), ids):
+            raise FacebalanceError(
+                f"paired: {name!r} and {names[0]!r} were scored on different test images; "
+                "rerun evaluate for both")
+    weights = bootstrap_weights(len(ids), n_bootstrap, seed)
+    reps = {n: seed_mean_replicates(tables[n], thresholds[n], target=target,
+                                    protected=protected, weights=weights, metrics=metrics,
+                                    seed_draws=seed + 1 + k)
+            for k, n in enumerate(names)}
+    rows = []
+    for ref in references:
+        for name in names:
+            if name == ref:
+                continue
+            for m in metrics:
+                d = reps[name][m] - reps[ref][m]
+                lo, hi = np.nanpercentile(d[1:], [2.5, 97.5])
+                better = d[1:] > 0 if m in ("ap", "accuracy") else d[1:] < 0
+                rows.append({"strategy": name, "reference": ref, "metric": m,
+                             "diff": float(d[0]), "lo": float(lo), "hi": float(hi),
+                             "p_better": float(better.mean())})
+    return pd.DataFrame(rows)
+
+
+def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, Any]],
+                   strategies: Sequence[str], references: Sequence[str],
+                   metrics: Sequence[str], *, target: str, protected: str,
+                   n_bootstrap: int = 500, seed: int = 0) -> pd.DataFrame:
+    """:func:`paired_differences` from ``evaluate``'s outputs.
+
+    Reads ``<scores_dir>/<strategy>.parquet`` and each report's thresholds. References
+    that are not among ``strategies`` are skipped with a warning; metrics that need more
+    than scores (BA, KL) are left out. Returns an empty frame when nothing is to compare.
+    """
+    refs = [r for r in references if r in strategies]
+    for r in references:
+        if r not in refs:
+            log.warning("compare: reference %r is not in strategies; no differences against "
+                        "it", r)
+    metrics = [m for m in metrics if m in PAIRED_METRICS]
+    if not refs or not metrics or len(strategies) < 2:
+        return pd.DataFrame()
+    tables = {}
+    for s in strategies:
+        path = Path(scores_dir) / f"{s}.parquet"
+        if not path.is_file():
+            raise FacebalanceError(f"compare: {path} is missing; run evaluate@{s}")
+        tables[s] = pd.read_parquet(path)
+    thresholds = {s: reports[s]["threshold"] for s in strategies}
+    return paired_differences(tables, thresholds, target=target, protected=protected,
+                              references=refs, metrics=metrics, n_bootstrap=n_bootstrap,
+                              seed=seed)
+
+
+def paired_markdown(frame: pd.DataFrame) -> str:
+    """One markdown table per reference: ``diff [lo, hi]`` per metric, and a legend."""
+    from facebalance.metrics.compare import LABELS
+
+    parts = []
+    for ref, rows in frame.groupby("reference", sort=False):
+        metrics = list(dict.fromkeys(rows["metric"]))
+        lines = [f"Paired differences against `{ref}` (same test resamples):", "",
+                 "| strategy | " + " | ".join(f"Δ{LABELS.get(m, m)}" for m in metrics) + " |",
+                 "|" + "---|" * (len(metrics) + 1)]
+        for name, r in rows.groupby("strategy", sort=False):
+            r = r.set_index("metric")
+            cells = [f"{r.at[m, 'diff']:+.3f} [{r.at[m, 'lo']:+.3f}, {r.at[m, 'hi']:+.3f}]"
+                     for m in metrics]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    legend = ("Δ = strategy − reference on the full test set (seed means) [95% interval of a "
+              "two-level bootstrap: test images resampled alike for both strategies, "
+              "training seeds drawn with replacement]; an interval that excludes 0 is a "
+              "difference beyond test-set and seed noise.")
+    return "\n\n".join(parts) + "\n\n" + legend + "\n"
+
+
+def paired_json(frame: pd.DataFrame) -> dict:
+    """``{"<strategy>-vs-<reference>": {metric: {"diff", "ci95", "p_better"}}}``."""
+    out: dict = {}
+    for r in frame.itertuples():
+        out.setdefault(f"{r.strategy}-vs-{r.reference}", {})[r.metric] = {
+            "diff": r.diff, "ci95": {"lo": r.lo, "hi": r.hi}, "p_better": r.p_better}
+    return out
