@@ -67,6 +67,22 @@ def test_load_cropped_matches_a_full_decode(tmp_path: Path) -> None:
     assert np.array_equal(load_cropped(png, 0, 32), ref)
 
 
+def test_load_cropped_turns_phone_photos_upright(tmp_path: Path) -> None:
+    _, images = faces(1, 64)
+    wide = Image.fromarray(images[0]).resize((96, 64))  # as the sensor stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    wide.save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    wide.save(tmp_path / "plain.png")
+    got = load_cropped(tmp_path / "phone.jpg", 0, 32).astype(float)
+    upright = Image.open(tmp_path / "plain.png").transpose(Image.Transpose.ROTATE_270)
+    assert upright.size == (64, 96)
+    ref = np.asarray(upright.resize((32, 32), Image.Resampling.BILINEAR,
+                                    box=(0, 16, 64, 80))).astype(float)
+    assert np.abs(got - ref).mean() < 4.0
+    assert np.abs(got - load_cropped(tmp_path / "plain.png", 0, 32)).mean() > 20
+
+
 def test_celeba_conversion_skip_counts_the_corrupt_image(tmp_path: Path) -> None:
     truth = make_celeba(tmp_path / "celeba")
     p = _params("celeba", tmp_path / "celeba", target="Blond_Hair", protected="Male",

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from facebalance.data.loaders import SPLITS, LabelIndex
@@ -69,23 +69,29 @@ def face_box(box: Box, margin: float, width: int, height: int) -> Box:
 
 
 def open_rgb(path: Path) -> Image.Image:
-    """Decode an image file to RGB."""
+    """Decode an image file to RGB, upright (EXIF orientation applied, as phones store it)."""
     with Image.open(path) as im:
-        return im.convert("RGB")
+        return ImageOps.exif_transpose(im.convert("RGB"))
 
 
 def load_cropped(path: Path, crop: int, size: int) -> np.ndarray:
-    """Decode, centre-crop a ``crop`` square (0: largest) and resize to ``size`` pixels."""
+    """Decode, turn upright, centre-crop a ``crop`` square (0: largest), resize to ``size``."""
     with Image.open(path) as im:
         w, h = im.size
-        box = center_box(w, h, crop)
-        scale = size / (box[2] - box[0])
+        side = min(w, h) if crop <= 0 else min(crop, w, h)
         if im.format == "JPEG":
             # Decode at the smallest DCT scale that still leaves >= size pixels in the crop.
+            scale = size / side
             im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
         f = im.size[0] / w
-        rgb = im.convert("RGB")
-    return np.asarray(rgb.resize((size, size), _RESAMPLE, box=tuple(v * f for v in box)))
+        rgb = ImageOps.exif_transpose(im.convert("RGB"))
+    box = center_box(rgb.width, rgb.height, 0)
+    # The crop's half side at the decoded scale (rounding of the DCT scale may leave the
+    # decoded image a fraction of a pixel short of it).
+    half = min(side * f, rgb.width, rgb.height) / 2
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return np.asarray(rgb.resize((size, size), _RESAMPLE,
+                                 box=(cx - half, cy - half, cx + half, cy + half)))
 
 
 class MtcnnDetector:
