@@ -77,7 +77,11 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
         scale = (2.0 if mode == "paper" else 1.0) * dist / sin
     if shell == "cap":
         scale = np.clip(scale, -max_step, max_step)
-    out = z - np.outer(scale.astype(dtype), direction.astype(dtype))
+    # z - outer(scale, direction) with one (n, d) allocation instead of two: the second
+    # array's page faults cost as much as the arithmetic.
+    out = np.empty_like(z)
+    np.multiply(scale.astype(dtype)[:, None], direction.astype(dtype)[None, :], out=out)
+    np.subtract(z, out, out=out)
     if shell == "rescale":
         ratio = np.linalg.norm(z, axis=1) / np.maximum(np.linalg.norm(out, axis=1), 1e-12)
         out *= ratio[:, None].astype(dtype)
