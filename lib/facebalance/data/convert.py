@@ -121,10 +121,15 @@ class MtcnnDetector:
 class ConvertStats:
     """What happened to each image of a conversion."""
 
-    written: dict[str, int] = field(default_factory=dict)
     kept: dict[str, pd.DataFrame] = field(default_factory=dict)  # label rows written
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # extra tables written
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def written(self) -> dict[str, int]:
+        """Images written per split."""
+        return {split: len(rows) for split, rows in self.kept.items()}
 
     def add(self, kind: str, entry: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -219,7 +224,6 @@ def convert_split(records: pd.DataFrame, index: LabelIndex, out: Path, opts: Con
     crop = opts.crop or index.default_crop
     attrs = [c for c in records.columns if c not in ("file", "line", "id", "split")]
     kept: list[pd.DataFrame] = []
-    n_written = 0
     bar = tqdm(total=len(records), desc=f"prepare {split}", unit="img", mininterval=2.0,
                disable=not opts.progress)
     chunks = list(_chunks(records, opts.row_group_size))
@@ -248,15 +252,13 @@ def convert_split(records: pd.DataFrame, index: LabelIndex, out: Path, opts: Con
                 frame["weight"] = np.float32(1.0)
                 writer.write(frame)
                 kept.append(rows)
-                n_written += len(rows)
             bar.update(len(chunk))
-        if n_written == 0:
+        if not kept:
             raise FacebalanceError(
                 f"prepare: no image of the {split} split of {index.label_file} could be "
                 "written (see the errors above); the previous output is kept")
     bar.close()
-    stats.written[split] = n_written
-    return pd.concat(kept) if kept else records.iloc[:0]
+    return pd.concat(kept)
 
 
 def _fail_or_count(kind: str, msg: str, row: pd.Series, index: LabelIndex,
@@ -329,6 +331,7 @@ def convert_dataset(index: LabelIndex, out: Path, opts: ConvertOptions,
             ids = set(pd.concat(stats.kept.values())["id"])
             table = table[table["id_a"].isin(ids) & table["id_b"].isin(ids)]
         write_table_atomic(table, out / f"{name}.parquet")
+        stats.tables[name] = table
     total = sum(stats.errors.values())
     if total:
         log.warning("prepare: left out %s", ", ".join(

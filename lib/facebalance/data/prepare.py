@@ -35,7 +35,7 @@ def synthfaces_specs(p: DatasetParams) -> dict[str, synthfaces.SplitSpec]:
 
 
 def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Render synthfaces splits into ``out/{train,val,test}`` shard directories.
 
     Parameters
@@ -51,6 +51,8 @@ def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
         Image side in pixels.
     progress
         Show a tqdm bar.
+    device
+        Unused: the renderer is numpy (every loader takes the same arguments).
 
     Returns
     -------
@@ -125,8 +127,8 @@ def write_real(p: DatasetParams, out: Path, *, seed: int, image_size: int,
             summary[split] = split_summary(kept, p.target, p.protected)
         else:
             summary[split] = {"rows": len(kept), "identities": int(kept["identity"].nunique())}
-    if "pairs" in index.tables:
-        pairs = pd.read_parquet(out / "pairs.parquet", columns=["split", "same"])
+    if "pairs" in stats.tables:
+        pairs = stats.tables["pairs"]
         summary["pairs"] = {s: int((pairs["split"] == s).sum()) for s in SPLITS}
     summary["errors"] = dict(stats.errors)
     summary["error_examples"] = stats.examples
@@ -152,7 +154,5 @@ def prepare_dataset(p: DatasetParams, out: str | Path, *, seed: int, image_size:
         raise FacebalanceError(
             f"params: dataset.name = {p.name!r} has no loader; valid: {', '.join(LOADERS)}"
         ) from None
-    out = Path(out)
-    kwargs: dict[str, Any] = {"device": device} if fn is write_real else {}
     with atomic_directory(out) as tmp:
-        return fn(p, tmp, seed=seed, image_size=image_size, progress=progress, **kwargs)
+        return fn(p, tmp, seed=seed, image_size=image_size, progress=progress, device=device)
