@@ -20,26 +20,12 @@ import pandas as pd
 
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.bootstrap import bootstrap_weights
-from facebalance.metrics.fairness import accuracy, average_precision, group_rates
+from facebalance.metrics.report import score_metrics
 
 log = logging.getLogger(__name__)
 
 #: Metrics that need only labels, groups and scores (BA and KL need more context).
 PAIRED_METRICS = ("ap", "accuracy", "deo", "dp_diff", "eo_diff", "group_acc_std")
-
-
-def _metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.ndarray,
-             w: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
-    rates = group_rates(y, pred, g, w)
-    out = {
-        "deo": lambda: rates.difference("fnr"),
-        "dp_diff": lambda: rates.difference("selection_rate"),
-        "eo_diff": lambda: np.maximum(rates.difference("tpr"), rates.difference("fpr")),
-        "group_acc_std": lambda: rates.std("accuracy"),
-        "accuracy": lambda: accuracy(y, pred, w),
-        "ap": lambda: average_precision(y, scores, w),
-    }
-    return {m: np.atleast_1d(out[m]()) for m in names}
 
 
 def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *,
@@ -80,7 +66,7 @@ def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *
     for s in seeds:
         scores = table[f"score_{s}"].to_numpy()
         pred = (scores >= thresholds[s]).astype(np.int8)
-        per_seed.append(_metrics(y, g, scores, pred, w, metrics))
+        per_seed.append(score_metrics(y, g, scores, pred, w, metrics))
     # Resample the training seeds too (with replacement, one draw per test resample), so the
     # intervals hold seed-to-seed noise as well as test-set noise.
     rng = np.random.default_rng(seed_draws)

@@ -24,6 +24,7 @@ import numpy as np
 
 from facebalance.metrics.bootstrap import bootstrap_weights, summarize
 from facebalance.metrics.fairness import (
+    GroupRates,
     accuracy,
     average_precision,
     bias_amplification,
@@ -35,22 +36,38 @@ from facebalance.metrics.fairness import (
 METRIC_KEYS = ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff")
 
 
+def score_metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.ndarray,
+                  w: np.ndarray, names: Sequence[str] = METRIC_KEYS, *,
+                  reference_counts: np.ndarray | None = None, kl_bins: int = 50,
+                  rates: GroupRates | None = None) -> dict[str, np.ndarray]:
+    """The named metrics for each row of the ``(B, n)`` weight matrix ``w``: B values each.
+
+    Only the requested metrics are computed (BA needs ``reference_counts``; KL its bins);
+    ``rates`` passes group rates already computed for the same inputs.
+    """
+    rates = group_rates(y, pred, g, w) if rates is None else rates
+    compute = {
+        "ap": lambda: average_precision(y, scores, w),
+        "accuracy": lambda: accuracy(y, pred, w),
+        "deo": lambda: rates.difference("fnr"),
+        "ba": lambda: bias_amplification(y, pred, g, w, reference_counts),
+        "kl": lambda: kl_divergence(y, scores, g, w, bins=kl_bins),
+        "group_acc_std": lambda: rates.std("accuracy"),
+        "dp_diff": lambda: rates.difference("selection_rate"),
+        "eo_diff": lambda: np.maximum(rates.difference("tpr"), rates.difference("fpr")),
+    }
+    return {m: np.atleast_1d(compute[m]()) for m in names}
+
+
 def _seed_metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.ndarray,
                   w: np.ndarray, reference_counts: np.ndarray | None,
                   kl_bins: int) -> dict[str, Any]:
-    """Every metric for each row of the ``(B, n)`` weight matrix ``w``: arrays of B values."""
+    """Every metric of :data:`METRIC_KEYS` plus the group rates (``_rates``)."""
     rates = group_rates(y, pred, g, w)
-    return {
-        "ap": average_precision(y, scores, w),
-        "accuracy": accuracy(y, pred, w),
-        "deo": rates.difference("fnr"),
-        "ba": bias_amplification(y, pred, g, w, reference_counts),
-        "kl": kl_divergence(y, scores, g, w, bins=kl_bins),
-        "group_acc_std": rates.std("accuracy"),
-        "dp_diff": rates.difference("selection_rate"),
-        "eo_diff": np.maximum(rates.difference("tpr"), rates.difference("fpr")),
-        "_rates": rates,
-    }
+    out: dict[str, Any] = score_metrics(y, g, scores, pred, w, reference_counts=reference_counts,
+                                        kl_bins=kl_bins, rates=rates)
+    out["_rates"] = rates
+    return out
 
 
 def fairness_report(val_y: np.ndarray, val_scores: Sequence[np.ndarray], test_y: np.ndarray,
