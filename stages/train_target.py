@@ -6,7 +6,9 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from facebalance.balance.strategies import ATTENTION_STRATEGIES, training_options
 from facebalance.config import as_dict, load_params
+from facebalance.data.datasets import shard_refs
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifier
 from facebalance.runtime import derive_seed, run_app, setup
@@ -16,8 +18,9 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    strategy: Annotated[str, typer.Option(help="balancing strategy (for the record)")],
+    strategy: Annotated[str, typer.Option(help="balancing strategy")],
     index: Annotated[Path, typer.Option(help="training set index from augment")],
+    val: Annotated[Path, typer.Option(help="validation shards (val_attention)")],
     out: Annotated[Path, typer.Option(help="directory for seed<N>.pt checkpoints")],
     history: Annotated[Path, typer.Option(help="loss curve CSV to write")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
@@ -26,12 +29,20 @@ def main(
     p = load_params(params)
     device = setup(p.base)
     rows = pd.read_parquet(index)
+    a = p.augment
+    options = training_options(strategy, mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha,
+                               attention_max=a.attention_max)
+    attention_val = None
+    if strategy in ATTENTION_STRATEGIES:
+        t, g = p.dataset.target, p.dataset.protected
+        attention_val = shard_refs(val, [t, g]).rename(columns={t: "label", g: "group"})
     curves = []
     out.mkdir(parents=True, exist_ok=True)
     for s in p.train_target.seeds:
         seed = derive_seed(p.base.seed, s)
         net, config, hist = fit_classifier(rows, p.train_target, image_size=p.base.image_size,
-                                           seed=seed, device=device)
+                                           seed=seed, device=device, options=options,
+                                           attention_val=attention_val)
         save_checkpoint(out / f"seed{s}.pt", net, config,
                         {"strategy": strategy, "seed": s, "params": as_dict(p.train_target)})
         curves += [{"seed": s, **h} for h in hist]

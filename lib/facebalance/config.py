@@ -121,6 +121,9 @@ class AugmentParams:
                               doc="which cell totals reweighting equalizes")
     synthetic_weight: float = _opt(4.0, lo=0.0, doc="loss weight of each generated image")
     confirm_flip: bool = _opt(False, doc="keep only pairs whose scores confirm the flip")
+    mixup_alpha: float = _opt(0.4, lo=0.01, doc="mixup: Beta(a, a) of the mixing share")
+    cutmix_alpha: float = _opt(1.0, lo=0.01, doc="cutmix: Beta(a, a) of the kept area")
+    attention_max: float = _opt(4.0, lo=1.0, doc="val_attention: largest cell loss weight")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 A training set index is a table with one row per training example: image references
 (``path``, ``_file``, ``_row``), ``id``, ``label`` (target), ``group`` (protected),
 ``weight`` and ``source`` (``real``, ``generated``, ``interpolated``). Oversampling
-repeats rows; reweighting changes weights; later strategies add rows that point at
-generated shards. ``train_target`` reads only this table.
+repeats rows; reweighting changes weights; the GAN strategies add rows that point at
+generated shards. ``train_target`` reads this table; the training-time strategies
+(``mixup``, ``cutmix``, ``val_attention``) keep the real rows and change the training
+loop instead (:func:`training_options`).
 """
 
 from __future__ import annotations
@@ -171,11 +173,34 @@ BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "baseline": _baseline,
     "reweight": _reweight,
     "oversample": _oversample,
+    # Training-time strategies: the real rows as they are; see training_options.
+    "mixup": _baseline,
+    "cutmix": _baseline,
+    "val_attention": _baseline,
     "gan_complement": _gan_complement,
     "gan_gz_only": _gan_gz_only,
 }
 #: Strategies whose training set adds the generated z/z' pairs.
 PAIR_STRATEGIES = ("gan_complement", "gan_gz_only")
+#: Strategies that weight each (label, group) cell's loss by its validation error, each epoch.
+ATTENTION_STRATEGIES = ("val_attention",)
+
+
+def training_options(strategy: str, *, mixup_alpha: float = 0.4, cutmix_alpha: float = 1.0,
+                     attention_max: float = 4.0) -> dict[str, object]:
+    """How a strategy changes the training loop (``TrainConfig`` fields), beyond its index.
+
+    ``mixup`` / ``cutmix`` mix every batch (FairFace transfer-learning study); the others
+    train as the baseline does. ``val_attention`` also needs the validation split (see
+    :data:`ATTENTION_STRATEGIES`).
+    """
+    if strategy == "mixup":
+        return {"mix": "mixup", "mix_alpha": mixup_alpha}
+    if strategy == "cutmix":
+        return {"mix": "cutmix", "mix_alpha": cutmix_alpha}
+    if strategy in ATTENTION_STRATEGIES:
+        return {"attention_max": attention_max}
+    return {}
 
 
 def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -> pd.DataFrame:

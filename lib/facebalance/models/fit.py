@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ from torch import nn
 from facebalance.config import ClassifierParams
 from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.models.classifier import ClassifierConfig, build_classifier, load_initial_weights
-from facebalance.models.train import TrainConfig, predict_proba, train_classifier
+from facebalance.models.train import TrainConfig, ValAttention, predict_proba, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ def epoch_samples(index: pd.DataFrame, epoch_size: str) -> int:
 
 
 def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size: int,
-                   seed: int, device: torch.device
+                   seed: int, device: torch.device, options: Mapping[str, Any] | None = None,
+                   attention_val: pd.DataFrame | None = None
                    ) -> tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]:
     """Train a binary classifier on a training set index.
 
@@ -48,6 +51,12 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
         Seeds initialisation, data order and augmentation.
     device
         Where to train.
+    options
+        :class:`TrainConfig` overrides of a training-time strategy (``mix``,
+        ``mix_alpha``, ``attention_max``; see ``balance.strategies.training_options``).
+    attention_val
+        Validation rows (image references, ``label``, ``group``) for ``val_attention``:
+        each epoch re-weights the training cells by their validation error.
 
     Returns
     -------
@@ -60,15 +69,30 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
     model = build_classifier(config)
     if params.weights:
         load_initial_weights(model, params.weights)
-    dataset = ShardDataset(index, {"label": index["label"].to_numpy(np.float32),
-                                   "weight": index["weight"].to_numpy(np.float32)},
-                           cache_mb=params.cache_mb)
+    arrays = {"label": index["label"].to_numpy(np.float32),
+              "weight": index["weight"].to_numpy(np.float32)}
+    attention = None
+    if attention_val is not None:
+        n_groups = int(max(index["group"].max(), attention_val["group"].max())) + 1
+        arrays["cell"] = _cells(index, n_groups)
+        val = ShardDataset(attention_val, {
+            "label": attention_val["label"].to_numpy(np.float32),
+            "cell": _cells(attention_val, n_groups)}, cache_mb=params.cache_mb)
+        attention = ValAttention(val, 2 * n_groups)
+    dataset = ShardDataset(index, arrays, cache_mb=params.cache_mb)
     cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
                       weight_decay=params.weight_decay, augment=params.augment, seed=seed,
                       num_workers=params.num_workers,
-                      samples_per_epoch=epoch_samples(index, params.epoch_size))
-    history = train_classifier(model, dataset, cfg, device)
+                      samples_per_epoch=epoch_samples(index, params.epoch_size),
+                      **dict(options or {}))
+    history = train_classifier(model, dataset, cfg, device, attention=attention)
     return model, config, history
+
+
+def _cells(rows: pd.DataFrame, n_groups: int) -> np.ndarray:
+    """Cell number ``label * n_groups + group`` of each row (labels 0/1)."""
+    return (rows["label"].to_numpy(np.int64) * n_groups
+            + rows["group"].to_numpy(np.int64))
 
 
 def score_shards(models: list[nn.Module], path: str | Path, columns: list[str],

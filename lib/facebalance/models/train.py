@@ -30,6 +30,79 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     samples_per_epoch: int = 0  # 0: one pass over the dataset
+    mix: str = "none"  # none | mixup | cutmix
+    mix_alpha: float = 0.4  # Beta(alpha, alpha) of the mixing share
+    attention_max: float = 4.0  # val_attention: largest cell loss multiplier
+
+
+MIX_MODES = ("none", "mixup", "cutmix")
+
+
+def draw_mix(rng: np.random.Generator, mode: str, alpha: float, n: int, height: int,
+             width: int) -> tuple[float, np.ndarray, tuple[int, int, int, int] | None]:
+    """One batch's mixing draw: share ``lam`` ~ Beta(alpha, alpha), partner permutation and,
+    for cutmix, the pasted box ``(y0, y1, x0, x1)`` covering about ``1 - lam`` of the image."""
+    lam = float(rng.beta(alpha, alpha))
+    perm = rng.permutation(n)
+    if mode != "cutmix":
+        return lam, perm, None
+    cut = math.sqrt(1.0 - lam)
+    bh, bw = round(height * cut), round(width * cut)
+    cy, cx = int(rng.integers(0, height)), int(rng.integers(0, width))
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, height)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, width)
+    return lam, perm, (y0, y1, x0, x1)
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float,
+              perm: np.ndarray, box: tuple[int, int, int, int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup (``box`` None) or cutmix of a batch with its permutation ``perm``.
+
+    Mixup blends images, labels and loss weights by ``lam``. Cutmix pastes the partner's
+    ``box`` into each image and mixes labels and weights by the area actually kept.
+    """
+    p = torch.as_tensor(perm, device=x.device)
+    if box is None:
+        share = lam
+        x = lam * x + (1.0 - lam) * x[p]
+    else:
+        y0, y1, x0, x1 = box
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[p][:, :, y0:y1, x0:x1]
+        share = 1.0 - (y1 - y0) * (x1 - x0) / (x.shape[2] * x.shape[3])
+    return x, share * y + (1.0 - share) * y[p], share * w + (1.0 - share) * w[p]
+
+
+def cell_weights(accuracy: np.ndarray, max_weight: float) -> np.ndarray:
+    """Loss multipliers of cells from their validation accuracy: proportional to the error
+    rate, mean 1, clipped to ``[1 / max_weight, max_weight]`` (equal errors: all 1)."""
+    err = 1.0 - np.asarray(accuracy, dtype=np.float64)
+    if err.mean() <= 0:
+        return np.ones_like(err)
+    return np.clip(err / err.mean(), 1.0 / max_weight, max_weight)
+
+
+@dataclass
+class ValAttention:
+    """Validation set whose per-cell accuracy sets the loss weight of each training cell.
+
+    ``dataset`` carries ``label`` and ``cell`` arrays; cells are numbered as in the training
+    set's ``cell`` array (e.g. ``label * n_groups + group``).
+    """
+
+    dataset: ShardDataset
+    n_cells: int
+
+    def weights(self, model: nn.Module, device: torch.device, max_weight: float
+                ) -> np.ndarray:
+        """Per-cell multipliers from the model's validation accuracy at threshold 0.5."""
+        (scores,) = predict_proba([model], self.dataset, device)
+        correct = (scores >= 0.5) == (self.dataset.arrays["label"] >= 0.5)
+        cells = self.dataset.arrays["cell"]
+        acc = np.array([correct[cells == c].mean() if (cells == c).any() else 1.0
+                        for c in range(self.n_cells)])
+        return cell_weights(acc, max_weight)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,8 +151,14 @@ def warmup_cosine(total_steps: int, warmup: float = 0.1):
 
 def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
                      device: torch.device, *, label_key: str = "label",
-                     weight_key: str | None = "weight") -> list[dict[str, float]]:
+                     weight_key: str | None = "weight",
+                     attention: ValAttention | None = None) -> list[dict[str, float]]:
     """Train a binary classifier with per-sample weighted BCE.
+
+    ``cfg.mix`` mixes each batch (mixup or cutmix, after the flips and shifts). With
+    ``attention``, from the second epoch on each sample's loss weight is multiplied by its
+    cell's weight from the validation accuracy after the previous epoch (``dataset`` then
+    needs a ``cell`` array).
 
     Parameters
     ----------
@@ -112,18 +191,30 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     steps = cfg.epochs * len(sampler)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     gen = torch.Generator().manual_seed(cfg.seed)
+    # Separate stream: mixing draws leave the flips/shifts of the other strategies unchanged.
+    mix_rng = np.random.default_rng([cfg.seed, 1])
+    cell_w: np.ndarray | None = None
     history = []
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
+        if attention is not None and epoch > 0:
+            cell_w = attention.weights(model, device, cfg.attention_max)
+            model.train()
         start, total, weight_sum = time.perf_counter(), 0.0, 0.0
         for x, rows in loader:
             x = to_float(x).to(device, non_blocking=True)
             if cfg.augment:
                 x = augment_batch(x, gen)
-            x = x.contiguous(memory_format=torch.channels_last)
             y = torch.as_tensor(rows[label_key], dtype=torch.float32, device=device)
             w = (torch.as_tensor(rows[weight_key], dtype=torch.float32, device=device)
                  if weight_key else torch.ones_like(y))
+            if cell_w is not None:
+                w = w * torch.as_tensor(cell_w[rows["cell"]], dtype=torch.float32,
+                                        device=device)
+            if cfg.mix != "none":
+                x, y, w = mix_batch(x, y, w, *draw_mix(mix_rng, cfg.mix, cfg.mix_alpha,
+                                                       len(y), x.shape[2], x.shape[3]))
+            x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x).squeeze(1)
             loss = (nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
                     * w).mean()
@@ -139,6 +230,8 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
             weight_sum += len(y)
         row = {"epoch": epoch + 1, "loss": total / max(weight_sum, 1),
                "seconds": time.perf_counter() - start}
+        if cell_w is not None:
+            row.update({f"cell{c}_weight": float(v) for c, v in enumerate(cell_w)})
         history.append(row)
         log.info("epoch %d/%d loss %.4f (%.1f s)", epoch + 1, cfg.epochs, row["loss"],
                  row["seconds"])
