@@ -32,7 +32,8 @@ TINY = {
     "boundaries": {"n_fit": 400, "n_val": 100},
     "complement": {"n_pairs": 400, "batch_size": 256},
 }
-STRATEGIES = ("baseline", "reweight", "oversample", "gan_complement", "gan_gz_only")
+STRATEGIES = ("baseline", "reweight", "oversample", "mixup", "cutmix", "val_attention",
+              "gan_complement", "gan_gz_only")
 GAN_STAGES = {"train_gan", "sample", "score", "boundaries", "complement"}
 
 
