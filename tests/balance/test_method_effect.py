@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from facebalance.balance.strategies import build_training_index
-from facebalance.config import ClassifierParams, DatasetParams, EvaluateParams
+from facebalance.balance.strategies import (
+    ATTENTION_STRATEGIES,
+    build_training_index,
+    training_options,
+)
+from facebalance.config import DatasetParams, EvaluateParams, Params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.prepare import write_synthfaces
 from facebalance.metrics.evaluate import evaluate_models
+from facebalance.metrics.paired import paired_differences
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifier
 
@@ -20,27 +25,42 @@ SEEDS = [0, 1, 2]
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Default skew (P(blond|female)=0.24, P(blond|male)=0.02), 8k train images, 3 seeds."""
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """The default pipeline's data and training: skew P(blond|female)=0.24,
+    P(blond|male)=0.02, 20k train images, train_target's defaults, 3 seeds (but another
+    data seed). Returns (report, test scores) per strategy.
+
+    With 8k train images and 4 epochs, val_attention lowered DEO by 0.031 [-0.066,
+    +0.0001] (p_better 0.97): the default setting is the one this file tests.
+    """
     root = tmp_path_factory.mktemp("effect")
     data = root / "prepared"
-    write_synthfaces(DatasetParams(n_train=8000, n_val=1000, n_test=2000), data, seed=11,
-                     image_size=32, progress=False)
+    write_synthfaces(DatasetParams(), data, seed=11, image_size=32, progress=False)
     real = shard_refs(data / "train", ["id", "blond", "male"]).rename(
         columns={"blond": "label", "male": "group"})
-    params = ClassifierParams(epochs=4, seeds=SEEDS)
+    val = shard_refs(data / "val", ["blond", "male"]).rename(
+        columns={"blond": "label", "male": "group"})
+    params = Params().train_target
     out = {}
-    for strategy in ("baseline", "reweight"):
+    for strategy in ("baseline", "reweight", "val_attention"):
         index = build_training_index(strategy, real, seed=0)
+        attention = val if strategy in ATTENTION_STRATEGIES else None
         models = root / strategy
         for s in SEEDS:
             net, cfg, _ = fit_classifier(index, params, image_size=32, seed=100 + s,
-                                         device=torch.device("cpu"))
+                                         device=torch.device("cpu"),
+                                         options=training_options(strategy),
+                                         attention_val=attention)
             save_checkpoint(models / f"seed{s}.pt", net, cfg, {})
-        out[strategy], _ = evaluate_models(data, models, SEEDS, target="blond", protected="male",
-                                           device=torch.device("cpu"),
-                                           params=EvaluateParams(bootstrap=200))
+        out[strategy] = evaluate_models(data, models, SEEDS, target="blond", protected="male",
+                                        device=torch.device("cpu"),
+                                        params=EvaluateParams(bootstrap=200))
     return out
+
+
+@pytest.fixture(scope="module")
+def reports(evaluated: dict[str, tuple]) -> dict[str, dict]:
+    return {name: rep for name, (rep, _) in evaluated.items()}
 
 
 def test_baseline_is_measurably_unfair(reports: dict[str, dict]) -> None:
@@ -58,3 +78,13 @@ def test_reweighting_lowers_deo_beyond_seed_noise(reports: dict[str, dict]) -> N
     assert gap > 2 * noise
     assert rew["ci95"]["hi"] < base["ci95"]["lo"] or gap > 0.05
     assert reports["reweight"]["ap"]["value"] > reports["baseline"]["ap"]["value"] - 0.02
+
+
+def test_val_attention_lowers_deo_on_shared_resamples(evaluated: dict[str, tuple]) -> None:
+    diffs = paired_differences({n: t for n, (_, t) in evaluated.items()},
+                               {n: r["threshold"] for n, (r, _) in evaluated.items()},
+                               target="blond", protected="male", references=["baseline"],
+                               metrics=["deo", "ap"], n_bootstrap=300)
+    row = diffs.set_index(["strategy", "metric"])
+    assert row.loc[("val_attention", "deo"), "hi"] < 0  # beyond test-set and seed noise
+    assert row.loc[("val_attention", "ap"), "diff"] > -0.02
