@@ -11,6 +11,7 @@ seeds are resampled as well, so seed-to-seed noise stays in the intervals.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ PAIRED_METRICS = ("ap", "accuracy", "deo", "dp_diff", "eo_diff", "group_acc_std"
 def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *,
                          target: str, protected: str, weights: np.ndarray,
                          metrics: Sequence[str] = PAIRED_METRICS,
-                         seed_draws: int = 0) -> dict[str, np.ndarray]:
+                         seed_draws: int | Sequence[int] = 0) -> dict[str, np.ndarray]:
     """Seed-mean metrics on the full test set (row 0) and on each resample (rows 1..B).
 
     Resample b weights the test images by ``weights[b - 1]`` and averages over seeds drawn
@@ -51,8 +52,9 @@ def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *
     metrics
         Names from :data:`PAIRED_METRICS`.
     seed_draws
-        Seed of the training-seed draws (different per strategy: their runs are
-        independent).
+        Seed of the training-seed draws: one per strategy (their runs are independent),
+        derived from its name so that adding a strategy leaves the others' draws as they
+        were.
     """
     seeds = [c.removeprefix("score_") for c in table.columns if c.startswith("score_seed")]
     if not seeds:
@@ -108,8 +110,8 @@ def paired_differences(tables: Mapping[str, pd.DataFrame],
     weights = bootstrap_weights(len(ids), n_bootstrap, seed)
     reps = {n: seed_mean_replicates(tables[n], thresholds[n], target=target,
                                     protected=protected, weights=weights, metrics=metrics,
-                                    seed_draws=seed + 1 + k)
-            for k, n in enumerate(names)}
+                                    seed_draws=[seed, zlib.crc32(n.encode())])
+            for n in names}
     rows = []
     for ref in references:
         for name in names:
