@@ -99,3 +99,12 @@ def test_val_attention_weights_the_worst_cell_most(tiny_prepared: Path) -> None:
     assert weights.mean() == pytest.approx(1.0, abs=0.35) and weights.max() > 1.0
     # cells 2, 3 = blond women, blond men (rare in training): the least accurate on val
     assert weights[3] == weights.max() and weights[2:].min() > weights[:2].max()
+
+
+def test_unknown_mix_mode_is_refused(tiny_prepared: Path) -> None:
+    from facebalance.errors import FacebalanceError
+
+    rows = _rows(tiny_prepared, "train")
+    with pytest.raises(FacebalanceError, match=r"mix = 'blend'; valid: none, mixup, cutmix"):
+        fit_classifier(rows, PARAMS, image_size=32, seed=0, device=torch.device("cpu"),
+                       options={"mix": "blend"})

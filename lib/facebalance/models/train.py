@@ -75,8 +75,8 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float,
 
 
 def cell_weights(accuracy: np.ndarray, max_weight: float) -> np.ndarray:
-    """Loss multipliers of cells from their validation accuracy: proportional to the error
-    rate, mean 1, clipped to ``[1 / max_weight, max_weight]`` (equal errors: all 1)."""
+    """Loss multipliers of cells from their validation accuracy: error rate over the mean
+    error rate, clipped to ``[1 / max_weight, max_weight]`` (equal errors: all 1)."""
     err = 1.0 - np.asarray(accuracy, dtype=np.float64)
     if err.mean() <= 0:
         return np.ones_like(err)
@@ -100,8 +100,10 @@ class ValAttention:
         (scores,) = predict_proba([model], self.dataset, device)
         correct = (scores >= 0.5) == (self.dataset.arrays["label"] >= 0.5)
         cells = self.dataset.arrays["cell"]
-        acc = np.array([correct[cells == c].mean() if (cells == c).any() else 1.0
-                        for c in range(self.n_cells)])
+        n = np.bincount(cells, minlength=self.n_cells)
+        hits = np.bincount(cells, weights=correct, minlength=self.n_cells)
+        # A cell absent from validation cannot be judged: treat it as accurate.
+        acc = np.divide(hits, n, out=np.ones(self.n_cells), where=n > 0)
         return cell_weights(acc, max_weight)
 
 
@@ -182,6 +184,8 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     FacebalanceError
         When the loss becomes NaN or infinite.
     """
+    if cfg.mix not in MIX_MODES:
+        raise FacebalanceError(f"training: mix = {cfg.mix!r}; valid: {', '.join(MIX_MODES)}")
     # channels_last: ~30% faster convolutions on CPU (measured, benchmarks/bench_train.py).
     model.to(device, memory_format=torch.channels_last).train()
     loader, sampler = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed,
