@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from facebalance.config import DatasetParams
 from facebalance.data import synthfaces
 
 CELEBA_ATTRS = (
@@ -23,6 +24,13 @@ CELEBA_ATTRS = (
     "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
     "Wearing_Necklace Wearing_Necktie Young").split()
 CORRUPT = b"\xff\xd8\xff\xe0 this is not really a JPEG"
+
+
+def dataset_params(name: str, root: Path, **kw: object) -> DatasetParams:
+    """Params of a real-format fixture; target/protected default to blond/male."""
+    kw.setdefault("target", "blond")
+    kw.setdefault("protected", "male")
+    return DatasetParams(name=name, root=str(root), **kw)
 
 
 def faces(n: int, size: int, seed: int = 0, skewed: bool = False) -> tuple[pd.DataFrame,

@@ -24,13 +24,20 @@ from facebalance.data.prepare import prepare_dataset
 from facebalance.data.shards import decode_image, read_columns
 from facebalance.errors import CorruptImageError, FacebalanceError
 
-from .realdata import faces, make_celeba, make_fairface, make_folder, make_lfw, make_utkface
+from .realdata import (
+    dataset_params,
+    faces,
+    make_celeba,
+    make_fairface,
+    make_folder,
+    make_lfw,
+    make_utkface,
+)
 
 
 def _params(name: str, root: Path, **kw: object) -> DatasetParams:
-    kw.setdefault("target", "blond")
-    kw.setdefault("protected", "male")
-    return DatasetParams(name=name, root=str(root), row_group_size=8, rows_per_file=16, **kw)
+    """Fixture params with small row groups and files, so the chunking is exercised."""
+    return dataset_params(name, root, row_group_size=8, rows_per_file=16, **kw)
 
 
 def _images(split_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:

@@ -18,13 +18,8 @@ from facebalance.data.loaders import (
 )
 from facebalance.errors import FacebalanceError
 
+from .realdata import dataset_params as params
 from .realdata import make_celeba, make_fairface, make_folder, make_lfw, make_utkface
-
-
-def params(name: str, root: Path, **kw: object) -> DatasetParams:
-    kw.setdefault("target", "blond")
-    kw.setdefault("protected", "male")
-    return DatasetParams(name=name, root=str(root), **kw)
 
 
 def test_stratified_split_matches_a_per_stratum_loop() -> None:
