@@ -9,7 +9,7 @@ import typer
 from facebalance.balance.strategies import PAIR_STRATEGIES, build_training_index, pair_rows
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
-from facebalance.data.shards import write_table_atomic
+from facebalance.data.shards import read_parquet, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.runtime import derive_seed, run_app
 
@@ -35,7 +35,7 @@ def main(
             raise FacebalanceError(f"augment: {strategy} needs --pairs and --generated")
         dirs = [d for d in (generated, pairs / "images", pairs / "images_z") if d.exists()]
         refs = pd.concat([shard_refs(d, ["id"]) for d in dirs], ignore_index=True)
-        table = pd.read_parquet(pairs / "pairs.parquet",
+        table = read_parquet(pairs / "pairs.parquet",
                                 columns=["id_z", "id_zp", "label", "protected_z",
                                          "protected_zp", "flip_ok"])
         pair_index = pair_rows(table, refs, confirm_flip=p.augment.confirm_flip)

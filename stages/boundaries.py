@@ -3,10 +3,10 @@
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from facebalance.config import load_params
+from facebalance.data.shards import read_parquet
 from facebalance.errors import FacebalanceError
 from facebalance.latent.boundaries import Boundary, boundary_accuracy, fit_boundary
 from facebalance.latent.sampling import read_latents
@@ -27,7 +27,7 @@ def main(
     p = load_params(params)
     b = p.boundaries
     table, z = read_latents(latents)
-    score = pd.read_parquet(scores).set_index("id").loc[table["id"]]
+    score = read_parquet(scores).set_index("id").loc[table["id"]]
     if len(z) < b.n_fit + b.n_val:
         raise FacebalanceError(f"boundaries: {latents} has {len(z)} latents, fewer than "
                                f"n_fit + n_val = {b.n_fit + b.n_val}")

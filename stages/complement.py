@@ -10,6 +10,7 @@ import typer
 
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
+from facebalance.data.shards import atomic_directory
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.boundaries import Boundary
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool
@@ -52,8 +53,9 @@ def main(
         t, g = p.dataset.target, p.dataset.protected
         train = shard_refs(data / "train", [t, g])
         rare = rarest_cell(train[t].to_numpy(), train[g].to_numpy())
-    report = make_pairs(gen, models, target, protected, spec, out, device=device, pool=pool,
-                        rare_cell=rare)
+    with atomic_directory(out) as tmp:  # the pair set appears whole or not at all
+        report = make_pairs(gen, models, target, protected, spec, tmp, device=device,
+                            pool=pool, rare_cell=rare)
     report["rare_cell"] = list(rare) if rare else None
     write_json(metrics, report)
     # Figure: 16 pairs, G(z) above G(z').

@@ -16,7 +16,7 @@ from facebalance.data.datasets import shard_refs
 from facebalance.metrics.fairness import accuracy, average_precision, group_rates
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifier, score_shards
-from facebalance.runtime import derive_seed, run_app, setup, write_json
+from facebalance.runtime import derive_seed, run_app, setup, write_csv, write_json
 
 app = typer.Typer(add_completion=False)
 
@@ -51,8 +51,7 @@ def main(
         "ap": average_precision(y, scores),
         "by_group": {f"{group}={g}": float(a) for g, a in rates["accuracy"].items()},
     })
-    history.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(hist).to_csv(history, index=False)
+    write_csv(history, pd.DataFrame(hist))
 
 
 if __name__ == "__main__":

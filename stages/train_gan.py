@@ -1,6 +1,5 @@
 """train_gan: train the DCGAN on the real train split (or adopt a pretrained generator)."""
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.shards import atomic_write_bytes
 from facebalance.errors import FacebalanceError
 from facebalance.figures import image_grid, save_png
 from facebalance.models.gan import (
@@ -20,7 +20,7 @@ from facebalance.models.gan import (
     save_generator,
     train_gan,
 )
-from facebalance.runtime import derive_seed, run_app, setup, write_json
+from facebalance.runtime import derive_seed, run_app, setup, write_csv, write_json
 
 app = typer.Typer(add_completion=False)
 
@@ -45,8 +45,7 @@ def main(
             raise FacebalanceError(
                 f"gan.checkpoint {g.checkpoint} makes {gen.cfg.image_size}px images but "
                 f"base.image_size is {p.base.image_size}")
-        model.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(g.checkpoint, model)
+        atomic_write_bytes(model, Path(g.checkpoint).read_bytes())
         summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
     else:
         refs = shard_refs(data / "train", ["id"])
@@ -60,9 +59,8 @@ def main(
     z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
     save_png(image_grid(generate_uint8(gen, z.to(device)), 8, pad=1), samples,
              scale=max(1, 128 // p.base.image_size))
-    history.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(curve, columns=["step", "d_loss", "g_loss", "d_real", "d_fake",
-                                 "seconds"]).to_csv(history, index=False)
+    write_csv(history, pd.DataFrame(curve, columns=["step", "d_loss", "g_loss", "d_real",
+                                                    "d_fake", "seconds"]))
     write_json(metrics, summary)
 
 

@@ -9,9 +9,10 @@ import typer
 from facebalance.balance.strategies import ATTENTION_STRATEGIES, training_options
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import shard_refs
+from facebalance.data.shards import atomic_directory, read_parquet
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifier
-from facebalance.runtime import derive_seed, run_app, setup
+from facebalance.runtime import derive_seed, run_app, setup, write_csv
 
 app = typer.Typer(add_completion=False)
 
@@ -28,7 +29,7 @@ def main(
     """Train ``train_target.seeds`` models on the index."""
     p = load_params(params)
     device = setup(p.base)
-    rows = pd.read_parquet(index)
+    rows = read_parquet(index)
     a = p.augment
     options = training_options(strategy, mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha,
                                attention_max=a.attention_max)
@@ -37,17 +38,18 @@ def main(
         t, g = p.dataset.target, p.dataset.protected
         attention_val = shard_refs(val, [t, g]).rename(columns={t: "label", g: "group"})
     curves = []
-    out.mkdir(parents=True, exist_ok=True)
-    for s in p.train_target.seeds:
-        seed = derive_seed(p.base.seed, s)
-        net, config, hist = fit_classifier(rows, p.train_target, image_size=p.base.image_size,
-                                           seed=seed, device=device, options=options,
-                                           attention_val=attention_val)
-        save_checkpoint(out / f"seed{s}.pt", net, config,
-                        {"strategy": strategy, "seed": s, "params": as_dict(p.train_target)})
-        curves += [{"seed": s, **h} for h in hist]
-    history.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(curves).to_csv(history, index=False)
+    with atomic_directory(out) as tmp:  # every seed or none: no stale seed files survive
+        for s in p.train_target.seeds:
+            seed = derive_seed(p.base.seed, s)
+            net, config, hist = fit_classifier(rows, p.train_target,
+                                               image_size=p.base.image_size, seed=seed,
+                                               device=device, options=options,
+                                               attention_val=attention_val)
+            save_checkpoint(tmp / f"seed{s}.pt", net, config,
+                            {"strategy": strategy, "seed": s,
+                             "params": as_dict(p.train_target)})
+            curves += [{"seed": s, **h} for h in hist]
+    write_csv(history, pd.DataFrame(curves))
 
 
 if __name__ == "__main__":

@@ -81,3 +81,35 @@ def test_real_dataset_accepts_its_own_attribute_names() -> None:
     p = parse_params({"dataset": {"name": "celeba", "root": "/data/celeba",
                                   "target": "Blond_Hair", "protected": "Male"}})
     assert (p.dataset.target, p.dataset.workers, p.dataset.align) == ("Blond_Hair", 2, "none")
+
+
+def _float_keys() -> list[tuple[str, str]]:
+    """Every float param of the schema, so a key added later is covered too."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for section in dataclasses.fields(Params):
+        cls = type(getattr(Params(), section.name))
+        if dataclasses.is_dataclass(cls):
+            hints = typing.get_type_hints(cls)
+            keys += [(section.name, f.name) for f in dataclasses.fields(cls)
+                     if hints[f.name] is float]
+    return keys
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(("section", "key"), _float_keys())
+def test_non_finite_floats_are_rejected_naming_the_key(section: str, key: str,
+                                                       bad: float) -> None:
+    with pytest.raises(FacebalanceError,
+                       match=rf"params: {section}\.{key} = {bad!r} is invalid; expected a "
+                             r"finite number"):
+        parse_params({section: {key: bad}})
+
+
+def test_yaml_nan_reaches_the_check(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("gan:\n  ema: .nan\n")
+    with pytest.raises(FacebalanceError, match=r"gan\.ema = nan is invalid; expected a finite"):
+        load_params(path)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from .conftest import REPO
 from .data.realdata import make_folder
+from .dvcproject import dvc as _dvc
+from .dvcproject import new_project as _new_project
+from .dvcproject import ran as _ran
+from .dvcproject import set_params as _set_params
 
 pytestmark = pytest.mark.slow
 
@@ -35,45 +33,6 @@ TINY = {
 STRATEGIES = ("baseline", "reweight", "oversample", "mixup", "cutmix", "val_attention",
               "gan_complement", "gan_gz_only")
 GAN_STAGES = {"train_gan", "sample", "score", "boundaries", "complement"}
-
-
-def _dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # Stages run `python stages/...`: put this interpreter's bin directory first on PATH.
-    bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def _set_params(path: Path, changes: dict) -> None:
-    params = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        if isinstance(values, dict):
-            params[section].update(values)
-        else:
-            params[section] = values
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def _new_project(root: Path, changes: dict) -> None:
-    """A copy of the repository's pipeline in ``root`` (git + dvc) with changed params."""
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    for name in ("stages", "lib"):
-        shutil.copytree(REPO / name, root / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    _dvc(root, "init", "-q")
-    _dvc(root, "config", "core.analytics", "false")
-    _set_params(root / "params.yaml", changes)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +143,8 @@ def test_pipeline_runs_unchanged_on_a_converted_folder_dataset(
     assert _ran(proc.stdout) >= {"prepare", "train_attr@protected", *GAN_STAGES, "compare",
                                  *(f"evaluate@{s}" for s in STRATEGIES)}
     summary = json.loads((root / "metrics/prepare.json").read_text())
-    assert summary["errors"] == {"missing": 1, "corrupt": 1, "no_face": 0}
+    assert summary["errors"] == {"missing": 1, "corrupt": 1, "not_a_file": 0,
+                                 "outside_root": 0, "too_large": 0, "no_face": 0}
     assert [summary[s]["rows"] for s in ("train", "val", "test")] == [598, 120, 240]
     assert summary["train"]["p_target_given_protected"]["male=1"] < 0.05  # the CSV's skew
     for strategy in STRATEGIES:

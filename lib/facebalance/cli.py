@@ -110,6 +110,13 @@ def labels(
         cells = rec.groupby(["split", protected, target]).size()
         for (split, g, t), n in cells.items():
             typer.echo(f"  {split:<5} {protected}={g} {target}={t}: {n}")
+        from facebalance.data.prepare import check_split_labels
+
+        try:
+            for split, rows in rec.groupby("split"):
+                check_split_labels(rows, target, protected, str(split), index.label_file)
+        except FacebalanceError as err:
+            _fail(err)
 
 
 @app.command()

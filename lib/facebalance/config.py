@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -90,6 +91,9 @@ class DatasetParams:
     align: str = _opt("none", choices=ALIGN, doc="mtcnn: detect the face and crop around it")
     align_margin: float = _opt(0.2, lo=0.0, hi=2.0, doc="share of the face box added around")
     workers: int = _opt(2, lo=1, hi=64, doc="processes decoding images (1: in-process)")
+    max_pixels: int = _opt(64_000_000, lo=1,
+                           doc="images with more pixels (from the header) are not decoded: "
+                               "skipped or failed as on_error says")
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,9 @@ def _check_value(key: str, value: Any, ftype: Any, meta: Mapping[str, Any]) -> A
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected a number")
         value = float(value)
+        if not math.isfinite(value):  # NaN passes every < / > bound check below
+            raise FacebalanceError(
+                f"params: {key} = {value!r} is invalid; expected a finite number")
     elif ftype is str:
         if not isinstance(value, str):
             raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected a string")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import click
 import numpy as np
+import pandas as pd
 import torch
 import typer
 
@@ -31,9 +34,44 @@ def setup(base: BaseParams) -> torch.device:
     return resolve_device(base.device)
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON ``null``).
+
+    ``json.dumps`` writes NaN as a bare ``NaN``, which is not JSON and which ``dvc metrics``
+    then shows as a number; an undefined metric must read as missing instead.
+    """
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically, keys in the dict's order (stable across strategies)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """Write JSON atomically, keys in the dict's order (stable across strategies); NaN and
+    infinities become ``null``."""
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a CSV (a history or plot table) atomically."""
+    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and why."""
+    reason = err.strerror or str(err)
+    name = errno.errorcode.get(err.errno or 0, "")
+    where = f" {err.filename}" if err.filename else ""
+    if err.filename2:
+        where += f" -> {err.filename2}"
+    hint = {"ENOSPC": "free space and rerun", "EACCES": "check the folder's permissions",
+            "EROFS": "the file system is read-only", "EPERM": "check the folder's permissions",
+            "EDQUOT": "free space and rerun"}.get(name, "")
+    return f"cannot access{where}: {reason}" + (f" ({hint})" if hint else "")
 
 
 def run_app(app: typer.Typer | Callable[..., Any]) -> None:
@@ -44,6 +82,9 @@ def run_app(app: typer.Typer | Callable[..., Any]) -> None:
         typer.main.get_command(app)(standalone_mode=False)
     except FacebalanceError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # a read-only or full disk, a permission: the file and the cause
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
         sys.exit(1)
     except click.exceptions.ClickException as err:
         err.show()

@@ -41,6 +41,16 @@ def faces(n: int, size: int, seed: int = 0, skewed: bool = False) -> tuple[pd.Da
     return table, synthfaces.render(table, size, seed)
 
 
+def interleave_cells(table: pd.DataFrame, images: np.ndarray) -> tuple[pd.DataFrame,
+                                                                        np.ndarray]:
+    """Reorder faces so that consecutive rows cycle through the blond x male cells: any
+    contiguous split of a few rows then holds both values of each (prepare requires it)."""
+    cell = table["blond"].to_numpy() * 2 + table["male"].to_numpy()
+    rank = pd.Series(cell).groupby(cell).cumcount().to_numpy()
+    order = np.lexsort((cell, rank))
+    return table.iloc[order].reset_index(drop=True), images[order]
+
+
 def save_jpeg(path: Path, image: np.ndarray, size: tuple[int, int] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(image)
@@ -55,7 +65,7 @@ def make_celeba(root: Path, n: int = 30, corrupt: int = 6) -> pd.DataFrame:
     Splits: the first 60% train, next 15% val, the rest test. Image ``corrupt`` (0-based)
     holds broken bytes. Returns the table with ``file``, ``split``, ``blond``, ``male``.
     """
-    table, images = faces(n, 64, seed=1)
+    table, images = interleave_cells(*faces(n, 64, seed=1))
     rng = np.random.default_rng(0)
     files = [f"{i + 1:06d}.jpg" for i in range(n)]
     for i, f in enumerate(files):

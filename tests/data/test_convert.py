@@ -97,7 +97,8 @@ def test_celeba_conversion_skip_counts_the_corrupt_image(tmp_path: Path) -> None
     summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
     assert {s: summary[s]["rows"] for s in ("train", "val", "test")} == {
         "train": 17, "val": 4, "test": 8}
-    assert summary["errors"] == {"missing": 0, "corrupt": 1, "no_face": 0}
+    assert summary["errors"] == {"missing": 0, "corrupt": 1, "not_a_file": 0,
+                                  "outside_root": 0, "too_large": 0, "no_face": 0}
     assert "000007.jpg (" in summary["error_examples"]["corrupt"][0]
     assert "list_attr_celeba.txt line 9)" in summary["error_examples"]["corrupt"][0]
     frame, images = _images(tmp_path / "out" / "train")
@@ -130,7 +131,8 @@ def test_folder_conversion_reports_missing_and_corrupt(tmp_path: Path) -> None:
     truth = make_folder(tmp_path / "faces")
     p = _params("folder", tmp_path / "faces", on_error="skip")
     summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
-    assert summary["errors"] == {"missing": 1, "corrupt": 1, "no_face": 0}
+    assert summary["errors"] == {"missing": 1, "corrupt": 1, "not_a_file": 0,
+                                 "outside_root": 0, "too_large": 0, "no_face": 0}
     assert "face_00003.jpg (" in summary["error_examples"]["missing"][0]
     assert "labels.csv line 5): file not found" in summary["error_examples"]["missing"][0]
     assert "labels.csv line 10)" in summary["error_examples"]["corrupt"][0]
@@ -158,22 +160,22 @@ def test_conversion_does_not_depend_on_worker_count(tmp_path: Path) -> None:
 
 
 def test_utkface_summary_counts_malformed_names(tmp_path: Path) -> None:
-    make_utkface(tmp_path / "utk")
+    make_utkface(tmp_path / "utk", n=120)  # every split gets both values of each column
     p = _params("utkface", tmp_path / "utk", target="race_white", protected="male")
     summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
     assert summary["errors"]["malformed_name"] == 2
-    assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == 40
+    assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == 120
     json.dumps(summary)  # what the stage writes to metrics/prepare.json
 
 
 def test_fairface_conversion(tmp_path: Path) -> None:
-    truth = make_fairface(tmp_path / "ff")
+    truth = make_fairface(tmp_path / "ff", n_train=120, n_val=24)
     p = _params("fairface", tmp_path / "ff", target="male", protected="race_white")
     summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
-    assert summary["test"]["rows"] == 12 and summary["train"]["rows"] + summary["val"][
-        "rows"] == 40
+    assert summary["test"]["rows"] == 24 and summary["train"]["rows"] + summary["val"][
+        "rows"] == 120
     frame, images = _images(tmp_path / "out" / "test")
-    assert images.shape == (12, 32, 32, 3)
+    assert images.shape == (24, 32, 32, 3)
     expect = truth.set_index(truth["file"].str.rsplit(".", n=1).str[0])
     assert frame["male"].tolist() == (expect.loc[frame["id"], "gender"] == "Male").tolist()
     assert frame["source_file"].tolist() == expect.loc[frame["id"], "file"].tolist()
@@ -241,19 +243,20 @@ def test_prepare_with_mtcnn_alignment(tmp_path: Path) -> None:
     found = [i for i, b in enumerate(MtcnnDetector()([Image.fromarray(im) for im in images]))
              if b is not None]
     assert len(found) >= 3, "MTCNN should find a few of 48 rendered faces"
+    # Two faces per split, labelled (1, 1) and (0, 0): both values of blond and male in each.
     rows = []
-    for k, i in enumerate(found):
-        Image.fromarray(images[i]).save(tmp_path / f"{i}.png")
-        rows.append((f"{i}.png", ("val", "test", "train")[min(k, 2)]))
+    for k in range(6):
+        Image.fromarray(images[found[k % len(found)]]).save(tmp_path / f"{k}.png")
+        rows.append((f"{k}.png", ("val", "test", "train")[k // 2], 1 - k % 2))
     Image.new("RGB", (128, 128), (120, 120, 120)).save(tmp_path / "blank.png")
-    rows.append(("blank.png", "train"))
-    pd.DataFrame({"file": [f for f, _ in rows], "blond": [1, 0] * (len(rows) // 2) + [0] * (
-        len(rows) % 2), "male": 0, "split": [s for _, s in rows]}).to_csv(
+    rows.append(("blank.png", "train", 0))
+    pd.DataFrame({"file": [f for f, _, _ in rows], "blond": [b for _, _, b in rows],
+                  "male": [b for _, _, b in rows], "split": [s for _, s, _ in rows]}).to_csv(
         tmp_path / "labels.csv", index=False)
     p = _params("folder", tmp_path, align="mtcnn", align_margin=0.3)
     summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
     assert summary["errors"]["no_face"] == 1
     assert summary["error_examples"]["no_face"] == ["blank.png"]
-    assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == len(found)
+    assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == 6
     _, got = _images(tmp_path / "out" / "train")
     assert got.shape[1:] == (32, 32, 3) and got.std() > 5  # a face crop, not a flat patch

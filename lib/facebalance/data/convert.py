@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -20,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,12 @@ from facebalance.errors import CorruptImageError, FacebalanceError
 log = logging.getLogger(__name__)
 
 #: Error kinds counted in the summary (``malformed_name`` and pair misses come from indexing).
-ERROR_KINDS = ("missing", "corrupt", "no_face")
+ERROR_KINDS = ("missing", "corrupt", "not_a_file", "outside_root", "too_large", "no_face")
+#: Colour transparent pixels are composited over (dropping alpha would show whatever RGB
+#: the encoder left under them, often black).
+ALPHA_BACKGROUND = (128, 128, 128)
+#: Default pixel limit (width x height) checked from the header, before decoding.
+MAX_PIXELS = 64_000_000
 _EXAMPLES = 5
 _RESAMPLE = Image.Resampling.BILINEAR  # antialiased when Pillow shrinks (its filter widens)
 
@@ -68,15 +75,79 @@ def face_box(box: Box, margin: float, width: int, height: int) -> Box:
     return (left, top, left + side, top + side)
 
 
-def open_rgb(path: Path) -> Image.Image:
+class ImageRefused(Exception):
+    """An image file that is not read: ``kind`` is one of :data:`ERROR_KINDS`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def open_confined(path: Path, root: Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file inside ``root`` (links resolved).
+
+    The loaders refuse label rows that name paths outside the image folder; this closes
+    what a label file cannot show: a symbolic link inside the folder that points out of it,
+    and a FIFO or device named like an image (reading one blocks forever). The file is
+    opened non-blocking and checked with ``fstat``, so a FIFO is refused, not waited on.
+
+    Raises
+    ------
+    ImageRefused
+        ``outside_root`` or ``not_a_file``.
+    FileNotFoundError
+        When the file does not exist.
+    """
+    real = os.path.realpath(path)
+    base = os.path.realpath(root)
+    if os.path.commonpath([real, base]) != base:
+        raise ImageRefused("outside_root", f"resolves to {real}, outside the image folder {base}")
+    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageRefused("not_a_file", "not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB of any mode; transparent pixels composited over :data:`ALPHA_BACKGROUND`."""
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _check_pixels(im: Image.Image, max_pixels: int) -> None:
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ImageRefused("too_large", f"{w}x{h} = {w * h:,} pixels exceeds "
+                                        f"dataset.max_pixels = {max_pixels:,}")
+
+
+def open_rgb(path: Path, root: Path | None = None,
+             max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode an image file to RGB, upright (EXIF orientation applied, as phones store it)."""
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im.convert("RGB"))
+    with open_confined(path, root or path.parent) as fh, Image.open(fh) as im:
+        _check_pixels(im, max_pixels)
+        return ImageOps.exif_transpose(to_rgb(im))
 
 
-def load_cropped(path: Path, crop: int, size: int) -> np.ndarray:
-    """Decode, turn upright, centre-crop a ``crop`` square (0: largest), resize to ``size``."""
-    with Image.open(path) as im:
+def load_cropped(path: Path, crop: int, size: int, root: Path | None = None,
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode, turn upright, centre-crop a ``crop`` square (0: largest), resize to ``size``.
+
+    Only regular files inside ``root`` (default: the file's folder) are opened, and the
+    pixel count is checked from the header before anything is decoded.
+    """
+    return _load_cropped(path, crop, size, root, max_pixels)[0]
+
+
+def _load_cropped(path: Path, crop: int, size: int, root: Path | None,
+                  max_pixels: int) -> tuple[np.ndarray, int]:
+    """:func:`load_cropped` and the crop's side in source pixels."""
+    with open_confined(path, root or path.parent) as fh, Image.open(fh) as im:
+        _check_pixels(im, max_pixels)
         w, h = im.size
         side = min(w, h) if crop <= 0 else min(crop, w, h)
         if im.format == "JPEG":
@@ -84,14 +155,14 @@ def load_cropped(path: Path, crop: int, size: int) -> np.ndarray:
             scale = size / side
             im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
         f = im.size[0] / w
-        rgb = ImageOps.exif_transpose(im.convert("RGB"))
+        rgb = ImageOps.exif_transpose(to_rgb(im))
     box = center_box(rgb.width, rgb.height, 0)
     # The crop's half side at the decoded scale (rounding of the DCT scale may leave the
     # decoded image a fraction of a pixel short of it).
     half = min(side * f, rgb.width, rgb.height) / 2
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     return np.asarray(rgb.resize((size, size), _RESAMPLE,
-                                 box=(cx - half, cy - half, cx + half, cy + half)))
+                                 box=(cx - half, cy - half, cx + half, cy + half))), side
 
 
 class MtcnnDetector:
@@ -125,11 +196,20 @@ class ConvertStats:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # extra tables written
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     examples: dict[str, list[str]] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)  # kept images worth a look
 
     @property
     def written(self) -> dict[str, int]:
         """Images written per split."""
         return {split: len(rows) for split, rows in self.kept.items()}
+
+    def warn(self, kind: str, entry: str) -> None:
+        """Count a kept image worth a warning (``small``); log and keep the first few."""
+        self.warnings[kind] = self.warnings.get(kind, 0) + 1
+        shown = self.examples.setdefault(kind, [])
+        if len(shown) < _EXAMPLES:
+            shown.append(entry)
+            log.warning("prepare: %s image: %s", kind, entry)
 
     def add(self, kind: str, entry: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -150,25 +230,78 @@ class ConvertOptions:
     row_group_size: int = 1000
     rows_per_file: int = 10000
     align_margin: float = 0.2
+    max_pixels: int = MAX_PIXELS
     progress: bool = True
 
 
-def _decode(path: Path, crop: int, size: int, aligned: bool) -> tuple[Any, str, str]:
-    """(pixels or full image, error kind, message); never raises for bad files."""
+@dataclass(frozen=True)
+class DecodeJob:
+    """One chunk of images for a decode process."""
+
+    paths: list[Path]
+    root: Path
+    crop: int
+    size: int
+    aligned: bool
+    max_pixels: int = MAX_PIXELS
+
+
+Decoded = tuple[Any, str, str]  # (pixels or full image, error kind, message)
+
+
+def _decode(path: Path, job: DecodeJob) -> Decoded:
+    """(pixels or full image, error kind, message); never raises for bad files.
+
+    A kept image smaller than the output size comes back with kind ``""`` and a message
+    (it is upsampled: counted as ``small``).
+    """
     try:
-        if aligned:
-            return open_rgb(path), "", ""
-        return load_cropped(path, crop, size), "", ""
+        if job.aligned:
+            im = open_rgb(path, job.root, job.max_pixels)
+            small = min(im.size) < job.size
+            return im, "", f"{im.width}x{im.height}" if small else ""
+        pixels, side = _load_cropped(path, job.crop, job.size, job.root, job.max_pixels)
+        return pixels, "", f"{side}x{side} crop" if side < job.size else ""
+    except ImageRefused as err:
+        return None, err.kind, str(err)
     except FileNotFoundError:
         return None, "missing", "file not found"
+    except Image.DecompressionBombError as err:
+        return None, "too_large", str(err)
     except Exception as err:  # Pillow raises many unrelated types for bad bytes
         return None, "corrupt", f"{type(err).__name__}: {err}"
 
 
-def decode_chunk(paths: list[Path], crop: int, size: int,
-                 aligned: bool) -> list[tuple[Any, str, str]]:
+def decode_chunk(job: DecodeJob) -> list[Decoded]:
     """:func:`_decode` of each path (the unit of work of a decode process)."""
-    return [_decode(p, crop, size, aligned) for p in paths]
+    return [_decode(p, job) for p in job.paths]
+
+
+def exit_with_parent(parent: int) -> None:
+    """Make a worker process end when ``parent`` dies, even by ``kill -9``.
+
+    Linux delivers SIGKILL to the worker through ``PR_SET_PDEATHSIG``; elsewhere a daemon
+    thread polls the parent id. Without this, decode workers (hundreds of MB each) outlive
+    a killed ``prepare``.
+    """
+    if sys.platform == "linux":
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+        return
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class ChunkDecoder:
@@ -185,7 +318,8 @@ class ChunkDecoder:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         method = "fork" if sys.platform == "linux" else "spawn"
-        self.pool = (ProcessPoolExecutor(workers, mp_context=get_context(method))
+        self.pool = (ProcessPoolExecutor(workers, mp_context=get_context(method),
+                                         initializer=exit_with_parent, initargs=(os.getpid(),))
                      if workers > 1 else None)
 
     def __enter__(self) -> ChunkDecoder:
@@ -195,16 +329,15 @@ class ChunkDecoder:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def map(self, jobs: Iterator[tuple[list[Path], int, int, bool]]
-            ) -> Iterator[list[tuple[Any, str, str]]]:
+    def map(self, jobs: Iterator[DecodeJob]) -> Iterator[list[Decoded]]:
         """Results of :func:`decode_chunk` for each job, in job order."""
         if self.pool is None:
             for job in jobs:
-                yield decode_chunk(*job)
+                yield decode_chunk(job)
             return
         pending: deque[Future] = deque()
         for job in jobs:
-            pending.append(self.pool.submit(decode_chunk, *job))
+            pending.append(self.pool.submit(decode_chunk, job))
             if len(pending) > self.workers:
                 yield pending.popleft().result()
         while pending:
@@ -227,8 +360,9 @@ def convert_split(records: pd.DataFrame, index: LabelIndex, out: Path, opts: Con
     bar = tqdm(total=len(records), desc=f"prepare {split}", unit="img", mininterval=2.0,
                disable=not opts.progress)
     chunks = list(_chunks(records, opts.row_group_size))
-    jobs = (([index.image_dir / f for f in chunk["file"]], crop, opts.image_size,
-             detector is not None) for chunk in chunks)
+    jobs = (DecodeJob([index.image_dir / f for f in chunk["file"]], index.image_dir, crop,
+                      opts.image_size, detector is not None, opts.max_pixels)
+            for chunk in chunks)
     with ShardWriter(out, opts.rows_per_file, opts.row_group_size) as writer:
         for chunk, results in zip(chunks, decoder.map(jobs), strict=True):
             ok = np.ones(len(chunk), dtype=bool)
@@ -236,6 +370,9 @@ def convert_split(records: pd.DataFrame, index: LabelIndex, out: Path, opts: Con
                 if kind:
                     ok[i] = False
                     _fail_or_count(kind, msg, chunk.iloc[i], index, opts, stats)
+                elif msg:  # kept, but smaller than base.image_size: upsampled
+                    stats.warn("small", f"{index.image_dir / chunk['file'].iloc[i]}: {msg}, "
+                                        f"upsampled to {opts.image_size}")
             pixels = [r[0] for r in results]
             if detector is not None:
                 _align(pixels, ok, chunk, detector, opts, stats)

@@ -18,11 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from facebalance.data.shards import IMAGE_COLUMN, decode_image, read_columns, shard_files
+from facebalance.data.shards import (
+    IMAGE_COLUMN,
+    decode_image,
+    open_parquet,
+    parquet_errors,
+    read_columns,
+    shard_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,7 @@ REF_COLUMNS = ("path", "_file", "_row")
 def _row_group_starts(files: list[Path]) -> list[np.ndarray]:
     starts = []
     for f in files:
-        md = pq.ParquetFile(f).metadata
+        md = open_parquet(f).metadata
         sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
         starts.append(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
     return starts
@@ -106,7 +112,9 @@ class ShardDataset(Dataset):
         if hit is not None:
             self._groups.move_to_end(key)
             return hit
-        table = pq.ParquetFile(self.files[p][f]).read_row_group(g, columns=["id", IMAGE_COLUMN])
+        path = self.files[p][f]
+        with parquet_errors(path):
+            table = open_parquet(path).read_row_group(g, columns=["id", IMAGE_COLUMN])
         value = (table.column("id").to_pylist(), table.column(IMAGE_COLUMN).to_pylist())
         self._groups[key] = value
         if len(self._groups) > self._group_cache:

@@ -25,6 +25,7 @@ Formats (the layouts the datasets ship with):
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -228,8 +229,10 @@ def parse_utkface_name(name: str) -> tuple[int, int, int] | None:
 
 
 def _list_images(folder: Path) -> list[str]:
+    # is_file(): regular files only (a FIFO named like an image would block its reader).
     return sorted(str(f.relative_to(folder)) for f in folder.rglob("*")
-                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+                  if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+                  and f.is_file())
 
 
 def _race_columns(frame: pd.DataFrame, names: tuple[str, ...]) -> None:
@@ -464,11 +467,6 @@ def index_folder(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
     if not path.is_file():
         raise FacebalanceError(f"dataset: label CSV {path} (dataset.labels) not found")
     raw = _read_csv(path, (p.file_column,))
-    dup = raw[p.file_column].duplicated()
-    if dup.any():
-        r = int(np.flatnonzero(dup.to_numpy())[0])
-        raise FacebalanceError(f"dataset: {path} line {raw['line'].iloc[r]}: file "
-                               f"{raw[p.file_column].iloc[r]!r} is listed twice")
     records = pd.DataFrame({"file": raw[p.file_column], "line": raw["line"]})
     for col in raw.columns:
         if col in (p.file_column, p.split_column, "line"):
@@ -502,6 +500,46 @@ INDEXERS: dict[str, IndexFn] = {
 }
 
 
+def _where(index: LabelIndex, row: int) -> str:
+    line = int(index.records["line"].iloc[row])
+    return f"{index.label_file} line {line}" if line > 0 else index.label_file
+
+
+def confine_to_image_dir(index: LabelIndex) -> None:
+    """Normalize every ``file`` of an index and refuse any that leaves the image folder.
+
+    Label files come from whoever shared the dataset: a row naming ``../../secret.png`` or
+    ``/etc/hostname`` must never be read into shards. Paths are normalized lexically
+    (``imgs/./x.jpg`` -> ``imgs/x.jpg``), so one image listed under two spellings is caught
+    as a repeat; symbolic links that point outside are refused when the image is opened
+    (:func:`facebalance.data.convert.open_confined`).
+
+    Raises
+    ------
+    FacebalanceError
+        Naming the label file and line of the first absolute, escaping or repeated path.
+    """
+    files = index.records["file"].astype(str)
+    norm = files.map(lambda f: posixpath.normpath(f.replace("\\", "/")))
+    bad = norm.map(lambda f: f.startswith("/") or f == ".." or f.startswith("../")
+                   or f == "." or bool(re.match(r"^[A-Za-z]:", f)))
+    if bad.any():
+        r = int(np.flatnonzero(bad.to_numpy())[0])
+        raise FacebalanceError(
+            f"dataset: {_where(index, r)}: image path {files.iloc[r]!r} lies outside the "
+            f"image folder {index.image_dir}; paths must be relative to it and stay inside")
+    dup = norm.duplicated(keep=False)
+    if dup.any():
+        rows = np.flatnonzero((norm == norm[dup].iloc[0]).to_numpy())[:2]
+        raise FacebalanceError(
+            f"dataset: {_where(index, int(rows[1]))}: image {files.iloc[rows[1]]!r} is the "
+            f"same file as {files.iloc[rows[0]]!r} ({_where(index, int(rows[0]))}); each "
+            "image may be listed once")
+    if (index.records["id"] == image_ids(files)).all():  # ids made from paths: re-derive
+        index.records["id"] = image_ids(norm).to_numpy()
+    index.records["file"] = norm.to_numpy()
+
+
 def read_labels(p: DatasetParams, seed: int = 0) -> LabelIndex:
     """Read the label files of ``p.name`` under ``p.root`` (no image is opened).
 
@@ -519,6 +557,7 @@ def read_labels(p: DatasetParams, seed: int = 0) -> LabelIndex:
         raise FacebalanceError(
             f"params: dataset.root = {p.root!r} is not a folder; set it to the {p.name} folder")
     index = INDEXERS[p.name](p, root, seed)
+    confine_to_image_dir(index)
     dup = index.records["id"].duplicated()
     if dup.any():
         raise FacebalanceError(f"dataset: image id {index.records['id'][dup].iloc[0]!r} "

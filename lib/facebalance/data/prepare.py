@@ -61,8 +61,11 @@ def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
         split.
     """
     summary: dict[str, Any] = {}
-    for k, (split, spec) in enumerate(synthfaces_specs(p).items()):
-        table = synthfaces.sample_attributes(spec, np.random.SeedSequence([seed, k]), split)
+    tables = {split: synthfaces.sample_attributes(spec, np.random.SeedSequence([seed, k]), split)
+              for k, (split, spec) in enumerate(synthfaces_specs(p).items())}
+    for split, table in tables.items():  # before rendering anything
+        check_split_labels(table, p.target, p.protected, split, "synthfaces (dataset.p_*)")
+    for k, (split, table) in enumerate(tables.items()):
         chunk = p.row_group_size
         bar = tqdm(total=len(table), desc=f"prepare {split}", disable=not progress,
                    unit="img", mininterval=2.0)
@@ -82,6 +85,28 @@ def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
         summary[split] = split_summary(table, p.target, p.protected)
         log.info("prepare: %s: %d images", split, len(table))
     return summary
+
+
+def check_split_labels(table: pd.DataFrame, target: str, protected: str, split: str,
+                       where: str) -> None:
+    """Fail when a split holds one target class or one protected group only.
+
+    With a single class every stage would still exit 0 and the comparison would show
+    AP 1.000 and undefined fairness metrics; this stops at ``prepare`` instead.
+
+    Raises
+    ------
+    FacebalanceError
+        Naming the split, the column and its value counts.
+    """
+    for key, col in (("target", target), ("protected", protected)):
+        counts = table[col].value_counts().sort_index()
+        if len(counts) < 2:
+            found = ", ".join(f"{col}={v}: {n}" for v, n in counts.items()) or "no rows"
+            raise FacebalanceError(
+                f"prepare: the {split} split of {where} has a single dataset.{key} value "
+                f"({found}); every split needs both {col}=0 and {col}=1 to train and "
+                "measure fairness")
 
 
 def split_summary(table: pd.DataFrame, target: str, protected: str) -> dict[str, Any]:
@@ -113,17 +138,22 @@ def write_real(p: DatasetParams, out: Path, *, seed: int, image_size: int,
     from facebalance.data.loaders import index_dataset
 
     index = index_dataset(p, seed)
+    if index.needs_attributes:  # before decoding any image
+        for split, rows in index.records.groupby("split"):
+            check_split_labels(rows, p.target, p.protected, str(split), index.label_file)
     log.info("prepare: %s: %d images indexed from %s", p.name, len(index.records),
              index.label_file)
     opts = ConvertOptions(image_size=image_size, crop=p.crop, workers=p.workers,
                           on_error=p.on_error, row_group_size=p.row_group_size,
                           rows_per_file=p.rows_per_file, align_margin=p.align_margin,
-                          progress=progress)
+                          max_pixels=p.max_pixels, progress=progress)
     detector = MtcnnDetector(device=device) if p.align == "mtcnn" else None
     stats = convert_dataset(index, out, opts, detector)
     summary: dict[str, Any] = {}
     for split, kept in stats.kept.items():
-        if index.needs_attributes:
+        if index.needs_attributes:  # skipped images may have emptied a class
+            check_split_labels(kept, p.target, p.protected, split,
+                               f"{index.label_file} (images written)")
             summary[split] = split_summary(kept, p.target, p.protected)
         else:
             summary[split] = {"rows": len(kept), "identities": int(kept["identity"].nunique())}
@@ -131,6 +161,7 @@ def write_real(p: DatasetParams, out: Path, *, seed: int, image_size: int,
         pairs = stats.tables["pairs"]
         summary["pairs"] = {s: int((pairs["split"] == s).sum()) for s in SPLITS}
     summary["errors"] = dict(stats.errors)
+    summary["warnings"] = {"small": stats.warnings.get("small", 0)}
     summary["error_examples"] = stats.examples
     return summary
 

@@ -10,9 +10,11 @@ row groups and never need the whole split in memory.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import logging
 import os
+import re
 import shutil
 import struct
 import uuid
@@ -86,11 +88,59 @@ def decode_image(data: bytes, image_id: str = "?", source: str | Path = "?") -> 
             f"corrupt image id={image_id!r} in {source}: {type(err).__name__}: {err}") from err
 
 
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?:\.tmp)?$")
+
+
+def temp_sibling(out: Path, kind: str = "tmp") -> Path:
+    """A hidden sibling of ``out`` for an atomic write, named after the writing process."""
+    return out.with_name(f".{out.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temps(out: str | Path) -> list[Path]:
+    """Remove temporary siblings of ``out`` left by writers that no longer run.
+
+    A writer killed with ``kill -9`` cannot clean up; the next writer of the same output
+    does. A sibling whose process is still alive (a concurrent writer) is left alone;
+    names without a process id come from older versions and are removed.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    out = Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for sib in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        m = _TEMP_NAME.match(sib.name)
+        if m is None or m["name"] != out.name or (m["pid"] and _alive(int(m["pid"]))):
+            continue
+        if sib.is_dir() and not sib.is_symlink():
+            shutil.rmtree(sib, ignore_errors=True)
+        else:
+            sib.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted run", sib)
+        removed.append(sib)
+    return removed
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    clean_stale_temps(path)
+    tmp = temp_sibling(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -105,7 +155,8 @@ def write_table_atomic(table: pa.Table | pd.DataFrame, path: str | Path,
         table = pa.Table.from_pandas(table, preserve_index=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    clean_stale_temps(path)
+    tmp = temp_sibling(path)
     try:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
         os.replace(tmp, path)
@@ -135,8 +186,10 @@ class ShardWriter:
         self.out = Path(out)
         self.rows_per_file = rows_per_file
         self.row_group_size = row_group_size
-        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{uuid.uuid4().hex[:8]}")
-        self.tmp.mkdir(parents=True)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.out)
+        self.tmp = temp_sibling(self.out)
+        self.tmp.mkdir()
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
         self._file_index = 0
@@ -219,7 +272,8 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    clean_stale_temps(out)
+    tmp = temp_sibling(out)
     tmp.mkdir()
     try:
         yield tmp
@@ -232,12 +286,47 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Rename the finished directory ``tmp`` to ``out``, replacing an older ``out``."""
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        old = temp_sibling(out, "old")
         os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+UNREADABLE_PARQUET = ("{path} is not a readable Parquet file ({reason}); it may be truncated "
+                      "or overwritten: rebuild it with `dvc repro -f -s <stage>` or restore it "
+                      "with `dvc checkout`")
+
+
+@contextlib.contextmanager
+def parquet_errors(path: str | Path) -> Iterator[None]:
+    """Turn Arrow's errors about a bad file (which never name it) into one line that does."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise FacebalanceError(f"{path} does not exist; run the stage that writes it"
+                                   ) from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FacebalanceError(UNREADABLE_PARQUET.format(path=path, reason=reason)) from None
+
+
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    """``pyarrow.parquet.ParquetFile`` whose open errors name the file."""
+    with parquet_errors(path):
+        return pq.ParquetFile(path)
+
+
+def read_arrow(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """A whole Parquet file as an Arrow table; errors name the file."""
+    with parquet_errors(path):
+        return pq.read_table(path, columns=columns)
+
+
+def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A whole Parquet file as a DataFrame; errors name the file."""
+    return read_arrow(path, columns).to_pandas()
 
 
 def shard_files(path: str | Path) -> list[Path]:
@@ -267,14 +356,15 @@ def read_columns(path: str | Path, columns: Sequence[str] | None = None) -> pd.D
     """
     frames = []
     for i, f in enumerate(shard_files(path)):
-        pf = pq.ParquetFile(f)
+        pf = open_parquet(f)
         names = pf.schema_arrow.names
         cols = list(columns) if columns is not None else [c for c in names if c != IMAGE_COLUMN]
         missing = [c for c in cols if c not in names]
         if missing:
             raise FacebalanceError(
                 f"shards: {f} has no column(s) {missing}; it has {names}")
-        df = pf.read(columns=cols).to_pandas()
+        with parquet_errors(f):
+            df = pf.read(columns=cols).to_pandas()
         df["_file"] = i
         df["_row"] = np.arange(len(df), dtype=np.int64)
         frames.append(df)
@@ -285,8 +375,12 @@ def iter_batches(path: str | Path, columns: Sequence[str] | None = None,
                  batch_rows: int = 1000) -> Iterator[pd.DataFrame]:
     """Stream a shard directory as DataFrames of at most ``batch_rows`` rows."""
     for f in shard_files(path):
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        batches = open_parquet(f).iter_batches(batch_size=batch_rows, columns=columns)
+        while True:
+            with parquet_errors(f):  # a page may be corrupt past a good footer
+                batch = next(batches, None)
+            if batch is None:
+                break
             yield batch.to_pandas()
 
 

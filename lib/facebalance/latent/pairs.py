@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from facebalance.data.shards import write_table_atomic
+from facebalance.data.shards import read_parquet, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.latent.boundaries import Boundary
 from facebalance.latent.complement import complement_latents, draw_latents
@@ -171,5 +171,5 @@ def read_pool(latents: Path, scores: Path, skip: int) -> tuple[pd.DataFrame, np.
                                                                pd.DataFrame]:
     """The sampled latents after the first ``skip`` (used to fit/validate boundaries)."""
     table, z = read_latents(latents)
-    score_frame = pd.read_parquet(scores)
+    score_frame = read_parquet(scores)
     return table.iloc[skip:].reset_index(drop=True), z[skip:], score_frame

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import ShardWriter, encode_png_batch, write_table_atomic
+from facebalance.data.shards import ShardWriter, encode_png_batch, read_arrow, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.models.gan import generate_uint8
 from facebalance.models.train import predict_proba
@@ -65,7 +64,7 @@ def read_latent_arrays(path: str | Path, names: Sequence[str]
     path = Path(path)
     if not path.is_file():
         raise FacebalanceError(f"latents {path} do not exist; run the stage that writes them")
-    table = pq.read_table(path)
+    table = read_arrow(path)
     arrays = {}
     for name in names:
         if name not in table.column_names:

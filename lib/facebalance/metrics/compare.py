@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from facebalance.errors import FacebalanceError
@@ -14,6 +15,15 @@ from facebalance.errors import FacebalanceError
 LABELS = {"ap": "AP", "accuracy": "accuracy", "deo": "DEO", "ba": "BA", "kl": "KL",
           "group_acc_std": "group acc std", "dp_diff": "DP diff", "eo_diff": "EO diff"}
 LOWER_IS_BETTER = {"deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff"}
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and bool(np.isfinite(float(value)))
+
+
+def fmt(value: Any) -> str:
+    """A metric value to 3 decimals; an undefined one (None, NaN) as ``n/a``, never ``nan``."""
+    return f"{float(value):.3f}" if _finite(value) else "n/a"
 
 
 def load_reports(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
@@ -58,9 +68,10 @@ def to_markdown(frame: pd.DataFrame, baseline: str = "baseline") -> str:
         r = rows.set_index("metric")
         cells = []
         for m in metrics:
-            cell = (f"{r.at[m, 'value']:.3f} ± {r.at[m, 'std']:.3f} "
-                    f"[{r.at[m, 'lo']:.3f}, {r.at[m, 'hi']:.3f}]")
-            if name != baseline and m in base.index and m in LOWER_IS_BETTER and base[m] > 0:
+            cell = (f"{fmt(r.at[m, 'value'])} ± {fmt(r.at[m, 'std'])} "
+                    f"[{fmt(r.at[m, 'lo'])}, {fmt(r.at[m, 'hi'])}]")
+            if (name != baseline and m in base.index and m in LOWER_IS_BETTER
+                    and _finite(base[m]) and base[m] > 0 and _finite(r.at[m, "value"])):
                 cell += f" ({(r.at[m, 'value'] / base[m] - 1) * 100:+.0f}%)"
             cells.append(cell)
         lines.append(f"| {name} | {int(r['n_seeds'].iloc[0])} | " + " | ".join(cells) + " |")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facebalance.data.shards import read_parquet
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.bootstrap import bootstrap_weights
 from facebalance.metrics.report import score_metrics
@@ -150,7 +151,7 @@ def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, An
         path = Path(scores_dir) / f"{s}.parquet"
         if not path.is_file():
             raise FacebalanceError(f"compare: {path} is missing; run evaluate@{s}")
-        tables[s] = pd.read_parquet(path)
+        tables[s] = read_parquet(path)
     thresholds = {s: reports[s]["threshold"] for s in strategies}
     return paired_differences(tables, thresholds, target=target, protected=protected,
                               references=refs, metrics=metrics, n_bootstrap=n_bootstrap,

@@ -8,6 +8,9 @@ data (``weights=None``; a user's weights file can initialise them).
 
 from __future__ import annotations
 
+import pickle
+import pickletools
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -80,16 +83,75 @@ def build_classifier(config: ClassifierConfig) -> nn.Module:
         "mobilenet_v2")
 
 
+UNSAFE_PICKLE = ("{what} {path} is not a facebalance checkpoint: it holds pickled Python "
+                 "objects that a weights-only load refuses, and it must not be loaded "
+                 "(unpickling runs code); rebuild it with the stage that writes it")
+UNREADABLE = ("{what} {path} is not a readable torch file ({reason}); it may be truncated: "
+              "rebuild it with the stage that writes it")
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (torch's run to dozens of lines)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"}
+
+
+def holds_pickled_code(path: str | Path) -> bool:
+    """Whether a file is a pickle (bare, or a torch zip's ``data.pkl``) that imports or calls
+    Python objects, read with :mod:`pickletools` (which only lists opcodes, never runs them).
+
+    torch raises the same ``UnpicklingError`` for random bytes and for a pickle carrying code;
+    this tells the two apart for the message.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                name = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                data = zf.read(name)
+        else:
+            data = path.read_bytes()
+        return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # not a pickle at all (or a truncated one)
+        return False
+
+
+def load_weights_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors naming the file.
+
+    Raises
+    ------
+    FacebalanceError
+        When the file is missing, holds pickled objects or code (never loaded: a shared
+        cache must not run code), or is not a readable torch file (truncated, other format).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FacebalanceError(f"{what} {path} does not exist; run the stage that writes it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if holds_pickled_code(path):
+            raise FacebalanceError(UNSAFE_PICKLE.format(what=what, path=path)) from None
+        raise FacebalanceError(
+            UNREADABLE.format(what=what, path=path, reason=first_line(err))) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise FacebalanceError(
+            UNREADABLE.format(what=what, path=path, reason=first_line(err))) from None
+
+
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     """Initialise ``model`` from a user's state dict (the final layer may differ in size).
 
     Accepts a bare state dict or a facebalance checkpoint; tensors whose shapes do not
     match (typically the classification head) are skipped.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FacebalanceError(f"weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path, "weights file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     own = model.state_dict()
@@ -130,10 +192,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     model, config, meta
         The model in eval mode on ``device``, its config and the stored metadata.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FacebalanceError(f"checkpoint {path} does not exist; run the stage that writes it")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights_file(path)
     if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt):
         raise FacebalanceError(f"checkpoint {path} is not a facebalance classifier checkpoint")
     config = ClassifierConfig(**ckpt["config"])

@@ -26,7 +26,12 @@ from torch import nn
 
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
 from facebalance.errors import FacebalanceError
-from facebalance.models.classifier import save_model
+from facebalance.models.classifier import (
+    UNSAFE_PICKLE,
+    first_line,
+    holds_pickled_code,
+    save_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +237,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
         raise FacebalanceError(f"generator checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a plain state dict: maybe TorchScript
-        ckpt = None
+        refused = None
+    except Exception as err:  # not a plain state dict: maybe TorchScript
+        ckpt, refused = None, err
     if isinstance(ckpt, dict) and {"state_dict", "config"} <= set(ckpt):
         gen = Generator(GanConfig(**ckpt["config"]))
         gen.load_state_dict(ckpt["state_dict"])
@@ -243,9 +249,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
             warnings.simplefilter("ignore", FutureWarning)
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
+        if holds_pickled_code(path):
+            raise FacebalanceError(UNSAFE_PICKLE.format(what="generator", path=path)) from None
         raise FacebalanceError(
-            f"{path} is neither a facebalance generator checkpoint nor TorchScript: {err}"
-        ) from None
+            f"{path} is neither a facebalance generator checkpoint nor TorchScript "
+            f"({first_line(refused or err)})") from None
     if latent_dim is None:
         raise FacebalanceError(f"{path} is TorchScript: set gan.latent_dim to its latent size")
     with torch.no_grad():

@@ -107,13 +107,37 @@ class ValAttention:
         return cell_weights(acc, max_weight)
 
 
+#: Narrowest convolution run in channels_last. oneDNN in torch 2.14.1 on AVX2 CPUs (AMD
+#: EPYC, measured) corrupts memory ("double free or corruption", or a hang) when training
+#: a channels_last net with 4-channel convolutions; 8 and wider are fine.
+CHANNELS_LAST_MIN_WIDTH = 8
+
+
+def memory_format(model: nn.Module) -> torch.memory_format:
+    """channels_last (~30% faster convolutions on CPU, benchmarks/bench_train.py) unless the
+    model has a convolution narrower than :data:`CHANNELS_LAST_MIN_WIDTH` outputs."""
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if widths and min(widths) < CHANNELS_LAST_MIN_WIDTH:
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; anything else is passed to torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FacebalanceError(f"params: base.device = {name!r} but CUDA is not available")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FacebalanceError(f"params: base.device = {name!r} but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FacebalanceError(
+                f"params: base.device = {name!r} but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise FacebalanceError(
+            f"params: base.device = {name!r} but MPS (Apple GPU) is not available here; "
+            "use auto or cpu")
     return device
 
 
@@ -186,8 +210,8 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     """
     if cfg.mix not in MIX_MODES:
         raise FacebalanceError(f"training: mix = {cfg.mix!r}; valid: {', '.join(MIX_MODES)}")
-    # channels_last: ~30% faster convolutions on CPU (measured, benchmarks/bench_train.py).
-    model.to(device, memory_format=torch.channels_last).train()
+    fmt = memory_format(model)
+    model.to(device, memory_format=fmt).train()
     loader, sampler = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   num_workers=cfg.num_workers,
                                   num_samples=cfg.samples_per_epoch)
@@ -218,7 +242,7 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
             if cfg.mix != "none":
                 x, y, w = mix_batch(x, y, w, *draw_mix(mix_rng, cfg.mix, cfg.mix_alpha,
                                                        len(y), x.shape[2], x.shape[3]))
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)
             logits = model(x).squeeze(1)
             loss = (nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
                     * w).mean()
@@ -249,12 +273,14 @@ def predict_proba(models: Sequence[nn.Module], dataset: ShardDataset, device: to
 
     Each batch is decoded once and shared by all models.
     """
-    for m in models:
-        m.to(device, memory_format=torch.channels_last).eval()
+    fmts = [memory_format(m) for m in models]
+    for m, fmt in zip(models, fmts, strict=True):
+        m.to(device, memory_format=fmt).eval()
     loader, _ = make_loader(dataset, batch_size, shuffle=False)
     out = [np.empty(len(dataset), dtype=np.float32) for _ in models]
     for x, rows in loader:
-        x = to_float(x).to(device).contiguous(memory_format=torch.channels_last)
-        for m, scores in zip(models, out, strict=True):
-            scores[rows["index"]] = torch.sigmoid(m(x).squeeze(1)).float().cpu().numpy()
+        x = to_float(x).to(device)
+        for m, fmt, scores in zip(models, fmts, out, strict=True):
+            logits = m(x.contiguous(memory_format=fmt)).squeeze(1)
+            scores[rows["index"]] = torch.sigmoid(logits).float().cpu().numpy()
     return out
