@@ -36,8 +36,8 @@ def main(
         dirs = [d for d in (generated, pairs / "images", pairs / "images_z") if d.exists()]
         refs = pd.concat([shard_refs(d, ["id"]) for d in dirs], ignore_index=True)
         table = read_parquet(pairs / "pairs.parquet",
-                                columns=["id_z", "id_zp", "label", "protected_z",
-                                         "protected_zp", "flip_ok"])
+                             columns=["id_z", "id_zp", "label", "protected_z", "protected_zp",
+                                      "flip_ok"])
         pair_index = pair_rows(table, refs, confirm_flip=p.augment.confirm_flip)
     index = build_training_index(strategy, real, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,

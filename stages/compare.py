@@ -40,10 +40,11 @@ def main(
                            seed=p.base.seed)
     if len(diffs):
         markdown += "\n" + paired_markdown(diffs)
+    png = plot_comparison(frame)  # everything computed before the first output is replaced
     write_json(paired, paired_json(diffs) if len(diffs) else {})
     atomic_write_bytes(table, markdown.encode())
     atomic_write_bytes(csv, frame.to_csv(index=False).encode())
-    plot_comparison(frame, figure)
+    atomic_write_bytes(figure, png)
     print(markdown)
 
 

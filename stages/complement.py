@@ -1,6 +1,5 @@
 """complement: build z/z' pairs, generate and score G(z'), report flip rates, draw pairs."""
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import atomic_directory
 from facebalance.figures import image_grid, save_png
-from facebalance.latent.boundaries import Boundary
+from facebalance.latent.boundaries import read_boundaries
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool
 from facebalance.latent.sampling import read_latent_arrays
 from facebalance.models.classifier import load_attribute_classifiers
@@ -41,8 +40,7 @@ def main(
     c = p.complement
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     models = load_attribute_classifiers(attr_models, device)
-    bounds = json.loads(boundaries.read_text())
-    target, protected = (Boundary.from_dict(bounds[k]) for k in ("target", "protected"))
+    target, protected = read_boundaries(boundaries)
     spec = PairSpec(mode=c.mode, shell=c.shell, max_step=c.max_step, selection=c.selection,
                     min_distance=c.min_distance, n_pairs=c.n_pairs, batch_size=c.batch_size,
                     seed=derive_seed(p.base.seed, 7))
@@ -56,14 +54,14 @@ def main(
     with atomic_directory(out) as tmp:  # the pair set appears whole or not at all
         report = make_pairs(gen, models, target, protected, spec, tmp, device=device,
                             pool=pool, rare_cell=rare)
+        # Figure: 16 pairs, G(z) above G(z'), drawn before any output is replaced.
+        _, pair_z = read_latent_arrays(tmp / "pairs.parquet", ("z", "z_prime"))
+        z, zp = pair_z["z"], pair_z["z_prime"]
+        pick = np.random.default_rng(0).choice(len(z), size=min(16, len(z)), replace=False)
+        both = np.concatenate([generate_uint8(gen, torch.from_numpy(z[pick]).to(device)),
+                               generate_uint8(gen, torch.from_numpy(zp[pick]).to(device))])
     report["rare_cell"] = list(rare) if rare else None
     write_json(metrics, report)
-    # Figure: 16 pairs, G(z) above G(z').
-    _, pair_z = read_latent_arrays(out / "pairs.parquet", ("z", "z_prime"))
-    z, zp = pair_z["z"], pair_z["z_prime"]
-    pick = np.random.default_rng(0).choice(len(z), size=min(16, len(z)), replace=False)
-    both = np.concatenate([generate_uint8(gen, torch.from_numpy(z[pick]).to(device)),
-                           generate_uint8(gen, torch.from_numpy(zp[pick]).to(device))])
     save_png(image_grid(both, len(pick), pad=1), figure, scale=max(1, 96 // p.base.image_size))
 
 

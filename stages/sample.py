@@ -32,8 +32,9 @@ def main(
     seed = derive_seed(p.base.seed, 5)
     z = sample_latents(p.sample.n, gen.cfg.latent_dim, seed)
     ids = [f"gen-{i:07d}" for i in range(len(z))]
-    write_latents(latents, latents_table(ids, z, seed))
+    # The heavy generation first: a failure in it leaves both outputs as they were.
     generate_shards(gen, z, ids, images, device=device, batch_size=p.sample.batch_size)
+    write_latents(latents, latents_table(ids, z, seed))
 
 
 if __name__ == "__main__":

@@ -41,10 +41,11 @@ def main(
     seed = derive_seed(p.base.seed, p.train_attr.seeds[0], 1 if which == "target" else 2)
     net, config, hist = fit_classifier(refs, p.train_attr, image_size=p.base.image_size,
                                        seed=seed, device=device)
-    save_checkpoint(model, net, config, {"attribute": attr, "which": which, "seed": seed})
     test, (scores,) = score_shards([net], data / "test", ["id", attr, group], device)
     y, pred = test[attr].to_numpy(), (scores >= 0.5).astype(np.int8)
     rates = group_rates(y, pred, test[group].to_numpy()).frame()
+    # Outputs last: a failure above leaves the previous ones as they were.
+    save_checkpoint(model, net, config, {"attribute": attr, "which": which, "seed": seed})
     write_json(metrics, {
         "attribute": attr,
         "accuracy": accuracy(y, pred),

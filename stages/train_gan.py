@@ -45,7 +45,6 @@ def main(
             raise FacebalanceError(
                 f"gan.checkpoint {g.checkpoint} makes {gen.cfg.image_size}px images but "
                 f"base.image_size is {p.base.image_size}")
-        atomic_write_bytes(model, Path(g.checkpoint).read_bytes())
         summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
     else:
         refs = shard_refs(data / "train", ["id"])
@@ -53,12 +52,16 @@ def main(
         train = GanTrainConfig(steps=g.steps, batch_size=g.batch_size, lr=g.lr, beta1=g.beta1,
                                ema=g.ema, seed=derive_seed(p.base.seed, 4))
         gen, curve = train_gan(ShardDataset(refs, {}), cfg, train, device)
-        save_generator(model, gen, {"params": as_dict(g)})
         summary = {"source": "trained", "steps": g.steps, "seconds": curve[-1]["seconds"],
                    **{k: curve[-1][k] for k in ("d_loss", "g_loss", "d_real", "d_fake")}}
     z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
-    save_png(image_grid(generate_uint8(gen, z.to(device)), 8, pad=1), samples,
-             scale=max(1, 128 // p.base.image_size))
+    grid = image_grid(generate_uint8(gen, z.to(device)), 8, pad=1)
+    # Outputs last: a failure above leaves the previous ones as they were.
+    if g.checkpoint:
+        atomic_write_bytes(model, Path(g.checkpoint).read_bytes())
+    else:
+        save_generator(model, gen, {"params": as_dict(g)})
+    save_png(grid, samples, scale=max(1, 128 // p.base.image_size))
     write_csv(history, pd.DataFrame(curve, columns=["step", "d_loss", "g_loss", "d_real",
                                                     "d_fake", "seconds"]))
     write_json(metrics, summary)

@@ -15,7 +15,6 @@ from .conftest import REPO
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
-
 def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     # Stages run `python stages/...`: put this interpreter's bin directory first on PATH.
     bindir = str(Path(sys.executable).parent)
@@ -27,7 +26,6 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
-
 def set_params(path: Path, changes: dict) -> None:
     params = yaml.safe_load(path.read_text())
     for section, values in changes.items():
@@ -37,10 +35,8 @@ def set_params(path: Path, changes: dict) -> None:
             params[section] = values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
-
 def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
-
 
 def new_project(root: Path, changes: dict) -> None:
     """A copy of the repository's pipeline in ``root`` (git + dvc) with changed params."""
@@ -53,8 +49,6 @@ def new_project(root: Path, changes: dict) -> None:
     dvc(root, "init", "-q")
     dvc(root, "config", "core.analytics", "false")
     set_params(root / "params.yaml", changes)
-
-
 
 def commit(root: Path, message: str = "state") -> None:
     """Commit everything in the project (params, dvc.lock, metrics)."""

@@ -68,3 +68,30 @@ def test_labels_names_a_missing_label_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["labels", "fairface", str(tmp_path)])
     assert result.exit_code == 1
     assert "fairface_label_train.csv not found in" in result.output
+
+
+def test_show_prints_n_a_for_undefined_metrics(tmp_path: Path) -> None:
+    rep = {"kl": {"value": None, "std": None, "ci95": {"lo": None, "hi": None}},
+           "by_group": {"male=0": {"tpr": None}}}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(rep))
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 0
+    assert "kl: n/a ± n/a  95% CI [n/a, n/a]" in result.output and "tpr n/a" in result.output
+
+
+def test_labels_fails_on_a_split_with_one_class(tmp_path: Path) -> None:
+    make_celeba(tmp_path)
+    attr = tmp_path / "list_attr_celeba.txt"
+    lines = attr.read_text().splitlines()
+    # The last 8 images are the test split: make every one of them non-blond.
+    col = lines[1].split().index("Blond_Hair") + 1
+    for k in range(len(lines) - 8, len(lines)):
+        parts = lines[k].split()
+        parts[col] = "-1"
+        lines[k] = " ".join(parts)
+    attr.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["labels", "celeba", str(tmp_path), "--target", "Blond_Hair",
+                                 "--protected", "Male"])
+    assert result.exit_code == 1
+    assert "the test split of" in result.output and "(Blond_Hair=0: 8)" in result.output

@@ -59,6 +59,8 @@ def test_unknown_section() -> None:
                                             r"values: baseline"),
     ({"dataset": {"on_error": "ignore"}}, r"dataset\.on_error = 'ignore' is invalid; valid "
                                           r"values: skip, fail"),
+    ({"dataset": {"max_pixels": 200_000_000}}, r"dataset\.max_pixels = 200000000 is invalid; "
+                                               r"expected between 1 and 89478485"),
 ])
 def test_invalid_values_name_key_and_valid_values(data: dict, message: str) -> None:
     with pytest.raises(FacebalanceError, match=message):

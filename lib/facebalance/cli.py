@@ -128,13 +128,15 @@ def show(
         rep = json.loads(metrics.read_text())
     except (OSError, json.JSONDecodeError) as err:
         _fail(FacebalanceError(f"cannot read {metrics}: {err}"))
+    from facebalance.metrics.compare import fmt
+
     for key in ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std"):
         if key in rep:
             r = rep[key]
-            typer.echo(f"{key:>14}: {r['value']:.4f} ± {r['std']:.4f}  "
-                       f"95% CI [{r['ci95']['lo']:.4f}, {r['ci95']['hi']:.4f}]")
+            typer.echo(f"{key:>14}: {fmt(r['value'], 4)} ± {fmt(r['std'], 4)}  "
+                       f"95% CI [{fmt(r['ci95']['lo'], 4)}, {fmt(r['ci95']['hi'], 4)}]")
     for group, rates in rep.get("by_group", {}).items():
-        typer.echo(f"{group:>14}: " + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+        typer.echo(f"{group:>14}: " + ", ".join(f"{k} {fmt(v)}" for k, v in rates.items()))
 
 
 def main() -> None:  # pragma: no cover - console entry point

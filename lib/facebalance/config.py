@@ -22,18 +22,20 @@ from typing import Any
 
 import yaml
 
-from facebalance.balance.strategies import BUILDERS, REWEIGHT_MODES
+from facebalance.choices import (
+    BOUNDARY_METHODS,
+    COMPLEMENT_MODES,
+    COMPLEMENT_SHELLS,
+    REWEIGHT_MODES,
+    STRATEGIES,
+)
 from facebalance.errors import FacebalanceError
-from facebalance.latent.boundaries import METHODS as BOUNDARY_METHODS
-from facebalance.latent.complement import MODES as COMPLEMENT_MODES
-from facebalance.latent.complement import SHELLS as COMPLEMENT_SHELLS
 
 #: Binary attributes synthfaces renders; any two can be target and protected.
 SYNTH_BINARY_ATTRIBUTES = ("blond", "male", "smiling", "eyeglasses")
 DATASETS = ("synthfaces", "celeba", "utkface", "fairface", "lfw", "folder")
 ALIGN = ("none", "mtcnn")
 ARCHS = ("small_resnet", "resnet18", "resnet50", "mobilenet_v2")
-STRATEGIES = tuple(BUILDERS)
 IMAGE_SIZES = (32, 64, 128)
 ON_ERROR = ("skip", "fail")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -91,7 +93,8 @@ class DatasetParams:
     align: str = _opt("none", choices=ALIGN, doc="mtcnn: detect the face and crop around it")
     align_margin: float = _opt(0.2, lo=0.0, hi=2.0, doc="share of the face box added around")
     workers: int = _opt(2, lo=1, hi=64, doc="processes decoding images (1: in-process)")
-    max_pixels: int = _opt(64_000_000, lo=1,
+    # At most Pillow's own limit (Image.MAX_IMAGE_PIXELS), above which it warns, then refuses.
+    max_pixels: int = _opt(64_000_000, lo=1, hi=89_478_485,
                            doc="images with more pixels (from the header) are not decoded: "
                                "skipped or failed as on_error says")
 

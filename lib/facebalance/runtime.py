@@ -19,8 +19,8 @@ import typer
 
 from facebalance.config import BaseParams
 from facebalance.data.shards import atomic_write_bytes
+from facebalance.device import resolve_device, set_threads
 from facebalance.errors import FacebalanceError
-from facebalance.models.train import resolve_device, set_threads
 
 
 def derive_seed(*parts: int) -> int:
@@ -61,6 +61,16 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, frame.to_csv(index=False).encode())
 
 
+def one_line(err: FacebalanceError) -> str:
+    """The message of a user error, without the traceback text torch's DataLoader puts into
+    errors re-raised from its worker processes."""
+    text = str(err)
+    if "Original Traceback" in text:  # "...\nfacebalance.errors.XError: <message>\n"
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if last.startswith("facebalance.") else last
+    return text
+
+
 def os_error_message(err: OSError) -> str:
     """One line for an operating-system error: what failed, on which file, and why."""
     reason = err.strerror or str(err)
@@ -70,7 +80,9 @@ def os_error_message(err: OSError) -> str:
         where += f" -> {err.filename2}"
     hint = {"ENOSPC": "free space and rerun", "EACCES": "check the folder's permissions",
             "EROFS": "the file system is read-only", "EPERM": "check the folder's permissions",
-            "EDQUOT": "free space and rerun"}.get(name, "")
+            "EDQUOT": "free space and rerun",
+            "EEXIST": "a file stands where a folder is needed",
+            "ENOTDIR": "a file stands where a folder is needed"}.get(name, "")
     return f"cannot access{where}: {reason}" + (f" ({hint})" if hint else "")
 
 
@@ -81,7 +93,7 @@ def run_app(app: typer.Typer | Callable[..., Any]) -> None:
     try:
         typer.main.get_command(app)(standalone_mode=False)
     except FacebalanceError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(1)
     except OSError as err:  # a read-only or full disk, a permission: the file and the cause
         print(f"error: {os_error_message(err)}", file=sys.stderr)

@@ -85,3 +85,10 @@ def test_build_training_index_columns_and_errors() -> None:
         build_training_index("magic", real)
     with pytest.raises(FacebalanceError, match=r"lack columns \['group'\]"):
         build_training_index("baseline", real.drop(columns="group"))
+
+
+def test_every_strategy_param_value_has_a_builder() -> None:
+    from facebalance.balance.strategies import BUILDERS
+    from facebalance.choices import STRATEGIES
+
+    assert tuple(BUILDERS) == STRATEGIES

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +16,16 @@ from PIL import Image
 
 from facebalance.config import DatasetParams
 from facebalance.data.convert import (
+    ALPHA_BACKGROUND,
     ConvertOptions,
+    ImageRefused,
     MtcnnDetector,
     center_box,
     convert_dataset,
     face_box,
     load_cropped,
+    open_confined,
+    open_rgb,
 )
 from facebalance.data.loaders import index_dataset
 from facebalance.data.prepare import prepare_dataset
@@ -260,3 +268,168 @@ def test_prepare_with_mtcnn_alignment(tmp_path: Path) -> None:
     assert sum(summary[s]["rows"] for s in ("train", "val", "test")) == 6
     _, got = _images(tmp_path / "out" / "train")
     assert got.shape[1:] == (32, 32, 3) and got.std() > 5  # a face crop, not a flat patch
+
+
+def _labelled_folder(root: Path, files: dict[str, np.ndarray | None], **kw: object
+                     ) -> DatasetParams:
+    """A folder dataset: ``files`` (None: create nothing) split so that val and test hold
+    one (1, 1) and one (0, 0) face each, the rest train."""
+    names = list(files)
+    for name, image in files.items():
+        if image is not None:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / name)
+    labels = [1 - k % 2 for k in range(len(names))]
+    split = ["val", "val", "test", "test"] + ["train"] * (len(names) - 4)
+    pd.DataFrame({"file": names, "blond": labels, "male": labels, "split": split}).to_csv(
+        root / "labels.csv", index=False)
+    return _params("folder", root, workers=1, **kw)
+
+
+def _faces_dict(n: int, size: int = 48) -> dict[str, np.ndarray | None]:
+    _, images = faces(n, size, seed=9)
+    return {f"img/{k}.png": images[k] for k in range(n)}
+
+
+def test_a_link_out_of_the_image_folder_is_never_read(tmp_path: Path) -> None:
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("RGB", (48, 48), (1, 2, 3)).save(secret)
+    root = tmp_path / "faces"
+    files = _faces_dict(8)
+    files["img/link.png"] = None
+    p = _labelled_folder(root, files, on_error="skip")
+    (root / "img" / "link.png").symlink_to(secret)
+    summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert summary["errors"]["outside_root"] == 1
+    assert f"outside the image folder {root.resolve()}" in (
+        summary["error_examples"]["outside_root"][0])
+    _, got = _images(tmp_path / "out" / "train")
+    assert not (got == (1, 2, 3)).all(axis=-1).any()  # no pixel of the secret image
+    with pytest.raises(CorruptImageError, match=r"outside_root image .*link\.png "
+                       r"\(.*labels\.csv line 10\): resolves to .*secret\.png"):
+        prepare_dataset(_labelled_folder(root, {**files, "img/link.png": None}),
+                        tmp_path / "out2", seed=0, image_size=32, progress=False)
+
+
+def test_a_fifo_named_like_an_image_is_refused_not_waited_on(tmp_path: Path) -> None:
+    import signal
+
+    root = tmp_path / "faces"
+    files = {**_faces_dict(8), "img/pipe.png": None}
+    p = _labelled_folder(root, files, on_error="skip")
+    os.mkfifo(root / "img" / "pipe.png")
+    signal.alarm(60)  # a regression would block on open(): fail instead of hanging
+    try:
+        summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    finally:
+        signal.alarm(0)
+    assert summary["errors"]["not_a_file"] == 1
+    assert summary["train"]["rows"] == 4
+
+
+def test_transparent_pixels_are_composited_over_the_background(tmp_path: Path) -> None:
+    rgba = np.zeros((40, 40, 4), dtype=np.uint8)  # fully transparent black
+    rgba[:, 20:] = (200, 10, 10, 255)               # opaque red right half
+    rgba[:20, :20] = (255, 255, 255, 128)           # half-transparent white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    got = load_cropped(tmp_path / "a.png", 0, 40).astype(int)
+    assert (got[30, 5] == ALPHA_BACKGROUND).all()  # not black: alpha was not dropped
+    assert (got[30, 35] == (200, 10, 10)).all()
+    expect = np.round((255 * 128 + np.array(ALPHA_BACKGROUND) * 127) / 255)
+    assert np.abs(got[5, 5] - expect).max() <= 1
+    Image.fromarray(rgba[..., :3]).convert("P").save(tmp_path / "p.png", transparency=0)
+    assert load_cropped(tmp_path / "p.png", 0, 40).shape == (40, 40, 3)
+
+
+def test_small_images_are_kept_counted_and_large_ones_refused(tmp_path: Path) -> None:
+    root = tmp_path / "faces"
+    files = _faces_dict(8)
+    files["img/tiny.png"] = files["img/7.png"][:16, :16]
+    files["img/huge.png"] = np.zeros((300, 300, 3), dtype=np.uint8)
+    p = _labelled_folder(root, files, on_error="skip", max_pixels=60_000)
+    summary = prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert summary["warnings"] == {"small": 1}
+    assert "tiny.png: 16x16 crop, upsampled to 32" in summary["error_examples"]["small"][0]
+    assert summary["errors"]["too_large"] == 1
+    assert summary["train"]["rows"] == 5  # 4 faces + the small one
+    with pytest.raises(CorruptImageError, match=r"too_large image .*huge\.png \(.*line 11\): "
+                       r"300x300 = 90,000 pixels exceeds dataset\.max_pixels = 60,000"):
+        prepare_dataset(_labelled_folder(root, files, max_pixels=60_000), tmp_path / "out2",
+                        seed=0, image_size=32, progress=False)
+
+
+def test_one_class_in_a_split_fails_before_any_image_is_decoded(tmp_path: Path) -> None:
+    make_folder(tmp_path / "faces", split_sizes=(40, 8, 8), broken=True)
+    frame = pd.read_csv(tmp_path / "faces" / "labels.csv")
+    frame.loc[frame["split"] == "test", "blond"] = -1  # no blond face in test
+    frame.to_csv(tmp_path / "faces" / "labels.csv", index=False)
+    p = _params("folder", tmp_path / "faces")  # on_error: fail would stop at a corrupt image
+    with pytest.raises(FacebalanceError, match=r"prepare: the test split of .*labels\.csv has "
+                       r"a single dataset\.target value \(blond=0: 8\); every split needs "
+                       r"both blond=0 and blond=1"):
+        prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_group_in_synthfaces_train_fails_before_rendering(tmp_path: Path) -> None:
+    p = DatasetParams(n_train=64, n_val=16, n_test=16, p_protected=0.0)
+    with pytest.raises(FacebalanceError, match=r"the train split of synthfaces \(dataset\.p_\*\)"
+                       r" has a single dataset\.protected value \(male=0: 64\)"):
+        prepare_dataset(p, tmp_path / "out", seed=0, image_size=32, progress=False)
+
+
+def test_decode_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """kill -9 of the converting process must not leave its decode workers running."""
+    script = tmp_path / "decoder.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from facebalance.data.convert import ChunkDecoder, DecodeJob\n"
+        "with ChunkDecoder(2) as d:\n"
+        "    jobs = [DecodeJob([], Path('.'), 0, 32, False) for _ in range(4)]\n"
+        "    list(d.map(iter(jobs)))\n"
+        "    print(' '.join(str(p) for p in d.pool._processes), flush=True)\n"
+        "    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert len(workers) == 2 and all(_running(p) for p in workers)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in workers)
+
+
+def _running(pid: int) -> bool:
+    """A live process (a zombie waiting to be reaped has finished running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_transparent_photo_is_still_turned_upright(tmp_path: Path) -> None:
+    rgba = np.zeros((20, 40, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :20] = (250, 0, 0, 255)  # left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "phone.png", exif=exif.tobytes())
+    got = open_rgb(tmp_path / "phone.png")
+    assert got.size == (20, 40)  # portrait, as shown on the phone
+    assert np.asarray(got)[0, 10, 0] == 250  # the red half is on top
+
+
+def test_open_confined_reads_inside_and_refuses_links_out(tmp_path: Path) -> None:
+    root = tmp_path / "faces"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "ok.png")
+    (tmp_path / "out.png").write_bytes((root / "ok.png").read_bytes())
+    with open_confined(root / "ok.png", root) as fh:
+        assert fh.read(4) == b"\x89PNG"
+    (root / "link.png").symlink_to(tmp_path / "out.png")
+    with pytest.raises(ImageRefused, match="outside the image folder"):
+        open_confined(root / "link.png", root)

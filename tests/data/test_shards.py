@@ -1,4 +1,9 @@
+import errno
 import io
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +13,15 @@ import pytest
 
 from facebalance.data.shards import (
     ShardWriter,
+    atomic_write_bytes,
+    clean_stale_temps,
     decode_batch,
     decode_image,
     encode_png,
     encode_png_batch,
     iter_batches,
     read_columns,
+    read_parquet,
     shard_files,
     write_table_atomic,
 )
@@ -110,3 +118,64 @@ def test_atomic_table_write_replaces(tmp_path: Path) -> None:
     write_table_atomic(pd.DataFrame({"a": [3]}), path)
     assert pd.read_parquet(path)["a"].tolist() == [3]
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_a_truncated_shard_is_named_in_one_line(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path / "split", rows_per_file=5, row_group_size=5) as w:
+        w.write(_frame(10))
+    bad = tmp_path / "split" / "part-00001.parquet"
+    bad.write_bytes(bad.read_bytes()[:200])
+    pattern = rf"{re.escape(str(bad))} is not a readable Parquet file \(.*\); it may be " \
+              r"truncated"
+    with pytest.raises(FacebalanceError, match=pattern):
+        read_columns(tmp_path / "split")
+    with pytest.raises(FacebalanceError, match=pattern):
+        list(iter_batches(tmp_path / "split"))
+    with pytest.raises(FacebalanceError, match=pattern):
+        read_parquet(bad)
+
+
+def test_stale_temp_siblings_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".prepared.tmp-{dead}-0123abcd"
+    old = tmp_path / ".prepared.old-89abcdef"  # an older version's name, without a pid
+    live = tmp_path / f".prepared.tmp-{os.getpid()}-0123abcd"  # a concurrent writer
+    other = tmp_path / f".prepared2.tmp-{dead}-0123abcd"  # another output's
+    for d in (stale, old, live, other):
+        (d / "train").mkdir(parents=True)
+    with ShardWriter(tmp_path / "prepared") as w:
+        w.write(_frame(3))
+    assert not stale.exists() and not old.exists()
+    assert live.exists() and other.exists()
+    (tmp_path / f".m.json.tmp-{dead}-0123abcd").write_text("{")
+    atomic_write_bytes(tmp_path / "m.json", b"{}")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m")) == []
+
+
+def test_a_write_error_without_a_file_name_gets_the_output_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk fails in write() with an OSError that names no file."""
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as info:
+        atomic_write_bytes(tmp_path / "m.json", b"{}")
+    assert info.value.filename == str(tmp_path / "m.json")
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_a_kill_between_the_two_renames_restores_the_previous_output(tmp_path: Path) -> None:
+    """Killed after out was renamed aside and before tmp took its place: the next writer
+    puts the previous output back instead of deleting its only copy."""
+    with ShardWriter(tmp_path / "split") as w:
+        w.write(_frame(3))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    aside = tmp_path / f".split.old-{dead}-0123abcd"
+    os.replace(tmp_path / "split", aside)
+    clean_stale_temps(tmp_path / "split")
+    assert not aside.exists()
+    assert read_columns(tmp_path / "split", ["id"])["id"].tolist() == ["x0", "x1", "x2"]

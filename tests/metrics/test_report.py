@@ -55,3 +55,13 @@ def test_markdown_table_shows_relative_change() -> None:
     assert "| baseline | 3 | 0.200 ± 0.010 [0.180, 0.220] | 0.200 ± 0.010" in md
     assert "0.100 ± 0.010 [0.080, 0.120] (-50%) |" in md  # DEO: lower is better
     assert md.count("(-50%)") == 1  # not for AP
+
+
+def test_undefined_values_read_n_a_never_nan() -> None:
+    def rep(v):
+        return {"n_seeds": 2, "kl": {"value": v, "std": None, "ci95": {"lo": v, "hi": None}}}
+
+    md = to_markdown(comparison_frame({"baseline": rep(None), "reweight": rep(0.1)}, ["kl"]))
+    assert "| baseline | 2 | n/a ± n/a [n/a, n/a] |" in md
+    assert "| reweight | 2 | 0.100 ± n/a [0.100, n/a] |" in md  # no % against an n/a base
+    assert "nan" not in md.lower()

@@ -1,3 +1,4 @@
+import pickle
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from facebalance.models.classifier import (
     load_initial_weights,
     save_checkpoint,
 )
+from facebalance.models.gan import load_generator
 
 
 @pytest.mark.parametrize("arch", ["small_resnet", "resnet18", "mobilenet_v2"])
@@ -50,3 +52,45 @@ def test_bad_checkpoints_are_named(tmp_path: Path) -> None:
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(FacebalanceError, match="is not a facebalance classifier checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+class _RunsCode:
+    """Unpickling this writes a marker file: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_a_checkpoint_holding_code_is_refused_and_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    torch.save({"state_dict": {}, "config": _RunsCode(marker)}, tmp_path / "evil.pt")
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(_RunsCode(marker)))
+    for name in ("evil.pt", "evil.pkl"):
+        with pytest.raises(FacebalanceError) as info:
+            load_checkpoint(tmp_path / name)
+        message = str(info.value)
+        assert message == (f"checkpoint {tmp_path / name} is not a facebalance checkpoint: it "
+                           "holds pickled Python objects that a weights-only load refuses, "
+                           "and it must not be loaded (unpickling runs code); rebuild it with "
+                           "the stage that writes it")
+        assert "weights_only=False" not in message and "\n" not in message
+    assert not marker.exists()
+    with pytest.raises(FacebalanceError, match="is not a facebalance checkpoint"):
+        load_generator(tmp_path / "evil.pt", latent_dim=8)
+    assert not marker.exists()
+
+
+def test_a_truncated_or_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
+    net = build_classifier(ClassifierConfig(width=8))
+    save_checkpoint(tmp_path / "ok.pt", net, ClassifierConfig(width=8), {})
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pt").write_bytes(b"not a model")
+    for name in ("cut.pt", "text.pt"):
+        with pytest.raises(FacebalanceError, match=rf"checkpoint .*{name} is not a readable "
+                           r"torch file \(.*\); it may be truncated") as info:
+            load_checkpoint(tmp_path / name)
+        assert "\n" not in str(info.value)

@@ -7,10 +7,16 @@ import torch
 
 from facebalance.config import ClassifierParams
 from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.device import resolve_device
 from facebalance.errors import FacebalanceError
 from facebalance.models.classifier import ClassifierConfig, build_classifier
 from facebalance.models.fit import epoch_samples, fit_classifier, score_shards
-from facebalance.models.train import TrainConfig, augment_batch, train_classifier
+from facebalance.models.train import (
+    TrainConfig,
+    augment_batch,
+    memory_format,
+    train_classifier,
+)
 
 
 def test_augment_shifts_match_a_reference_loop() -> None:
@@ -68,3 +74,22 @@ def test_epoch_samples_counts_distinct_real_images() -> None:
                           "source": ["real"] * 4 + ["generated"]})
     assert epoch_samples(index, "real") == 3
     assert epoch_samples(index, "index") == 5
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_a_device_the_machine_lacks_is_one_line_naming_the_key() -> None:
+    with pytest.raises(FacebalanceError, match=r"params: base\.device = 'mps' but MPS \(Apple "
+                       r"GPU\) is not available here; use auto or cpu"):
+        resolve_device("mps")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line() -> None:
+    with pytest.raises(FacebalanceError, match=r"base\.device = 'cuda:1' but CUDA is not"):
+        resolve_device("cuda:1")
+
+
+def test_narrow_convolutions_train_in_nchw() -> None:
+    """oneDNN crashes training 4-channel convs in channels_last on AVX2 CPUs (torch 2.14.1)."""
+    assert memory_format(build_classifier(ClassifierConfig(width=4))) == torch.contiguous_format
+    assert memory_format(build_classifier(ClassifierConfig(width=16))) == torch.channels_last

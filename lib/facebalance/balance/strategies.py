@@ -16,10 +16,10 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from facebalance.choices import REWEIGHT_MODES
 from facebalance.errors import FacebalanceError
 
 INDEX_COLUMNS = ("path", "_file", "_row", "id", "label", "group", "weight", "source")
-REWEIGHT_MODES = ("equal_cells", "independence", "within_class")
 
 
 def cell_counts(label: np.ndarray, group: np.ndarray) -> pd.Series:

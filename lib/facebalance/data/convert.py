@@ -11,6 +11,7 @@ listed in the summary.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -102,10 +103,25 @@ def open_confined(path: Path, root: Path) -> BinaryIO:
     base = os.path.realpath(root)
     if os.path.commonpath([real, base]) != base:
         raise ImageRefused("outside_root", f"resolves to {real}, outside the image folder {base}")
-    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # became a link after it was resolved
+            raise ImageRefused("outside_root", "changed into a link while being opened"
+                               ) from None
+        raise
+    try:
+        opened = Path(f"/proc/self/fd/{fd}")
+        if opened.is_symlink():  # Linux: what was really opened, after any swap of folders
+            actual = os.readlink(opened)
+            if os.path.commonpath([actual, base]) != base:
+                raise ImageRefused("outside_root", f"opened {actual}, outside {base}")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageRefused("not_a_file", "not a regular file")
+    except BaseException:
         os.close(fd)
-        raise ImageRefused("not_a_file", "not a regular file")
+        raise
     return os.fdopen(fd, "rb")
 
 
@@ -130,7 +146,7 @@ def open_rgb(path: Path, root: Path | None = None,
     """Decode an image file to RGB, upright (EXIF orientation applied, as phones store it)."""
     with open_confined(path, root or path.parent) as fh, Image.open(fh) as im:
         _check_pixels(im, max_pixels)
-        return ImageOps.exif_transpose(to_rgb(im))
+        return to_rgb(ImageOps.exif_transpose(im))  # transpose first: compositing drops EXIF
 
 
 def load_cropped(path: Path, crop: int, size: int, root: Path | None = None,
@@ -155,7 +171,7 @@ def _load_cropped(path: Path, crop: int, size: int, root: Path | None,
             scale = size / side
             im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
         f = im.size[0] / w
-        rgb = ImageOps.exif_transpose(to_rgb(im))
+        rgb = to_rgb(ImageOps.exif_transpose(im))  # transpose first: compositing drops EXIF
     box = center_box(rgb.width, rgb.height, 0)
     # The crop's half side at the decoded scale (rounding of the DCT scale may leave the
     # decoded image a fraction of a pixel short of it).

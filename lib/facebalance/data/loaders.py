@@ -25,6 +25,7 @@ Formats (the layouts the datasets ship with):
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import re
 from collections.abc import Callable
@@ -505,13 +506,23 @@ def _where(index: LabelIndex, row: int) -> str:
     return f"{index.label_file} line {line}" if line > 0 else index.label_file
 
 
+def _file_key(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file a path leads to, or None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def confine_to_image_dir(index: LabelIndex) -> None:
     """Normalize every ``file`` of an index and refuse any that leaves the image folder.
 
     Label files come from whoever shared the dataset: a row naming ``../../secret.png`` or
     ``/etc/hostname`` must never be read into shards. Paths are normalized lexically
-    (``imgs/./x.jpg`` -> ``imgs/x.jpg``), so one image listed under two spellings is caught
-    as a repeat; symbolic links that point outside are refused when the image is opened
+    (``imgs/./x.jpg`` -> ``imgs/x.jpg``), and one file listed twice, under two spellings or
+    through a link (same device and inode), is refused: it could land in train and test at
+    once. Symbolic links that point outside are refused when the image is opened
     (:func:`facebalance.data.convert.open_confined`).
 
     Raises
@@ -535,6 +546,16 @@ def confine_to_image_dir(index: LabelIndex) -> None:
             f"dataset: {_where(index, int(rows[1]))}: image {files.iloc[rows[1]]!r} is the "
             f"same file as {files.iloc[rows[0]]!r} ({_where(index, int(rows[0]))}); each "
             "image may be listed once")
+    # The same file under two names (a link, a hard link, another case on a case-blind disk).
+    keys = [_file_key(index.image_dir / f) or ("missing", k) for k, f in enumerate(norm)]
+    same = pd.Series(keys).duplicated(keep=False).to_numpy()
+    if same.any():
+        first = keys[int(np.flatnonzero(same)[0])]
+        rows = [k for k, key in enumerate(keys) if key == first][:2]
+        raise FacebalanceError(
+            f"dataset: {_where(index, rows[1])}: image {files.iloc[rows[1]]!r} is the same "
+            f"file as {files.iloc[rows[0]]!r} ({_where(index, rows[0])}); each image may be "
+            "listed once")
     if (index.records["id"] == image_ids(files)).all():  # ids made from paths: re-derive
         index.records["id"] = image_ids(norm).to_numpy()
     index.records["file"] = norm.to_numpy()

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
@@ -88,7 +89,10 @@ def decode_image(data: bytes, image_id: str = "?", source: str | Path = "?") -> 
             f"corrupt image id={image_id!r} in {source}: {type(err).__name__}: {err}") from err
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}(?:\.tmp)?$")
+# .<name>.tmp-<pid>-<hex> / .<name>.old-<pid>-<hex>; older versions wrote
+# .<name>.tmp-<hex>, .<name>.old-<hex> and .<name>.<hex>.tmp (no pid).
+_TEMP_NAME = re.compile(
+    r"^\.(?P<name>.+)\.(?:(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}|[0-9a-f]{8}\.tmp)$")
 
 
 def temp_sibling(out: Path, kind: str = "tmp") -> Path:
@@ -97,6 +101,14 @@ def temp_sibling(out: Path, kind: str = "tmp") -> Path:
 
 
 def _alive(pid: int) -> bool:
+    if sys.platform == "win32":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # query rights
+        if not handle:
+            return False
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -126,6 +138,12 @@ def clean_stale_temps(out: str | Path) -> list[Path]:
         m = _TEMP_NAME.match(sib.name)
         if m is None or m["name"] != out.name or (m["pid"] and _alive(int(m["pid"]))):
             continue
+        if m["kind"] == "old" and not out.exists():
+            # Killed between the two renames of _move_into_place: this is the previous
+            # output, and the only copy of it.
+            os.replace(sib, out)
+            log.warning("restored %s from %s, left by an interrupted run", out, sib)
+            continue
         if sib.is_dir() and not sib.is_symlink():
             shutil.rmtree(sib, ignore_errors=True)
         else:
@@ -135,6 +153,18 @@ def clean_stale_temps(out: str | Path) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give an ``OSError`` that names no file (a full disk fails in ``write``) the path
+    being written, so the one-line error says where."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
@@ -142,7 +172,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     clean_stale_temps(path)
     tmp = temp_sibling(path)
     try:
-        tmp.write_bytes(data)
+        with naming(path):
+            tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -158,7 +189,8 @@ def write_table_atomic(table: pa.Table | pd.DataFrame, path: str | Path,
     clean_stale_temps(path)
     tmp = temp_sibling(path)
     try:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        with naming(path):
+            pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -236,6 +268,10 @@ class ShardWriter:
             self._pending_rows = rest.num_rows
 
     def _write_group(self, table: pa.Table) -> None:
+        with naming(self.out):
+            self._write_group_unnamed(table)
+
+    def _write_group_unnamed(self, table: pa.Table) -> None:
         if self._writer is None:
             path = self.tmp / PART_PATTERN.format(self._file_index)
             self._writer = pq.ParquetWriter(path, table.schema, compression="zstd")
@@ -252,7 +288,8 @@ class ShardWriter:
         """Flush, close and move the finished directory into place."""
         self._flush(final=True)
         if self._writer is not None:
-            self._writer.close()
+            with naming(self.out):
+                self._writer.close()
             self._writer = None
         _move_into_place(self.tmp, self.out)
 
@@ -288,7 +325,11 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     if out.exists():
         old = temp_sibling(out, "old")
         os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)  # put the previous output back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
@@ -308,6 +349,8 @@ def parquet_errors(path: str | Path) -> Iterator[None]:
         if isinstance(err, FileNotFoundError):
             raise FacebalanceError(f"{path} does not exist; run the stage that writes it"
                                    ) from None
+        if isinstance(err, PermissionError):  # the file is fine; its permissions are not
+            raise
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FacebalanceError(UNREADABLE_PARQUET.format(path=path, reason=reason)) from None
 

@@ -7,14 +7,17 @@ linear SVM on latents labelled by attribute classifiers, then normalize).
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from facebalance.choices import BOUNDARY_METHODS
 from facebalance.errors import FacebalanceError
 
-METHODS = ("svm", "logistic")
+METHODS = BOUNDARY_METHODS
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,26 @@ class Boundary:
         if not np.isclose(np.linalg.norm(w), 1.0, atol=1e-6):
             raise FacebalanceError("boundary normal w must have unit norm")
         return cls(w=w, b=float(d["b"]))
+
+
+def read_boundaries(path: str | Path) -> tuple[Boundary, Boundary]:
+    """The ``target`` and ``protected`` boundaries of a ``boundaries`` stage file.
+
+    Raises
+    ------
+    FacebalanceError
+        Naming the file when it is missing, not JSON, or lacks a boundary.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return tuple(Boundary.from_dict(data[k]) for k in ("target", "protected"))
+    except FileNotFoundError:
+        raise FacebalanceError(f"{path} does not exist; run the boundaries stage") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise FacebalanceError(
+            f"{path} is not a boundaries file ({type(err).__name__}: {err}); rebuild it with "
+            "`dvc repro -f -s boundaries`") from None
 
 
 def fit_boundary(z: np.ndarray, labels: np.ndarray, method: str = "svm", c: float = 1.0,

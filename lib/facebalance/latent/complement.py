@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from facebalance.choices import COMPLEMENT_MODES, COMPLEMENT_SHELLS
 from facebalance.errors import FacebalanceError
 from facebalance.latent.boundaries import Boundary
 
-MODES = ("paper", "perp", "on_hyperplane")
-SHELLS = ("none", "rescale", "cap")
+MODES = COMPLEMENT_MODES
+SHELLS = COMPLEMENT_SHELLS
 
 
 def complement_direction(target: Boundary, protected: Boundary) -> tuple[np.ndarray, float]:

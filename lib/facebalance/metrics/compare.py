@@ -21,9 +21,10 @@ def _finite(value: Any) -> bool:
     return value is not None and bool(np.isfinite(float(value)))
 
 
-def fmt(value: Any) -> str:
-    """A metric value to 3 decimals; an undefined one (None, NaN) as ``n/a``, never ``nan``."""
-    return f"{float(value):.3f}" if _finite(value) else "n/a"
+def fmt(value: Any, digits: int = 3) -> str:
+    """A metric value to ``digits`` decimals; an undefined one (None, NaN) as ``n/a``, never
+    ``nan``."""
+    return f"{float(value):.{digits}f}" if _finite(value) else "n/a"
 
 
 def load_reports(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
@@ -80,14 +81,12 @@ def to_markdown(frame: pd.DataFrame, baseline: str = "baseline") -> str:
     return "\n".join(lines) + "\n" + note
 
 
-def plot_comparison(frame: pd.DataFrame, out: Path) -> None:
-    """Bar chart per metric: seed mean with the 95% interval as error bars."""
+def plot_comparison(frame: pd.DataFrame) -> bytes:
+    """PNG bytes of a bar chart per metric: seed mean with the 95% interval as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from facebalance.data.shards import atomic_write_bytes
 
     metrics = list(dict.fromkeys(frame["metric"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.2), squeeze=False)
@@ -109,4 +108,4 @@ def plot_comparison(frame: pd.DataFrame, out: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    return buf.getvalue()

@@ -158,6 +158,11 @@ def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, An
                               seed=seed)
 
 
+def _signed(value: float) -> str:
+    """``+0.012``; an undefined difference as ``n/a``, never ``nan``."""
+    return f"{value:+.3f}" if np.isfinite(value) else "n/a"
+
+
 def paired_markdown(frame: pd.DataFrame) -> str:
     """One markdown table per reference: ``diff [lo, hi]`` per metric, and a legend."""
     from facebalance.metrics.compare import LABELS
@@ -170,8 +175,8 @@ def paired_markdown(frame: pd.DataFrame) -> str:
                  "|" + "---|" * (len(metrics) + 1)]
         for name, r in rows.groupby("strategy", sort=False):
             r = r.set_index("metric")
-            cells = [f"{r.at[m, 'diff']:+.3f} [{r.at[m, 'lo']:+.3f}, {r.at[m, 'hi']:+.3f}]"
-                     for m in metrics]
+            cells = [f"{_signed(r.at[m, 'diff'])} [{_signed(r.at[m, 'lo'])}, "
+                     f"{_signed(r.at[m, 'hi'])}]" for m in metrics]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     legend = ("Δ = strategy − reference on the full test set (seed means) [95% interval of a "

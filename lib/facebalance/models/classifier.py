@@ -100,11 +100,14 @@ _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "N
 
 
 def holds_pickled_code(path: str | Path) -> bool:
-    """Whether a file is a pickle (bare, or a torch zip's ``data.pkl``) that imports or calls
-    Python objects, read with :mod:`pickletools` (which only lists opcodes, never runs them).
+    """Whether a file parses as a pickle (bare, or a torch zip's ``data.pkl``) that imports
+    or calls Python objects, read with :mod:`pickletools` (which lists opcodes, never runs
+    them).
 
-    torch raises the same ``UnpicklingError`` for random bytes and for a pickle carrying code;
-    this tells the two apart for the message.
+    Every torch checkpoint imports objects (its tensors are rebuilt by functions), so this
+    means "holds code" only for a file that ``torch.load(weights_only=True)`` has already
+    refused: torch raises the same ``UnpicklingError`` for random bytes and for a pickle
+    naming objects outside its allow-list, and this tells the two apart for the message.
     """
     path = Path(path)
     try:

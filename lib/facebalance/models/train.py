@@ -122,31 +122,6 @@ def memory_format(model: nn.Module) -> torch.memory_format:
     return torch.channels_last
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FacebalanceError(f"params: base.device = {name!r} but CUDA is not available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise FacebalanceError(
-                f"params: base.device = {name!r} but this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise FacebalanceError(
-            f"params: base.device = {name!r} but MPS (Apple GPU) is not available here; "
-            "use auto or cpu")
-    return device
-
-
-def set_threads(threads: int) -> None:
-    """Set torch's CPU threads (0 keeps the default)."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
 def augment_batch(x: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch.Tensor:
     """Random horizontal flips and per-image shifts of up to ``shift`` pixels (vectorized)."""
     b, c, h, w = x.shape
