@@ -1,0 +1,1 @@
+"""Balancing strategies: training-set index builders and training-time options."""

@@ -1,0 +1,1 @@
+"""Data: the synthfaces renderer, real-dataset loaders and conversion, Parquet shards."""

@@ -1,0 +1,1 @@
+"""Latent space: sampling, boundaries, z/z' complements and pairs."""

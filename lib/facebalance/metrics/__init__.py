@@ -1,0 +1,1 @@
+"""Metrics: accuracy and fairness as array functions, bootstrap, reports, comparison."""

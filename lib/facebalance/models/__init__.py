@@ -1,0 +1,1 @@
+"""Models: classifiers, their training loop and checkpoints, the DCGAN."""
