@@ -177,3 +177,41 @@ def test_bootstrap_is_seeded_and_summary_orders() -> None:
 def test_length_mismatch_is_reported() -> None:
     with pytest.raises(FacebalanceError, match=ERR_LENGTHS):
         deo(np.zeros(3), np.zeros(4), np.zeros(3))
+
+
+def _loop_ba_k(y, p, g, reference):
+    """Directional BA(A->T) with any number of groups, one (t, a) cell at a time."""
+    groups = sorted(set(g))
+    total = reference.sum()
+    cells = []
+    for t in range(2):
+        for k, a in enumerate(groups):
+            n_a = sum(1 for gi in g if gi == a)
+            data = sum(1 for yi, gi in zip(y, g, strict=True) if yi == t and gi == a) / n_a
+            pred = sum(1 for pi, gi in zip(p, g, strict=True) if pi == t and gi == a) / n_a
+            sign = np.sign(reference[t, k] / reference[:, k].sum() - reference[t].sum() / total)
+            cells.append((pred - data) * sign)
+    return float(np.mean(cells))
+
+
+def test_k_group_deo_and_bias_amplification_match_loops() -> None:
+    """Four skin-tone-like groups (0.55/0.25/0.12/0.08): DEO is the largest pairwise FNR
+    gap, BA the mean over every (target, group) cell."""
+    rng = np.random.default_rng(11)
+    g = rng.choice(4, 3000, p=[0.55, 0.25, 0.12, 0.08])
+    y = rng.integers(0, 2, 3000)
+    p = np.where(rng.random(3000) < 0.75 - 0.1 * g, y, 1 - y)  # worse for rarer groups
+    fnr = []
+    for grp in range(4):
+        pos = (y == 1) & (g == grp)
+        fnr.append(np.sum(pos & (p == 0)) / np.sum(pos))
+    gaps = [abs(a - b) for i, a in enumerate(fnr) for b in fnr[i + 1:]]
+    assert deo(y, p, g) == pytest.approx(max(gaps))
+    train = np.array([[500, 300, 200, 100], [100, 150, 40, 10]])
+    assert bias_amplification(y, p, g, reference_counts=train) == pytest.approx(
+        _loop_ba_k(y, p, g, train))
+    # K = 2 is today's binary definition.
+    two = g < 2
+    assert deo(y[two], p[two], g[two]) == pytest.approx(abs(fnr[0] - fnr[1]))
+    assert bias_amplification(y[two], p[two], g[two], reference_counts=train[:, :2]) == \
+        pytest.approx(_loop_ba(y[two], p[two], g[two], train[:, :2]))
