@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -256,44 +257,45 @@ def test_max_images_caps_each_split(tmp_path: Path) -> None:
     assert index.records["file"].tolist() == again.records["file"].tolist()  # seeded
 
 
-def _folder_csv(root: Path, files: list[str]) -> None:
-    """A folder dataset whose CSV lists ``files`` (line 2 onwards), labels cycling."""
-    pd.DataFrame({"file": files, "blond": [k % 2 for k in range(len(files))],
-                  "male": [(k // 2) % 2 for k in range(len(files))]}).to_csv(
-        root / "labels.csv", index=False)
+def _edited_folder(tmp_path: Path, edit: Callable[[pd.DataFrame], None]) -> Path:
+    """A folder dataset whose label CSV ``edit`` changed in place; returns its root."""
+    root = tmp_path / "faces"
+    make_folder(root, broken=False)
+    frame = pd.read_csv(root / "labels.csv")
+    edit(frame)
+    frame.to_csv(root / "labels.csv", index=False)
+    return root
 
 
 @pytest.mark.parametrize("bad", ["../outside/secret.png", "img/../../outside/secret.png",
                                  "/etc/hostname", "C:/Windows/win.ini", ".."])
 def test_paths_outside_the_image_folder_are_refused_with_the_line(tmp_path: Path,
                                                                  bad: str) -> None:
-    make_folder(tmp_path / "faces", broken=False)
-    frame = pd.read_csv(tmp_path / "faces" / "labels.csv")
-    frame.loc[6, "file"] = bad  # CSV line 8
-    frame.to_csv(tmp_path / "faces" / "labels.csv", index=False)
+    def escape(frame: pd.DataFrame) -> None:
+        frame.loc[6, "file"] = bad  # CSV line 8
+
+    root = _edited_folder(tmp_path, escape)
     with pytest.raises(FacebalanceError, match=rf"labels\.csv line 8: image path "
                        rf"'{re.escape(bad)}' lies outside the image folder"):
-        index_dataset(params("folder", tmp_path / "faces"))
+        index_dataset(params("folder", root))
 
 
 def test_one_image_under_two_spellings_is_a_repeat(tmp_path: Path) -> None:
-    make_folder(tmp_path / "faces", broken=False)
-    frame = pd.read_csv(tmp_path / "faces" / "labels.csv")
-    first = frame.loc[2, "file"]
-    frame.loc[9, "file"] = first.replace("img/", "img/./", 1)  # CSV line 11
-    frame.to_csv(tmp_path / "faces" / "labels.csv", index=False)
+    def respell(frame: pd.DataFrame) -> None:
+        frame.loc[9, "file"] = frame.loc[2, "file"].replace("img/", "img/./", 1)  # line 11
+
     with pytest.raises(FacebalanceError, match=r"labels\.csv line 11: image "
                        r"'img/\./000/face_00002\.jpg' is the same file as "
                        r"'img/000/face_00002\.jpg' \(.*labels\.csv line 4\)"):
-        index_dataset(params("folder", tmp_path / "faces"))
+        index_dataset(params("folder", _edited_folder(tmp_path, respell)))
 
 
 def test_dot_segments_are_normalized_in_files_and_ids(tmp_path: Path) -> None:
-    make_folder(tmp_path / "faces", broken=False)
-    frame = pd.read_csv(tmp_path / "faces" / "labels.csv")
-    frame["file"] = "./" + frame["file"]
-    frame.to_csv(tmp_path / "faces" / "labels.csv", index=False)
-    rec = index_dataset(params("folder", tmp_path / "faces")).records
+    def dotted(frame: pd.DataFrame) -> None:
+        frame["file"] = "./" + frame["file"]
+
+    root = _edited_folder(tmp_path, dotted)
+    rec = index_dataset(params("folder", root)).records
     assert rec["file"].iloc[0] == "img/000/face_00000.jpg"
     assert rec["id"].iloc[0] == "img/000/face_00000"
 
@@ -306,22 +308,20 @@ def test_listing_skips_fifos(tmp_path: Path) -> None:
 
 
 def test_one_image_through_a_link_is_a_repeat(tmp_path: Path) -> None:
-    make_folder(tmp_path / "faces", broken=False)
-    frame = pd.read_csv(tmp_path / "faces" / "labels.csv")
-    (tmp_path / "faces" / "alias.jpg").symlink_to(tmp_path / "faces" / frame.loc[1, "file"])
-    frame.loc[5, "file"] = "alias.jpg"  # CSV line 7 names the image of line 3 again
-    frame.to_csv(tmp_path / "faces" / "labels.csv", index=False)
+    def alias(frame: pd.DataFrame) -> None:
+        (tmp_path / "faces" / "alias.jpg").symlink_to(tmp_path / "faces" / frame.loc[1, "file"])
+        frame.loc[5, "file"] = "alias.jpg"  # CSV line 7 names the image of line 3 again
+
     with pytest.raises(FacebalanceError, match=r"labels\.csv line 7: image 'alias\.jpg' is the "
                        r"same file as 'img/000/face_00001\.jpg'"):
-        index_dataset(params("folder", tmp_path / "faces"))
+        index_dataset(params("folder", _edited_folder(tmp_path, alias)))
 
 
 def test_backslash_paths_are_normalized_and_confined(tmp_path: Path) -> None:
-    make_folder(tmp_path / "faces", broken=False)
-    frame = pd.read_csv(tmp_path / "faces" / "labels.csv")
-    frame["file"] = frame["file"].str.replace("/", "\\")  # as written on Windows
-    frame.loc[2, "file"] = "..\\secret.png"
-    frame.to_csv(tmp_path / "faces" / "labels.csv", index=False)
+    def windows(frame: pd.DataFrame) -> None:
+        frame["file"] = frame["file"].str.replace("/", "\\")  # as written on Windows
+        frame.loc[2, "file"] = "..\\secret.png"
+
     with pytest.raises(FacebalanceError, match=r"line 4: image path '\.\.\\\\secret\.png' lies "
                        r"outside"):
-        index_dataset(params("folder", tmp_path / "faces"))
+        index_dataset(params("folder", _edited_folder(tmp_path, windows)))
