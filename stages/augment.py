@@ -12,6 +12,7 @@ from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import read_parquet, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.runtime import derive_seed, run_app
+from facebalance.task import param_columns, task_from_params, task_labels
 
 app = typer.Typer(add_completion=False)
 
@@ -27,8 +28,10 @@ def main(
 ) -> None:
     """Write the training set index of one strategy."""
     p = load_params(params)
-    t, g = p.dataset.target, p.dataset.protected
-    real = shard_refs(data / "train", ["id", t, g]).rename(columns={t: "label", g: "group"})
+    train = shard_refs(data / "train", ["id", *param_columns(p)])
+    task = task_from_params(p, train)
+    real = pd.concat([train[["path", "_file", "_row", "id"]], task_labels(task, train)],
+                     axis=1)
     pair_index = None
     if strategy in PAIR_STRATEGIES:
         if pairs is None or generated is None:
@@ -39,7 +42,7 @@ def main(
                              columns=["id_z", "id_zp", "label", "protected_z", "protected_zp",
                                       "flip_ok"])
         pair_index = pair_rows(table, refs, confirm_flip=p.augment.confirm_flip)
-    index = build_training_index(strategy, real, seed=derive_seed(p.base.seed, 3),
+    index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,
                                  reweight_mode=p.augment.reweight_mode, pairs=pair_index,
                                  synthetic_weight=p.augment.synthetic_weight)

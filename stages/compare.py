@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from facebalance.choices import DEFAULT_COMPARE
 from facebalance.config import load_params
 from facebalance.data.shards import atomic_write_bytes
 from facebalance.metrics.compare import (
@@ -13,7 +14,12 @@ from facebalance.metrics.compare import (
     plot_comparison,
     to_markdown,
 )
-from facebalance.metrics.paired import compare_paired, paired_json, paired_markdown
+from facebalance.metrics.paired import (
+    compare_paired,
+    paired_json,
+    paired_markdown,
+    report_task,
+)
 from facebalance.runtime import run_app, write_json
 
 app = typer.Typer(add_completion=False)
@@ -32,12 +38,12 @@ def main(
     """Compare the strategies listed in params."""
     p = load_params(params)
     reports = load_reports({s: metrics_dir / f"{s}.json" for s in p.strategies})
-    frame = comparison_frame(reports, p.compare.metrics)
+    task = report_task(reports, p.strategies)
+    metrics = p.compare.metrics or list(DEFAULT_COMPARE[task.kind])
+    frame = comparison_frame(reports, metrics)
     markdown = to_markdown(frame)
-    diffs = compare_paired(scores_dir, reports, p.strategies, p.compare.references,
-                           p.compare.metrics, target=p.dataset.target,
-                           protected=p.dataset.protected, n_bootstrap=p.evaluate.bootstrap,
-                           seed=p.base.seed)
+    diffs = compare_paired(scores_dir, reports, p.strategies, p.compare.references, metrics,
+                           n_bootstrap=p.evaluate.bootstrap, seed=p.base.seed)
     if len(diffs):
         markdown += "\n" + paired_markdown(diffs)
     png = plot_comparison(frame)  # everything computed before the first output is replaced

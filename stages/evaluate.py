@@ -6,9 +6,10 @@ from typing import Annotated
 import typer
 
 from facebalance.config import load_params
-from facebalance.data.shards import write_table_atomic
-from facebalance.metrics.evaluate import evaluate_models
+from facebalance.data.shards import read_columns, write_table_atomic
+from facebalance.models.evaluate import evaluate_models
 from facebalance.runtime import run_app, setup, write_json
+from facebalance.task import param_columns, task_from_params
 
 app = typer.Typer(add_completion=False)
 
@@ -25,10 +26,11 @@ def main(
     """Score val/test with every seed's model and write the metrics JSON."""
     p = load_params(params)
     device = setup(p.base)
+    columns = param_columns(p)
     report, table = evaluate_models(
-        data, models, p.train_target.seeds, target=p.dataset.target,
-        protected=p.dataset.protected, device=device, params=p.evaluate,
-        bootstrap_seed=p.base.seed)
+        data, models, p.train_target.seeds,
+        default_task=task_from_params(p, read_columns(data / "train", columns)),
+        columns=columns, device=device, params=p.evaluate, bootstrap_seed=p.base.seed)
     write_json(metrics, {"strategy": strategy, **report})
     write_table_atomic(table, scores)
 

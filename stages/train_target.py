@@ -9,10 +9,11 @@ import typer
 from facebalance.balance.strategies import ATTENTION_STRATEGIES, training_options
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import shard_refs
-from facebalance.data.shards import atomic_directory, read_parquet
+from facebalance.data.shards import atomic_directory, read_columns, read_parquet
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifier
 from facebalance.runtime import derive_seed, run_app, setup, write_csv
+from facebalance.task import param_columns, task_from_params, task_labels
 
 app = typer.Typer(add_completion=False)
 
@@ -21,6 +22,7 @@ app = typer.Typer(add_completion=False)
 def main(
     strategy: Annotated[str, typer.Option(help="balancing strategy")],
     index: Annotated[Path, typer.Option(help="training set index from augment")],
+    train: Annotated[Path, typer.Option(help="real training shards (the task's classes)")],
     val: Annotated[Path, typer.Option(help="validation shards (val_attention)")],
     out: Annotated[Path, typer.Option(help="directory for seed<N>.pt checkpoints")],
     history: Annotated[Path, typer.Option(help="loss curve CSV to write")],
@@ -33,10 +35,13 @@ def main(
     a = p.augment
     options = training_options(strategy, mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha,
                                attention_max=a.attention_max)
+    # The spec (classes, regression scale) comes from the real train split, not the index.
+    task = task_from_params(p, read_columns(train, param_columns(p)))
     attention_val = None
     if strategy in ATTENTION_STRATEGIES:
-        t, g = p.dataset.target, p.dataset.protected
-        attention_val = shard_refs(val, [t, g]).rename(columns={t: "label", g: "group"})
+        refs = shard_refs(val, param_columns(p))
+        attention_val = pd.concat([refs[["path", "_file", "_row"]], task_labels(task, refs)],
+                                  axis=1)
     curves = []
     with atomic_directory(out) as tmp:  # every seed or none: no stale seed files survive
         for s in p.train_target.seeds:
@@ -44,9 +49,9 @@ def main(
             net, config, hist = fit_classifier(rows, p.train_target,
                                                image_size=p.base.image_size, seed=seed,
                                                device=device, options=options,
-                                               attention_val=attention_val)
+                                               attention_val=attention_val, task=task)
             save_checkpoint(tmp / f"seed{s}.pt", net, config,
-                            {"strategy": strategy, "seed": s,
+                            {"strategy": strategy, "seed": s, "task": task.to_dict(),
                              "params": as_dict(p.train_target)})
             curves += [{"seed": s, **h} for h in hist]
     write_csv(history, pd.DataFrame(curves))

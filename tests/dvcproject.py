@@ -30,7 +30,7 @@ def set_params(path: Path, changes: dict) -> None:
     params = yaml.safe_load(path.read_text())
     for section, values in changes.items():
         if isinstance(values, dict):
-            params[section].update(values)
+            params.setdefault(section, {}).update(values)
         else:
             params[section] = values
     path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -44,8 +44,9 @@ def test_unknown_section() -> None:
     ({"train_target": {"augment": 1}}, r"train_target\.augment = 1 is invalid; expected true"),
     ({"strategies": ["baseline", "smote"]}, r"strategies contains 'smote'; valid values: "
                                             r"baseline, reweight, oversample"),
-    ({"dataset": {"target": "hat"}}, r"dataset\.target = 'hat' is invalid for synthfaces; "
-                                     r"valid values: blond, male, smiling, eyeglasses"),
+    ({"dataset": {"target": "hat"}}, r"dataset\.target = 'hat' is invalid for synthfaces "
+                                     r"with task\.kind binary; valid values: blond, male, "
+                                     r"smiling, eyeglasses"),
     ({"dataset": {"target": "male"}}, r"dataset\.target and dataset\.protected are both 'male'"),
     ({"train_target": {"seeds": []}}, r"train_target\.seeds is empty"),
     ({"train_target": {"seeds": [1, 1]}}, r"train_target\.seeds = \[1, 1\] repeats a value"),

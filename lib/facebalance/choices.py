@@ -10,3 +10,34 @@ REWEIGHT_MODES = ("equal_cells", "independence", "within_class")
 BOUNDARY_METHODS = ("svm", "logistic")
 COMPLEMENT_MODES = ("paper", "perp", "on_hyperplane")
 COMPLEMENT_SHELLS = ("none", "rescale", "cap")
+#: What the target classifier learns (see :mod:`facebalance.task`).
+TASK_KINDS = ("binary", "multiclass", "multitask", "regression")
+REGRESSION_LOSSES = ("l1", "smooth_l1")
+#: synthfaces age distributions: uniform over 18-80, or skewed like UTKFace (most 20-35).
+AGE_PROFILES = ("uniform", "utkface")
+#: val/test of synthfaces: equal counts per cell (label x group), or drawn like train.
+EVAL_SPLITS = ("balanced", "natural")
+#: Headline metrics of each task kind (keys of the metrics JSON; ``compare.metrics``).
+#: multitask adds ``accuracy_<column>``, ``macro_f1_<column>`` and
+#: ``class_acc_std_<column>`` for each extra target.
+TASK_METRICS = {
+    "binary": ("ap", "accuracy", "deo", "ba", "kl", "kl_max", "kl_mean", "group_acc_std",
+               "dp_diff", "eo_diff"),
+    "multiclass": ("accuracy", "macro_f1", "class_acc_std", "group_acc_std", "group_acc_gap",
+                   "worst_group_acc"),
+    "multitask": ("accuracy", "macro_f1", "class_acc_std", "group_acc_std", "group_acc_gap",
+                  "worst_group_acc"),
+    "regression": ("mae", "rmse", "wmae", "worst_group_mae", "best_group_mae",
+                   "group_mae_gap"),
+}
+#: Metrics compared when ``compare.metrics`` is empty.
+DEFAULT_COMPARE = {
+    "binary": ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std"),
+    "multiclass": ("accuracy", "macro_f1", "class_acc_std", "group_acc_std"),
+    "multitask": ("accuracy", "macro_f1", "class_acc_std", "group_acc_std"),
+    "regression": ("mae", "wmae", "worst_group_mae", "group_mae_gap"),
+}
+#: Per-head metrics of a multitask model's extra targets.
+HEAD_METRICS = ("accuracy", "macro_f1", "class_acc_std")
+#: Strategies that need the GAN stages (a binary target and a binary protected attribute).
+GAN_STRATEGIES = ("gan_complement", "gan_gz_only")

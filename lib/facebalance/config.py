@@ -23,16 +23,28 @@ from typing import Any
 import yaml
 
 from facebalance.choices import (
+    AGE_PROFILES,
     BOUNDARY_METHODS,
     COMPLEMENT_MODES,
     COMPLEMENT_SHELLS,
+    EVAL_SPLITS,
+    GAN_STRATEGIES,
+    HEAD_METRICS,
+    REGRESSION_LOSSES,
     REWEIGHT_MODES,
     STRATEGIES,
+    TASK_KINDS,
+    TASK_METRICS,
 )
 from facebalance.errors import FacebalanceError
 
 #: Binary attributes synthfaces renders; any two can be target and protected.
 SYNTH_BINARY_ATTRIBUTES = ("blond", "male", "smiling", "eyeglasses")
+#: synthfaces columns by the task kinds they can be the target of.
+SYNTH_TARGETS = {"binary": SYNTH_BINARY_ATTRIBUTES, "multiclass": ("skin",),
+                 "multitask": ("skin", *SYNTH_BINARY_ATTRIBUTES), "regression": ("age",)}
+#: synthfaces columns that can be the protected attribute (skin: 4 tone groups).
+SYNTH_PROTECTED = (*SYNTH_BINARY_ATTRIBUTES, "skin")
 DATASETS = ("synthfaces", "celeba", "utkface", "fairface", "lfw", "folder")
 ALIGN = ("none", "mtcnn")
 ARCHS = ("small_resnet", "resnet18", "resnet50", "mobilenet_v2")
@@ -66,14 +78,24 @@ class DatasetParams:
 
     name: str = _opt("synthfaces", choices=DATASETS)
     root: str = _opt("", doc="dataset folder for real datasets")
-    target: str = _opt("blond", doc="binary attribute the classifier predicts")
-    protected: str = _opt("male", doc="binary attribute defining the groups")
+    target: str = _opt("blond", doc="column the classifier predicts (task.kind says how)")
+    protected: str = _opt("male", doc="column of the 2..K groups; empty for regression "
+                                      "(its groups are task.age_bins of the target)")
     n_train: int = _opt(20000, lo=8)
     n_val: int = _opt(2000, lo=8)
     n_test: int = _opt(4000, lo=8)
     p_protected: float = _opt(0.42, lo=0.0, hi=1.0, doc="P(protected=1) in train")
     p_target_protected0: float = _opt(0.24, lo=0.0, hi=1.0, doc="P(target=1 | protected=0)")
     p_target_protected1: float = _opt(0.02, lo=0.0, hi=1.0, doc="P(target=1 | protected=1)")
+    p_target_given_group: list = _opt(
+        [], doc="synthfaces with protected: skin: P(target=1 | skin group), one per group")
+    skin_shares: list = _opt([0.25, 0.25, 0.25, 0.25],
+                             doc="synthfaces train: shares of the 4 skin groups when skin is "
+                                 "the protected attribute or the target")
+    age_profile: str = _opt("uniform", choices=AGE_PROFILES,
+                            doc="synthfaces train ages: uniform 18-80 or UTKFace-like")
+    eval_split: str = _opt("balanced", choices=EVAL_SPLITS,
+                           doc="synthfaces val/test: equal cells (uniform ages) or like train")
     images_per_identity: int = _opt(4, lo=1)
     rows_per_file: int = _opt(10000, lo=1)
     row_group_size: int = _opt(1000, lo=1)
@@ -97,6 +119,22 @@ class DatasetParams:
     max_pixels: int = _opt(64_000_000, lo=1, hi=89_478_485,
                            doc="images with more pixels (from the header) are not decoded: "
                                "skipped or failed as on_error says")
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """What the target classifier learns from ``dataset.target`` (see facebalance.task)."""
+
+    kind: str = _opt("binary", choices=TASK_KINDS,
+                     doc="binary: a 0/1 target; multiclass: classes 0..C-1; multitask: "
+                         "dataset.target and extra_targets from one backbone; regression: "
+                         "a number (age)")
+    extra_targets: list = _opt([], doc="multitask: further target columns (binary or "
+                                       "classes), one head each, the loss summed")
+    loss: str = _opt("l1", choices=REGRESSION_LOSSES, doc="regression loss")
+    age_bins: list = _opt([10, 20, 30, 40, 50, 60, 70, 80, 90],
+                          doc="regression: group edges of the target (10-year groups, as in "
+                              "Fighting Ageism); the groups balancing and metrics use")
 
 
 @dataclass(frozen=True)
@@ -195,12 +233,13 @@ class EvaluateParams:
 class CompareParams:
     """The strategy comparison table and chart."""
 
-    metrics: list = _opt(["ap", "accuracy", "deo", "ba", "kl", "group_acc_std"])
+    metrics: list = _opt(["ap", "accuracy", "deo", "ba", "kl", "group_acc_std"],
+                         doc="metrics in the table and chart; empty: the task kind's "
+                             "headline metrics")
     references: list = _opt(["baseline", "gan_gz_only"],
                             doc="paired differences of every strategy against each of these")
 
 
-COMPARE_METRICS = ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff")
 
 
 @dataclass(frozen=True)
@@ -209,6 +248,7 @@ class Params:
 
     base: BaseParams = field(default_factory=BaseParams)
     dataset: DatasetParams = field(default_factory=DatasetParams)
+    task: TaskParams = field(default_factory=TaskParams)
     strategies: list = field(default_factory=lambda: list(STRATEGIES))
     train_attr: ClassifierParams = field(default_factory=ClassifierParams)
     train_target: ClassifierParams = field(
@@ -362,24 +402,15 @@ def _check_cross(p: Params) -> None:
             f"params: base.device = {p.base.device!r} is invalid; "
             "valid values: auto, cpu, cuda, cuda:N, mps")
     _check_choice_list("strategies", p.strategies, STRATEGIES)
-    if p.dataset.name == "synthfaces":
-        for key in ("target", "protected"):
-            value = getattr(p.dataset, key)
-            if value not in SYNTH_BINARY_ATTRIBUTES:
-                raise FacebalanceError(
-                    f"params: dataset.{key} = {value!r} is invalid for synthfaces; valid "
-                    f"values: {', '.join(SYNTH_BINARY_ATTRIBUTES)}")
-    elif not p.dataset.root:
+    if p.dataset.name != "synthfaces" and not p.dataset.root:
         raise FacebalanceError(
             f"params: dataset.root is empty; dataset.name = {p.dataset.name!r} needs the "
             "folder the dataset ships in")
-    if p.dataset.target == p.dataset.protected:
-        raise FacebalanceError(
-            f"params: dataset.target and dataset.protected are both {p.dataset.target!r}; "
-            "they must differ")
+    _check_task(p)
     for section in ("train_attr", "train_target"):
         _check_int_list(f"{section}.seeds", getattr(p, section).seeds)
-    _check_choice_list("compare.metrics", p.compare.metrics, COMPARE_METRICS)
+    if p.compare.metrics:
+        _check_choice_list("compare.metrics", p.compare.metrics, task_metrics(p))
     if p.compare.references:
         _check_choice_list("compare.references", p.compare.references, STRATEGIES)
     pool = p.sample.n - p.boundaries.n_fit - p.boundaries.n_val
@@ -393,6 +424,93 @@ def _check_cross(p: Params) -> None:
             f"params: complement.n_pairs = {p.complement.n_pairs} exceeds the {pool} latents "
             "left after boundary fitting (sample.n - boundaries.n_fit - boundaries.n_val); "
             "raise sample.n or use complement.selection: targeted")
+
+
+def task_metrics(p: Params) -> tuple[str, ...]:
+    """The metric keys the evaluation of ``p.task`` writes (valid ``compare.metrics``)."""
+    extra = tuple(f"{m}_{col}" for col in p.task.extra_targets for m in HEAD_METRICS)
+    return TASK_METRICS[p.task.kind] + (extra if p.task.kind == "multitask" else ())
+
+
+def _check_task(p: Params) -> None:
+    """The task spec against the dataset: which columns each kind can use."""
+    d, t = p.dataset, p.task
+    if t.kind == "multitask":
+        _check_list("task.extra_targets", t.extra_targets,
+                    lambda v: isinstance(v, str) and v and v != d.target,
+                    f"expected column names other than dataset.target ({d.target!r})")
+    elif t.extra_targets:
+        raise FacebalanceError(
+            f"params: task.extra_targets = {t.extra_targets!r} is set but task.kind is "
+            f"{t.kind!r}; extra targets need kind: multitask")
+    if t.kind == "regression":
+        _check_list("task.age_bins", t.age_bins,
+                    lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v), "expected finite numbers")
+        if list(t.age_bins) != sorted(t.age_bins):
+            raise FacebalanceError(
+                f"params: task.age_bins = {t.age_bins!r} is invalid; expected increasing "
+                "edges")
+        if d.protected:
+            raise FacebalanceError(
+                f"params: dataset.protected = {d.protected!r} is set but task.kind is "
+                "regression, whose groups are task.age_bins of the target; set "
+                "dataset.protected: \"\"")
+    elif not d.protected:
+        raise FacebalanceError(
+            f"params: dataset.protected is empty; task.kind = {t.kind!r} needs the column "
+            "of the groups")
+    elif d.target == d.protected and t.kind in ("binary",):
+        raise FacebalanceError(
+            f"params: dataset.target and dataset.protected are both {d.target!r}; "
+            "they must differ for a binary task")
+    gan = [s for s in p.strategies if s in GAN_STRATEGIES]
+    if gan and t.kind != "binary":
+        raise FacebalanceError(
+            f"params: strategies lists {', '.join(gan)}, which need task.kind: binary; the "
+            f"z/z' complements flip one binary protected attribute while keeping one "
+            f"binary target, which a {t.kind} task does not have")
+    if d.name == "synthfaces":
+        _check_synth_task(p)
+
+
+def _check_synth_task(p: Params) -> None:
+    d, t = p.dataset, p.task
+    targets = SYNTH_TARGETS[t.kind]
+    if d.target not in targets:
+        raise FacebalanceError(
+            f"params: dataset.target = {d.target!r} is invalid for synthfaces with task.kind "
+            f"{t.kind}; valid values: {', '.join(targets)}")
+    for col in t.extra_targets:
+        if col not in SYNTH_TARGETS["multitask"]:
+            raise FacebalanceError(
+                f"params: task.extra_targets contains {col!r}, which synthfaces does not "
+                f"render; valid values: {', '.join(SYNTH_TARGETS['multitask'])}")
+    if t.kind != "regression" and d.protected not in SYNTH_PROTECTED:
+        raise FacebalanceError(
+            f"params: dataset.protected = {d.protected!r} is invalid for synthfaces; valid "
+            f"values: {', '.join(SYNTH_PROTECTED)}")
+    if d.target == "skin" and d.protected != "skin":
+        raise FacebalanceError(
+            "params: synthfaces draws a skin target with skin as its groups; set "
+            "dataset.protected: skin (the per-class accuracy spread is the fairness measure)")
+    if d.protected == "skin" and d.target != "skin":
+        if len(d.p_target_given_group) != 4:
+            raise FacebalanceError(
+                f"params: dataset.p_target_given_group = {d.p_target_given_group!r}; "
+                "protected: skin needs P(target=1 | group) for each of the 4 skin groups")
+        for v in d.p_target_given_group:
+            _check_value("dataset.p_target_given_group", v, float, {"lo": 0.0, "hi": 1.0})
+    if d.protected == "skin" or d.target == "skin":
+        if len(d.skin_shares) != 4:
+            raise FacebalanceError(
+                f"params: dataset.skin_shares = {d.skin_shares!r}; expected 4 shares")
+        for v in d.skin_shares:
+            _check_value("dataset.skin_shares", v, float, {"lo": 0.0, "hi": 1.0})
+        if abs(sum(d.skin_shares) - 1.0) > 1e-6:
+            raise FacebalanceError(
+                f"params: dataset.skin_shares = {d.skin_shares!r} sums to "
+                f"{sum(d.skin_shares):g}; expected 1")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -14,14 +14,16 @@ from facebalance.balance.strategies import (
 from facebalance.config import DatasetParams, EvaluateParams, Params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.prepare import write_synthfaces
-from facebalance.metrics.evaluate import evaluate_models
 from facebalance.metrics.paired import paired_differences
 from facebalance.models.classifier import save_checkpoint
+from facebalance.models.evaluate import evaluate_models
 from facebalance.models.fit import fit_classifier
+from facebalance.task import Head, TaskSpec
 
 pytestmark = pytest.mark.slow
 
 SEEDS = [0, 1, 2]
+TASK = TaskSpec(heads=(Head("blond", "binary"),), protected="male")
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
                                          options=training_options(strategy),
                                          attention_val=attention)
             save_checkpoint(models / f"seed{s}.pt", net, cfg, {})
-        out[strategy] = evaluate_models(data, models, SEEDS, target="blond", protected="male",
-                                        device=torch.device("cpu"),
+        out[strategy] = evaluate_models(data, models, SEEDS, default_task=TASK,
+                                        columns=["blond", "male"], device=torch.device("cpu"),
                                         params=EvaluateParams(bootstrap=200))
     return out
 
@@ -83,7 +85,7 @@ def test_reweighting_lowers_deo_beyond_seed_noise(reports: dict[str, dict]) -> N
 def test_val_attention_lowers_deo_on_shared_resamples(evaluated: dict[str, tuple]) -> None:
     diffs = paired_differences({n: t for n, (_, t) in evaluated.items()},
                                {n: r["threshold"] for n, (r, _) in evaluated.items()},
-                               target="blond", protected="male", references=["baseline"],
+                               task=TASK, references=["baseline"],
                                metrics=["deo", "ap"], n_bootstrap=300)
     row = diffs.set_index(["strategy", "metric"])
     assert row.loc[("val_attention", "deo"), "hi"] < 0  # beyond test-set and seed noise

@@ -18,13 +18,16 @@ from facebalance.metrics.paired import (
     paired_markdown,
     seed_mean_replicates,
 )
+from facebalance.task import Head, TaskSpec
+
+BINARY = TaskSpec(heads=(Head("t", "binary"),), protected="p")
 
 
 def _table(rng: np.random.Generator, n: int, seeds: int, miss_group1: float) -> pd.DataFrame:
     """Scores where positives of group 1 score low with probability ``miss_group1``."""
     y = rng.integers(0, 2, n)
     g = rng.integers(0, 2, n)
-    frame = pd.DataFrame({"id": [f"i{k}" for k in range(n)], "t": y, "p": g})
+    frame = pd.DataFrame({"id": [f"i{k}" for k in range(n)], "label": y, "group": g})
     for s in range(seeds):
         score = np.where(y == 1, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.5, n))
         missed = (y == 1) & (g == 1) & (rng.random(n) < miss_group1)
@@ -45,9 +48,9 @@ def test_seed_mean_replicates_match_a_resample_loop() -> None:
     table = _table(rng, 60, seeds=3, miss_group1=0.3)
     thresholds = {"seed0": 0.5, "seed1": 0.45, "seed2": 0.55}
     w = bootstrap_weights(60, 25, seed=4)
-    got = seed_mean_replicates(table, thresholds, target="t", protected="p", weights=w,
+    got = seed_mean_replicates(table, thresholds, task=BINARY, weights=w,
                                metrics=["deo", "accuracy"], seed_draws=9)
-    y, g = table["t"].to_numpy(), table["p"].to_numpy()
+    y, g = table["label"].to_numpy(), table["group"].to_numpy()
     preds = [(table[f"score_seed{s}"].to_numpy() >= thresholds[f"seed{s}"]).astype(int)
              for s in range(3)]
     picks = np.random.default_rng(9).integers(0, 3, size=(25, 3))
@@ -65,8 +68,7 @@ def test_identical_strategies_differ_by_exactly_zero() -> None:
     table = _table(np.random.default_rng(1), 200, seeds=1, miss_group1=0.4)
     diffs = paired_differences({"baseline": table, "copy": table.copy()},
                                {"baseline": {"seed0": 0.5}, "copy": {"seed0": 0.5}},
-                               target="t", protected="p", references=["baseline"],
-                               n_bootstrap=50)
+                               task=BINARY, references=["baseline"], n_bootstrap=50)
     assert set(diffs["metric"]) == {"ap", "accuracy", "deo", "dp_diff", "eo_diff",
                                     "group_acc_std"}
     assert (diffs[["diff", "lo", "hi"]].to_numpy() == 0).all()
@@ -78,7 +80,7 @@ def test_a_fairer_strategy_has_an_interval_below_zero() -> None:
     fair = _table_like(base, rng)
     thr = {f"seed{s}": 0.5 for s in range(3)}
     diffs = paired_differences({"baseline": base, "fair": fair},
-                               {"baseline": thr, "fair": thr}, target="t", protected="p",
+                               {"baseline": thr, "fair": thr}, task=BINARY,
                                references=["baseline"], metrics=["deo"], n_bootstrap=200)
     row = diffs.iloc[0]
     assert row["strategy"] == "fair" and row["diff"] < -0.3 and row["hi"] < 0
@@ -90,8 +92,8 @@ def test_a_fairer_strategy_has_an_interval_below_zero() -> None:
 
 def _table_like(base: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     """Same images and labels as ``base``, scores that miss nobody."""
-    y = base["t"].to_numpy()
-    frame = base[["id", "t", "p"]].copy()
+    y = base["label"].to_numpy()
+    frame = base[["id", "label", "group"]].copy()
     for s in range(3):
         frame[f"score_seed{s}"] = np.where(y == 1, rng.uniform(0.5, 1.0, len(y)),
                                            rng.uniform(0.0, 0.5, len(y)))
@@ -103,7 +105,7 @@ def test_different_test_images_are_refused() -> None:
     b = a.iloc[::-1].reset_index(drop=True)
     with pytest.raises(FacebalanceError, match="'b' and 'a' were scored on different test"):
         paired_differences({"a": a, "b": b}, {"a": {"seed0": 0.5}, "b": {"seed0": 0.5}},
-                           target="t", protected="p", references=["a"])
+                           task=BINARY, references=["a"])
 
 
 def test_compare_paired_reads_files_and_skips_absent_references(
@@ -112,15 +114,15 @@ def test_compare_paired_reads_files_and_skips_absent_references(
     base = _table(rng, 100, seeds=2, miss_group1=0.3)
     base.to_parquet(tmp_path / "baseline.parquet")
     _table_like(base, rng).drop(columns="score_seed2").to_parquet(tmp_path / "other.parquet")
-    reports = {s: {"threshold": {"seed0": 0.5, "seed1": 0.5}} for s in ("baseline", "other")}
+    reports = {s: {"threshold": {"seed0": 0.5, "seed1": 0.5}, "task": BINARY.to_dict()}
+               for s in ("baseline", "other")}
     with caplog.at_level(logging.WARNING):
         diffs = compare_paired(tmp_path, reports, ["baseline", "other"],
-                               ["baseline", "gan_gz_only"], ["deo", "ba", "kl"], target="t",
-                               protected="p", n_bootstrap=20)
+                               ["baseline", "gan_gz_only"], ["deo", "ba", "kl"], n_bootstrap=20)
     assert diffs[["strategy", "reference", "metric"]].values.tolist() == [
         ["other", "baseline", "deo"]]  # BA and KL need more than scores
     assert "reference 'gan_gz_only' is not in strategies" in caplog.text
     with pytest.raises(FacebalanceError, match=r"missing\.parquet is missing; run "
                        r"evaluate@missing"):
-        compare_paired(tmp_path, reports, ["baseline", "missing"], ["baseline"], ["deo"],
-                       target="t", protected="p")
+        compare_paired(tmp_path, {**reports, "missing": reports["baseline"]},
+                       ["baseline", "missing"], ["baseline"], ["deo"])

@@ -1,8 +1,11 @@
 """Balancing strategies: each turns the real training rows into a *training set index*.
 
 A training set index is a table with one row per training example: image references
-(``path``, ``_file``, ``_row``), ``id``, ``label`` (target), ``group`` (protected),
-``weight`` and ``source`` (``real``, ``generated``, ``interpolated``). Oversampling
+(``path``, ``_file``, ``_row``), ``id``, ``label`` (the primary target: 0/1, a class or a
+number), ``label1``... (further multitask targets), ``group`` (the protected group, or the
+age bin of a regression target), ``weight`` and ``source`` (``real``, ``generated``,
+``interpolated``). Balancing works on cells (:func:`facebalance.task.cell_ids`): (label x
+group) for classification, the groups for regression. Oversampling
 repeats rows; reweighting changes weights; the GAN strategies add rows that point at
 generated shards. ``train_target`` reads this table; the training-time strategies
 (``mixup``, ``cutmix``, ``val_attention``) keep the real rows and change the training
@@ -18,6 +21,7 @@ import pandas as pd
 
 from facebalance.choices import REWEIGHT_MODES
 from facebalance.errors import FacebalanceError
+from facebalance.task import BINARY_TASK, TaskSpec, label_keys
 
 INDEX_COLUMNS = ("path", "_file", "_row", "id", "label", "group", "weight", "source")
 
@@ -100,18 +104,31 @@ def oversample_rows(label: np.ndarray, group: np.ndarray, seed: int,
     return np.sort(np.concatenate(out))
 
 
+def _cell_label(frame: pd.DataFrame, task: TaskSpec) -> np.ndarray:
+    """The label part of a cell: the primary target's class; one class for regression,
+    whose cells are its groups (age bins)."""
+    if task.kind == "regression":
+        return np.zeros(len(frame), dtype=np.int64)
+    return frame["label"].to_numpy()
+
+
 def _baseline(frame: pd.DataFrame, **_: object) -> pd.DataFrame:
     return frame.assign(weight=np.float32(1.0))
 
 
 def _reweight(frame: pd.DataFrame, *, reweight_mode: str = "equal_cells",
-              **_: object) -> pd.DataFrame:
-    return frame.assign(weight=reweight_weights(frame["label"], frame["group"], reweight_mode))
+              task: TaskSpec = BINARY_TASK, **_: object) -> pd.DataFrame:
+    if task.kind == "regression" and reweight_mode == "independence":
+        raise FacebalanceError(
+            "augment.reweight_mode = 'independence' has nothing to do for regression (one "
+            "label class); use equal_cells or within_class (both equalize the age groups)")
+    return frame.assign(weight=reweight_weights(_cell_label(frame, task), frame["group"],
+                                                reweight_mode))
 
 
 def _oversample(frame: pd.DataFrame, *, seed: int = 0, oversample_to: str = "max",
-                **_: object) -> pd.DataFrame:
-    rows = oversample_rows(frame["label"], frame["group"], seed, oversample_to)
+                task: TaskSpec = BINARY_TASK, **_: object) -> pd.DataFrame:
+    rows = oversample_rows(_cell_label(frame, task), frame["group"], seed, oversample_to)
     return frame.iloc[rows].reset_index(drop=True).assign(weight=np.float32(1.0))
 
 
@@ -203,7 +220,8 @@ def training_options(strategy: str, *, mixup_alpha: float = 0.4, cutmix_alpha: f
     return {}
 
 
-def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -> pd.DataFrame:
+def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = BINARY_TASK,
+                         **options: object) -> pd.DataFrame:
     """The training set index of a strategy built from the real training rows.
 
     Parameters
@@ -211,7 +229,11 @@ def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -
     strategy
         One of :data:`BUILDERS`.
     real
-        Real training rows with ``path``, ``_file``, ``_row``, ``id``, ``label``, ``group``.
+        Real training rows with ``path``, ``_file``, ``_row``, ``id``, ``group`` and the
+        task's label columns (``label``, ``label1``...; see
+        :func:`facebalance.task.task_labels`).
+    task
+        What the labels are; regression balances the age bins (``group``) alone.
     **options
         Strategy options (``seed``, ``reweight_mode``, ``oversample_to``; for
         :data:`PAIR_STRATEGIES` ``pairs`` from :func:`pair_rows` and ``synthetic_weight``).
@@ -219,7 +241,7 @@ def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`INDEX_COLUMNS`.
+        Columns :data:`INDEX_COLUMNS` (and ``label1``... for multitask).
     """
     try:
         builder = BUILDERS[strategy]
@@ -228,10 +250,11 @@ def build_training_index(strategy: str, real: pd.DataFrame, **options: object) -
             f"unknown strategy {strategy!r}; valid: {', '.join(BUILDERS)}") from None
     if strategy in PAIR_STRATEGIES and options.get("pairs") is None:
         raise FacebalanceError(f"strategy {strategy!r} needs the z/z' pairs (--pairs)")
-    needed = [c for c in INDEX_COLUMNS if c not in ("weight", "source")]
+    extra = label_keys(task)[1:]
+    needed = [c for c in INDEX_COLUMNS if c not in ("weight", "source")] + extra
     missing = [c for c in needed if c not in real.columns]
     if missing:
         raise FacebalanceError(f"training rows lack columns {missing}")
-    out = builder(real[needed].assign(source="real"), **options)
+    out = builder(real[needed].assign(source="real"), task=task, **options)
     out["weight"] = out["weight"].astype(np.float32)
-    return out[list(INDEX_COLUMNS)]
+    return out[list(INDEX_COLUMNS) + extra]

@@ -22,15 +22,20 @@ SPLITS = ("train", "val", "test")
 
 
 def synthfaces_specs(p: DatasetParams) -> dict[str, synthfaces.SplitSpec]:
-    """Split specs from params: skewed train, balanced val and test."""
+    """Split specs from params: skewed train; val and test balanced (equal cells, uniform
+    ages) or, with ``eval_split: natural``, drawn like train."""
+    skewed = p.protected == "skin" and p.target != "skin"
     common = {"target": p.target, "protected": p.protected,
-              "images_per_identity": p.images_per_identity}
+              "images_per_identity": p.images_per_identity,
+              "skin_shares": tuple(p.skin_shares), "age_profile": p.age_profile,
+              "p_protected": p.p_protected,
+              "p_target_given": (tuple(p.p_target_given_group) if skewed
+                                 else (p.p_target_protected0, p.p_target_protected1))}
+    balanced = p.eval_split == "balanced"
     return {
-        "train": synthfaces.SplitSpec(
-            n=p.n_train, p_protected=p.p_protected,
-            p_target_given=(p.p_target_protected0, p.p_target_protected1), **common),
-        "val": synthfaces.SplitSpec(n=p.n_val, balanced=True, **common),
-        "test": synthfaces.SplitSpec(n=p.n_test, balanced=True, **common),
+        "train": synthfaces.SplitSpec(n=p.n_train, **common),
+        "val": synthfaces.SplitSpec(n=p.n_val, balanced=balanced, **common),
+        "test": synthfaces.SplitSpec(n=p.n_test, balanced=balanced, **common),
     }
 
 
@@ -89,10 +94,11 @@ def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
 
 def check_split_labels(table: pd.DataFrame, target: str, protected: str, split: str,
                        where: str) -> None:
-    """Fail when a split holds one target class or one protected group only.
+    """Fail when a split holds one target value or one protected group only.
 
     With a single class every stage would still exit 0 and the comparison would show
     AP 1.000 and undefined fairness metrics; this stops at ``prepare`` instead.
+    ``protected`` empty (regression): only the target is checked.
 
     Raises
     ------
@@ -100,24 +106,37 @@ def check_split_labels(table: pd.DataFrame, target: str, protected: str, split: 
         Naming the split, the column and its value counts.
     """
     for key, col in (("target", target), ("protected", protected)):
+        if not col:
+            continue
         counts = table[col].value_counts().sort_index()
         if len(counts) < 2:
             found = ", ".join(f"{col}={v}: {n}" for v, n in counts.items()) or "no rows"
             raise FacebalanceError(
                 f"prepare: the {split} split of {where} has a single dataset.{key} value "
-                f"({found}); every split needs both {col}=0 and {col}=1 to train and "
-                "measure fairness")
+                f"({found}); every split needs at least two values of {col} (e.g. {col}=0 "
+                f"and {col}=1) to train and measure fairness")
 
 
 def split_summary(table: pd.DataFrame, target: str, protected: str) -> dict[str, Any]:
-    """Row count and target x protected cell counts of a split."""
+    """Row count and target x protected cell counts of a split (regression, ``protected``
+    empty: counts per 10 years of the target)."""
+    if not protected:
+        decade = (table[target].to_numpy(np.float64) // 10 * 10).astype(int)
+        counts = pd.Series(decade).value_counts().sort_index()
+        return {"rows": len(table),
+                "cells": {f"{target}={d}-{d + 9}": int(n) for d, n in counts.items()},
+                f"mean_{target}": float(table[target].mean())}
+    if protected == target:
+        counts = table[target].value_counts().sort_index()
+        return {"rows": len(table), "cells": {f"{target}={v}": int(n) for v, n in counts.items()}}
     cells = table.groupby([protected, target]).size()
+    groups = sorted(table[protected].unique())
     return {
         "rows": len(table),
         "cells": {f"{protected}={g},{target}={t}": int(n) for (g, t), n in cells.items()},
         "p_target_given_protected": {
             f"{protected}={g}": float(table.loc[table[protected] == g, target].mean())
-            for g in (0, 1) if (table[protected] == g).any()},
+            for g in groups},
     }
 
 

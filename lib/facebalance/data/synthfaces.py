@@ -41,6 +41,13 @@ HAIR_RAMP = np.array(
 GREY = np.array([0.72, 0.72, 0.74], dtype=np.float32)
 
 
+#: The 4 skin tone groups (0 = lightest).
+SKIN_GROUPS = 4
+#: UTKFace-like ages: shares of [18, 20), [20, 30), ..., [70, 80] (most faces 20-35).
+UTKFACE_AGE_EDGES = (18.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)
+UTKFACE_AGE_SHARES = (0.04, 0.40, 0.26, 0.12, 0.09, 0.05, 0.04)
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     """How to draw one split's attributes.
@@ -50,43 +57,77 @@ class SplitSpec:
     n
         Number of images.
     target, protected
-        Binary attributes whose joint distribution is controlled.
+        Attributes whose joint distribution is controlled: a binary target against a
+        binary protected attribute or the 4 skin groups, or skin against itself (a
+        multi-class target whose classes are the groups). ``protected`` empty: nothing is
+        controlled (regression on age, whose distribution ``age_profile`` sets).
     p_protected
-        P(protected = 1); ignored when ``balanced``.
+        P(protected = 1) of a binary protected attribute; ignored when ``balanced``.
     p_target_given
-        (P(target=1 | protected=0), P(target=1 | protected=1)); ignored when ``balanced``.
+        P(target=1 | group) for each protected group; ignored when ``balanced``.
     balanced
-        Equal counts in every target x protected cell (val/test).
+        Equal counts in every target x protected cell (val/test), uniform ages.
     images_per_identity
         How many images share one identity.
+    skin_shares
+        Shares of the skin groups when skin is the protected attribute.
+    age_profile
+        ``uniform`` (18-80) or ``utkface`` (most faces 20-35, few 60+).
     """
 
     n: int
     target: str = "blond"
     protected: str = "male"
     p_protected: float = 0.42
-    p_target_given: tuple[float, float] = (0.24, 0.02)
+    p_target_given: tuple[float, ...] = (0.24, 0.02)
     balanced: bool = False
     images_per_identity: int = 4
+    skin_shares: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)
+    age_profile: str = "uniform"
+
+
+def _largest_remainder(probs: np.ndarray, n: int) -> np.ndarray:
+    """Integer counts summing to ``n`` closest to ``probs * n``."""
+    counts = np.floor(probs * n).astype(int)
+    rest = n - counts.sum()
+    order = np.argsort(-(probs * n - counts), kind="stable")
+    counts[order[:rest]] += 1
+    return counts
 
 
 def _cell_counts(spec: SplitSpec) -> np.ndarray:
-    """Exact counts per (protected, target) cell, so a split has the asked skew exactly."""
+    """Exact counts per (protected group, target) cell, so a split has the asked skew.
+
+    Shape ``(n_groups, 2)`` for a binary target, ``(n_groups, 1)`` when the target is the
+    protected attribute (or nothing is controlled: ``(1, 1)``).
+    """
+    if not spec.protected:
+        return np.array([[spec.n]])
+    k = SKIN_GROUPS if spec.protected == "skin" else 2
+    t = 1 if spec.target == spec.protected else 2
     if spec.balanced:
-        base = np.full(4, spec.n // 4)
-        base[: spec.n % 4] += 1
-        return base.reshape(2, 2)
-    p1 = spec.p_protected
-    probs = np.array([
-        [(1 - p1) * (1 - spec.p_target_given[0]), (1 - p1) * spec.p_target_given[0]],
-        [p1 * (1 - spec.p_target_given[1]), p1 * spec.p_target_given[1]],
-    ]).ravel()
-    counts = np.floor(probs * spec.n).astype(int)
-    # Largest-remainder rounding keeps the total exact.
-    rest = spec.n - counts.sum()
-    order = np.argsort(-(probs * spec.n - counts), kind="stable")
-    counts[order[:rest]] += 1
-    return counts.reshape(2, 2)
+        base = np.full(k * t, spec.n // (k * t))
+        base[: spec.n % (k * t)] += 1
+        return base.reshape(k, t)
+    shares = (np.asarray(spec.skin_shares, dtype=np.float64) if k == SKIN_GROUPS
+              else np.array([1 - spec.p_protected, spec.p_protected]))
+    if t == 1:
+        probs = shares
+    else:
+        q = np.asarray(spec.p_target_given, dtype=np.float64)
+        if len(q) != k:
+            raise FacebalanceError(
+                f"synthfaces: p_target_given has {len(q)} values; {spec.protected} has "
+                f"{k} groups")
+        probs = np.stack([shares * (1 - q), shares * q], axis=1).ravel()
+    return _largest_remainder(probs, spec.n).reshape(k, t)
+
+
+def _utkface_ages(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Ages drawn like UTKFace's adults: a decade by its share, uniform within it."""
+    edges = np.asarray(UTKFACE_AGE_EDGES)
+    band = rng.choice(len(UTKFACE_AGE_SHARES), size=n, p=UTKFACE_AGE_SHARES)
+    return rng.uniform(edges[band], edges[band + 1])
 
 
 def sample_attributes(spec: SplitSpec, seed: int | np.random.SeedSequence,
@@ -109,16 +150,20 @@ def sample_attributes(spec: SplitSpec, seed: int | np.random.SeedSequence,
         (int8, 0 = lightest), ``age`` (float32), ``age_group`` (int8) and the per-identity
         hidden render parameters used by :func:`render` (prefixed ``_``).
     """
+    controllable = (*BINARY_ATTRIBUTES, "skin")
     for key in (spec.target, spec.protected):
-        if key not in BINARY_ATTRIBUTES:
+        if key and key not in (*controllable, "age"):
             raise FacebalanceError(
-                f"synthfaces: unknown attribute {key!r}; valid: {', '.join(BINARY_ATTRIBUTES)}")
-    if spec.target == spec.protected:
+                f"synthfaces: unknown attribute {key!r}; valid: {', '.join(controllable)}, age")
+    if spec.target == spec.protected and spec.target != "skin":
         raise FacebalanceError("synthfaces: target and protected attributes must differ")
+    if spec.target == "skin" and spec.protected != "skin":
+        raise FacebalanceError("synthfaces: a skin target needs skin as the protected groups")
     rng = np.random.default_rng(seed)
     counts = _cell_counts(spec)
-    prot = np.concatenate([np.full(counts[g].sum(), g) for g in (0, 1)])
-    targ = np.concatenate([np.repeat([0, 1], counts[g]) for g in (0, 1)])
+    k, t = counts.shape
+    prot = np.concatenate([np.full(counts[g].sum(), g) for g in range(k)])
+    targ = np.concatenate([np.repeat(np.arange(t), counts[g]) for g in range(k)])
     n = spec.n
     attrs = {
         "blond": rng.random(n) < 0.15,
@@ -126,13 +171,23 @@ def sample_attributes(spec: SplitSpec, seed: int | np.random.SeedSequence,
         "smiling": rng.random(n) < 0.48,
         "eyeglasses": rng.random(n) < 0.12,
     }
-    attrs[spec.protected] = prot.astype(bool)
-    attrs[spec.target] = targ.astype(bool)
+    controlled = {}
+    if spec.protected:
+        controlled[spec.protected] = prot
+    if t == 2:
+        controlled[spec.target] = targ
+    for key, values in controlled.items():
+        if key in attrs:
+            attrs[key] = values.astype(bool)
     df = pd.DataFrame({k: v.astype(np.int8) for k, v in attrs.items()})
+    if "skin" in controlled:
+        df["_skin"] = controlled["skin"].astype(np.int8)
     df = df.sample(frac=1.0, random_state=rng.integers(2**31)).reset_index(drop=True)
 
     # Identities: images with equal identity-level attributes share an identity.
     key = df["blond"].to_numpy() * 2 + df["male"].to_numpy()
+    if "_skin" in df:
+        key = key + 4 * df["_skin"].to_numpy().astype(np.int64)
     identity = np.empty(n, dtype=np.int64)
     next_id = 0
     for k in np.unique(key):
@@ -147,6 +202,10 @@ def sample_attributes(spec: SplitSpec, seed: int | np.random.SeedSequence,
     # Identity-level hidden parameters (geometry, skin, hair), then per-image age.
     skin = rng.integers(0, 4, n_ids)
     base_age = rng.uniform(18, 78, n_ids)
+    if "_skin" in df:
+        skin[identity] = df.pop("_skin").to_numpy()
+    if spec.age_profile == "utkface" and not spec.balanced:
+        base_age = _utkface_ages(rng, n_ids)
     id_blond = np.zeros(n_ids, dtype=bool)
     id_blond[identity] = df["blond"].to_numpy().astype(bool)
     hair_u = np.where(id_blond, 0.56 + 0.44 * rng.beta(1.2, 1.6, n_ids),

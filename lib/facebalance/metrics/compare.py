@@ -13,8 +13,30 @@ import pandas as pd
 from facebalance.errors import FacebalanceError
 
 LABELS = {"ap": "AP", "accuracy": "accuracy", "deo": "DEO", "ba": "BA", "kl": "KL",
-          "group_acc_std": "group acc std", "dp_diff": "DP diff", "eo_diff": "EO diff"}
-LOWER_IS_BETTER = {"deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff"}
+          "kl_max": "KL max", "kl_mean": "KL mean", "group_acc_std": "group acc std",
+          "dp_diff": "DP diff", "eo_diff": "EO diff", "macro_f1": "macro-F1",
+          "class_acc_std": "class acc std", "group_acc_gap": "group acc gap",
+          "worst_group_acc": "worst group acc", "mae": "MAE", "rmse": "RMSE", "wmae": "WMAE",
+          "worst_group_mae": "worst group MAE", "best_group_mae": "best group MAE",
+          "group_mae_gap": "group MAE gap"}
+LOWER_IS_BETTER = {"deo", "ba", "kl", "kl_max", "kl_mean", "group_acc_std", "dp_diff",
+                   "eo_diff", "class_acc_std", "group_acc_gap", "mae", "rmse", "wmae",
+                   "worst_group_mae", "best_group_mae", "group_mae_gap"}
+
+
+def label(metric: str) -> str:
+    """Table heading of a metric (``accuracy_male``: ``accuracy (male)``)."""
+    if metric in LABELS:
+        return LABELS[metric]
+    for base in ("class_acc_std", "macro_f1", "accuracy"):
+        if metric.startswith(base + "_"):
+            return f"{LABELS[base]} ({metric[len(base) + 1:]})"
+    return metric
+
+
+def lower_is_better(metric: str) -> bool:
+    """Gaps, errors and divergences: smaller is better."""
+    return metric in LOWER_IS_BETTER or metric.startswith("class_acc_std_")
 
 
 def _finite(value: Any) -> bool:
@@ -62,7 +84,7 @@ def to_markdown(frame: pd.DataFrame, baseline: str = "baseline") -> str:
     When a baseline row exists, each fairness metric also shows its relative change.
     """
     metrics = list(dict.fromkeys(frame["metric"]))
-    head = "| strategy | seeds | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |"
+    head = "| strategy | seeds | " + " | ".join(label(m) for m in metrics) + " |"
     lines = [head, "|" + "---|" * (len(metrics) + 2)]
     base = frame[frame["strategy"] == baseline].set_index("metric")["value"]
     for name, rows in frame.groupby("strategy", sort=False):
@@ -71,7 +93,7 @@ def to_markdown(frame: pd.DataFrame, baseline: str = "baseline") -> str:
         for m in metrics:
             cell = (f"{fmt(r.at[m, 'value'])} ± {fmt(r.at[m, 'std'])} "
                     f"[{fmt(r.at[m, 'lo'])}, {fmt(r.at[m, 'hi'])}]")
-            if (name != baseline and m in base.index and m in LOWER_IS_BETTER
+            if (name != baseline and m in base.index and lower_is_better(m)
                     and _finite(base[m]) and base[m] > 0 and _finite(r.at[m, "value"])):
                 cell += f" ({(r.at[m, 'value'] / base[m] - 1) * 100:+.0f}%)"
             cells.append(cell)
@@ -100,8 +122,8 @@ def plot_comparison(frame: pd.DataFrame) -> bytes:
         ax.scatter(list(x) * 2, list(sub["lo"]) + list(sub["hi"]), marker="_", s=60,
                    color="black")
         ax.set_xticks(list(x), sub["strategy"], rotation=35, ha="right", fontsize=8)
-        arrow = "↓" if m in LOWER_IS_BETTER else "↑"
-        ax.set_title(f"{LABELS.get(m, m)} {arrow}", fontsize=10)
+        arrow = "↓" if lower_is_better(m) else "↑"
+        ax.set_title(f"{label(m)} {arrow}", fontsize=10)
     fig.tight_layout()
     import io
 

@@ -22,16 +22,24 @@ import pandas as pd
 from facebalance.data.shards import read_parquet
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.bootstrap import bootstrap_weights
-from facebalance.metrics.report import score_metrics
+from facebalance.metrics.compare import label, lower_is_better
+from facebalance.metrics.report import available_metrics, score_metrics, task_metrics
+from facebalance.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
-#: Metrics that need only labels, groups and scores (BA and KL need more context).
+#: Binary metrics that need only labels, groups and scores (BA and KL need more context).
 PAIRED_METRICS = ("ap", "accuracy", "deo", "dp_diff", "eo_diff", "group_acc_std")
 
 
+def paired_metrics(task: TaskSpec) -> tuple[str, ...]:
+    """Metrics :func:`paired_differences` computes for a task: every metric of a
+    multi-class, multitask or regression task; :data:`PAIRED_METRICS` of a binary one."""
+    return PAIRED_METRICS if task.kind == "binary" else available_metrics(task)
+
+
 def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *,
-                         target: str, protected: str, weights: np.ndarray,
+                         task: TaskSpec, weights: np.ndarray,
                          metrics: Sequence[str] = PAIRED_METRICS,
                          seed_draws: int | Sequence[int] = 0) -> dict[str, np.ndarray]:
     """Seed-mean metrics on the full test set (row 0) and on each resample (rows 1..B).
@@ -42,12 +50,12 @@ def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *
     Parameters
     ----------
     table
-        Test scores as ``evaluate`` writes them: ``id``, target, protected and one
-        ``score_seed<N>`` column per seed.
+        Test predictions as ``evaluate`` writes them: ``id``, ``label``, ``group`` and one
+        ``score_seed<N>`` (binary) or ``pred_seed<N>`` column per seed.
     thresholds
-        ``seed<N>`` -> calibrated threshold (the ``threshold`` entry of the report).
-    target, protected
-        Label and group columns.
+        ``seed<N>`` -> calibrated threshold (the ``threshold`` entry of a binary report).
+    task
+        The models' task (the ``task`` entry of the report).
     weights
         ``(B, n)`` bootstrap count weights.
     metrics
@@ -57,19 +65,23 @@ def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *
         derived from its name so that adding a strategy leaves the others' draws as they
         were.
     """
-    seeds = [c.removeprefix("score_") for c in table.columns if c.startswith("score_seed")]
+    prefix = "score_" if task.kind == "binary" else "pred_"
+    seeds = [c.removeprefix(prefix) for c in table.columns if c.startswith(f"{prefix}seed")]
     if not seeds:
-        raise FacebalanceError("paired: the scores table has no score_seed<N> column")
-    missing = [s for s in seeds if s not in thresholds]
-    if missing:
-        raise FacebalanceError(f"paired: no calibrated threshold for {', '.join(missing)}")
-    y, g = table[target].to_numpy(), table[protected].to_numpy()
+        raise FacebalanceError(f"paired: the scores table has no {prefix}seed<N> column")
     w = np.vstack([np.ones((1, len(table))), weights])
     per_seed = []
-    for s in seeds:
-        scores = table[f"score_{s}"].to_numpy()
-        pred = (scores >= thresholds[s]).astype(np.int8)
-        per_seed.append(score_metrics(y, g, scores, pred, w, metrics))
+    if task.kind == "binary":
+        missing = [s for s in seeds if s not in thresholds]
+        if missing:
+            raise FacebalanceError(f"paired: no calibrated threshold for {', '.join(missing)}")
+        y, g = table["label"].to_numpy(), table["group"].to_numpy()
+        for s in seeds:
+            scores = table[f"score_{s}"].to_numpy()
+            pred = (scores >= thresholds[s]).astype(np.int8)
+            per_seed.append(score_metrics(y, g, scores, pred, w, metrics))
+    else:
+        per_seed = [task_metrics(task, table, s, w, metrics) for s in seeds]
     # Resample the training seeds too (with replacement, one draw per test resample), so the
     # intervals hold seed-to-seed noise as well as test-set noise.
     rng = np.random.default_rng(seed_draws)
@@ -83,8 +95,8 @@ def seed_mean_replicates(table: pd.DataFrame, thresholds: Mapping[str, float], *
 
 
 def paired_differences(tables: Mapping[str, pd.DataFrame],
-                       thresholds: Mapping[str, Mapping[str, float]], *, target: str,
-                       protected: str, references: Sequence[str],
+                       thresholds: Mapping[str, Mapping[str, float]], *, task: TaskSpec,
+                       references: Sequence[str],
                        metrics: Sequence[str] = PAIRED_METRICS, n_bootstrap: int = 500,
                        seed: int = 0) -> pd.DataFrame:
     """Differences of every strategy against each reference, with paired 95% intervals.
@@ -109,8 +121,8 @@ def paired_differences(tables: Mapping[str, pd.DataFrame],
                 f"paired: {name!r} and {names[0]!r} were scored on different test images; "
                 "rerun evaluate for both")
     weights = bootstrap_weights(len(ids), n_bootstrap, seed)
-    reps = {n: seed_mean_replicates(tables[n], thresholds[n], target=target,
-                                    protected=protected, weights=weights, metrics=metrics,
+    reps = {n: seed_mean_replicates(tables[n], thresholds[n], task=task, weights=weights,
+                                    metrics=metrics,
                                     seed_draws=[seed, zlib.crc32(n.encode())])
             for n in names}
     rows = []
@@ -121,7 +133,7 @@ def paired_differences(tables: Mapping[str, pd.DataFrame],
             for m in metrics:
                 d = reps[name][m] - reps[ref][m]
                 lo, hi = np.nanpercentile(d[1:], [2.5, 97.5])
-                better = d[1:] > 0 if m in ("ap", "accuracy") else d[1:] < 0
+                better = d[1:] < 0 if lower_is_better(m) else d[1:] > 0
                 rows.append({"strategy": name, "reference": ref, "metric": m,
                              "diff": float(d[0]), "lo": float(lo), "hi": float(hi),
                              "p_better": float(better.mean())})
@@ -130,20 +142,22 @@ def paired_differences(tables: Mapping[str, pd.DataFrame],
 
 def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, Any]],
                    strategies: Sequence[str], references: Sequence[str],
-                   metrics: Sequence[str], *, target: str, protected: str,
-                   n_bootstrap: int = 500, seed: int = 0) -> pd.DataFrame:
+                   metrics: Sequence[str], *, n_bootstrap: int = 500,
+                   seed: int = 0) -> pd.DataFrame:
     """:func:`paired_differences` from ``evaluate``'s outputs.
 
-    Reads ``<scores_dir>/<strategy>.parquet`` and each report's thresholds. References
-    that are not among ``strategies`` are skipped with a warning; metrics that need more
-    than scores (BA, KL) are left out. Returns an empty frame when nothing is to compare.
+    Reads ``<scores_dir>/<strategy>.parquet`` and each report's task and thresholds.
+    References that are not among ``strategies`` are skipped with a warning; metrics that
+    need more than predictions (BA, KL) are left out. Returns an empty frame when nothing
+    is to compare.
     """
     refs = [r for r in references if r in strategies]
     for r in references:
         if r not in refs:
             log.warning("compare: reference %r is not in strategies; no differences against "
                         "it", r)
-    metrics = [m for m in metrics if m in PAIRED_METRICS]
+    task = report_task(reports, strategies)
+    metrics = [m for m in metrics if m in paired_metrics(task)]
     if not refs or not metrics or len(strategies) < 2:
         return pd.DataFrame()
     tables = {}
@@ -152,10 +166,28 @@ def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, An
         if not path.is_file():
             raise FacebalanceError(f"compare: {path} is missing; run evaluate@{s}")
         tables[s] = read_parquet(path)
-    thresholds = {s: reports[s]["threshold"] for s in strategies}
-    return paired_differences(tables, thresholds, target=target, protected=protected,
-                              references=refs, metrics=metrics, n_bootstrap=n_bootstrap,
-                              seed=seed)
+    thresholds = {s: reports[s].get("threshold", {}) for s in strategies}
+    return paired_differences(tables, thresholds, task=task, references=refs,
+                              metrics=metrics, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def report_task(reports: Mapping[str, Mapping[str, Any]], strategies: Sequence[str]
+                ) -> TaskSpec:
+    """The task all strategies' reports were evaluated for (they must agree)."""
+    tasks = {s: TaskSpec.from_dict(reports[s]["task"]) if "task" in reports[s] else None
+             for s in strategies}
+    missing = [s for s, t in tasks.items() if t is None]
+    if missing:
+        raise FacebalanceError(
+            f"compare: the metrics of {', '.join(missing)} record no task; rerun evaluate")
+    first = tasks[strategies[0]]
+    for s, t in tasks.items():
+        if t.kind != first.kind or [h.column for h in t.heads] != [
+                h.column for h in first.heads]:
+            raise FacebalanceError(
+                f"compare: {s!r} was evaluated for another task than {strategies[0]!r}; "
+                "rerun evaluate for every strategy")
+    return first
 
 
 def _signed(value: float) -> str:
@@ -165,13 +197,11 @@ def _signed(value: float) -> str:
 
 def paired_markdown(frame: pd.DataFrame) -> str:
     """One markdown table per reference: ``diff [lo, hi]`` per metric, and a legend."""
-    from facebalance.metrics.compare import LABELS
-
     parts = []
     for ref, rows in frame.groupby("reference", sort=False):
         metrics = list(dict.fromkeys(rows["metric"]))
         lines = [f"Paired differences against `{ref}` (same test resamples):", "",
-                 "| strategy | " + " | ".join(f"Δ{LABELS.get(m, m)}" for m in metrics) + " |",
+                 "| strategy | " + " | ".join(f"Δ{label(m)}" for m in metrics) + " |",
                  "|" + "---|" * (len(metrics) + 1)]
         for name, r in rows.groupby("strategy", sort=False):
             r = r.set_index("metric")

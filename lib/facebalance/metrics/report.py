@@ -9,6 +9,10 @@ Layout (keys stable across strategies so ``dvc metrics diff`` lines up)::
      "group_gaps": {"accuracy"|"tpr"|"fpr": {"difference", "ratio", "std"}},
      "n_seeds", "n_test", "threshold": {"seed0", ...}}
 
+Multi-class, multitask and regression reports (:func:`task_report`) have the same shape with
+their own metrics (:data:`facebalance.choices.TASK_METRICS`), ``by_group`` (accuracy or MAE
+per group) and, for classes, ``by_class``.
+
 ``value`` is the mean over training seeds and ``std`` their standard deviation (seed
 noise). ``ci95``/``median`` come from a seeded bootstrap over test samples: every seed's
 model is scored on the same resamples and the per-resample mean over seeds is summarized,
@@ -17,11 +21,14 @@ so the interval is that of the seed-averaged metric.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from facebalance.choices import HEAD_METRICS, TASK_METRICS
 from facebalance.metrics.bootstrap import bootstrap_weights, summarize
 from facebalance.metrics.fairness import (
     GroupRates,
@@ -32,8 +39,19 @@ from facebalance.metrics.fairness import (
     group_rates,
     kl_divergence,
 )
+from facebalance.metrics.tasks import (
+    class_accuracy_std,
+    group_accuracy,
+    group_mae,
+    kl_to_pooled,
+    macro_f1,
+    mean_absolute_error,
+    per_class_accuracy,
+    root_mean_squared_error,
+)
+from facebalance.task import TaskSpec, group_names, label_keys
 
-METRIC_KEYS = ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std", "dp_diff", "eo_diff")
+METRIC_KEYS = TASK_METRICS["binary"]
 
 
 def score_metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.ndarray,
@@ -46,12 +64,24 @@ def score_metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.nda
     ``rates`` passes group rates already computed for the same inputs.
     """
     rates = group_rates(y, pred, g, w) if rates is None else rates
+    two_groups = len(rates.groups) == 2
+    kl_pooled: list[np.ndarray] = []
+
+    def pooled() -> np.ndarray:  # (B, G), computed once for kl_max and kl_mean
+        if not kl_pooled:
+            kl_pooled.append(np.atleast_2d(kl_to_pooled(y, scores, g, w, bins=kl_bins)[1]))
+        return kl_pooled[0]
+
     compute = {
         "ap": lambda: average_precision(y, scores, w),
         "accuracy": lambda: accuracy(y, pred, w),
         "deo": lambda: rates.difference("fnr"),
         "ba": lambda: bias_amplification(y, pred, g, w, reference_counts),
-        "kl": lambda: kl_divergence(y, scores, g, w, bins=kl_bins),
+        # The symmetric two-group KL (gan-debiasing); with K groups use kl_max / kl_mean.
+        "kl": lambda: (kl_divergence(y, scores, g, w, bins=kl_bins) if two_groups
+                       else np.full(len(w), np.nan)),
+        "kl_max": lambda: np.nanmax(pooled(), axis=1),
+        "kl_mean": lambda: np.nanmean(pooled(), axis=1),
         "group_acc_std": lambda: rates.std("accuracy"),
         "dp_diff": lambda: rates.difference("selection_rate"),
         "eo_diff": lambda: np.maximum(rates.difference("tpr"), rates.difference("fpr")),
@@ -67,6 +97,30 @@ def _seed_metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.nda
     out: dict[str, Any] = score_metrics(y, g, scores, pred, w, reference_counts=reference_counts,
                                         kl_bins=kl_bins, rates=rates)
     out["_rates"] = rates
+    return out
+
+
+def summarize_runs(point: Sequence[Mapping[str, np.ndarray]],
+                   boot: Sequence[Mapping[str, np.ndarray]], seeds: Sequence[int],
+                   keys: Sequence[str]) -> dict[str, Any]:
+    """``{key: {"value", "std", "median", "ci95", "per_seed"}}`` from each seed's metric on
+    the full test set (``point``, first value) and on the bootstrap resamples (``boot``).
+
+    ``value``/``std``: mean and standard deviation over seeds; the interval is that of the
+    per-resample mean over seeds.
+    """
+    out: dict[str, Any] = {}
+    for key in keys:
+        per_seed = np.array([p[key][0] for p in point], dtype=np.float64)
+        seed_mean = np.mean(np.stack([b[key] for b in boot]), axis=0)
+        s = summarize(seed_mean)
+        out[key] = {
+            "value": float(per_seed.mean()),
+            "std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
+            "median": s["median"],
+            "ci95": {"lo": s["lo"], "hi": s["hi"]},
+            "per_seed": {f"seed{sd}": float(v) for sd, v in zip(seeds, per_seed, strict=True)},
+        }
     return out
 
 
@@ -112,17 +166,7 @@ def fairness_report(val_y: np.ndarray, val_scores: Sequence[np.ndarray], test_y:
                                   kl_bins))
     report: dict[str, Any] = {"n_seeds": len(seeds), "n_test": len(test_y),
                               "threshold": thresholds}
-    for key in METRIC_KEYS:
-        per_seed = np.array([p[key][0] for p in point], dtype=np.float64)
-        seed_mean = np.mean(np.stack([b[key] for b in boot]), axis=0)
-        s = summarize(seed_mean)
-        report[key] = {
-            "value": float(per_seed.mean()),
-            "std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
-            "median": s["median"],
-            "ci95": {"lo": s["lo"], "hi": s["hi"]},
-            "per_seed": {f"seed{sd}": float(v) for sd, v in zip(seeds, per_seed, strict=True)},
-        }
+    report.update(summarize_runs(point, boot, seeds, METRIC_KEYS))
     frames = [p["_rates"].frame() for p in point]
     mean_frame = sum(frames[1:], frames[0]) / len(frames)
     report["by_group"] = {
@@ -132,4 +176,110 @@ def fairness_report(val_y: np.ndarray, val_scores: Sequence[np.ndarray], test_y:
         name: {stat: float(np.mean([getattr(p["_rates"], stat)(name)[0] for p in point]))
                for stat in ("difference", "ratio", "std")}
         for name in ("accuracy", "tpr", "fpr")}
+    return report
+
+
+def _classes_metrics(y: np.ndarray, pred: np.ndarray, w: np.ndarray, n_classes: int,
+                     suffix: str = "") -> dict[str, np.ndarray]:
+    classes = np.arange(n_classes)
+    return {f"accuracy{suffix}": np.atleast_1d(accuracy(y, pred, w)),
+            f"macro_f1{suffix}": np.atleast_1d(macro_f1(y, pred, w)),
+            f"class_acc_std{suffix}": np.atleast_1d(class_accuracy_std(y, pred, classes, w))}
+
+
+def head_predictions(task: TaskSpec, table: pd.DataFrame, seed: str) -> list[np.ndarray]:
+    """Each head's predicted classes (or values) of one seed from a scores table:
+    ``pred_<seed>`` for the primary head, ``pred<h>_<seed>`` for head h."""
+    return [table[f"pred_{seed}" if h == 0 else f"pred{h}_{seed}"].to_numpy()
+            for h in range(len(task.heads))]
+
+
+def task_metrics(task: TaskSpec, table: pd.DataFrame, seed: str, w: np.ndarray,
+                 names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The named metrics of one seed (``seed<N>``) of a multi-class, multitask or regression
+    scores table (columns ``label``, ``label1``..., ``group``, predictions as in
+    :func:`head_predictions`), for each row of the ``(B, n)`` weights: B values each."""
+    names = list(names or available_metrics(task))
+    y, g = table["label"].to_numpy(), table["group"].to_numpy()
+    preds = head_predictions(task, table, seed)
+    if task.kind == "regression":
+        yhat = preds[0]
+        _, mae = group_mae(y, yhat, g, w)
+        mae = np.atleast_2d(mae)
+        with warnings.catch_warnings():  # a group absent from a resample: NaN, ignored
+            warnings.simplefilter("ignore", RuntimeWarning)
+            worst, best = np.nanmax(mae, axis=1), np.nanmin(mae, axis=1)
+            out = {"mae": np.atleast_1d(mean_absolute_error(y, yhat, w)),
+                   "rmse": np.atleast_1d(root_mean_squared_error(y, yhat, w)),
+                   "wmae": np.nanmean(mae, axis=1), "worst_group_mae": worst,
+                   "best_group_mae": best, "group_mae_gap": worst - best}
+        return {k: out[k] for k in names}
+    out = _classes_metrics(y, preds[0], w, task.heads[0].n_classes)
+    _, acc = group_accuracy(y, preds[0], g, w)
+    acc = np.atleast_2d(acc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out.update({"group_acc_std": np.nanstd(acc, axis=1),
+                    "group_acc_gap": np.nanmax(acc, axis=1) - np.nanmin(acc, axis=1),
+                    "worst_group_acc": np.nanmin(acc, axis=1)})
+    for key, head, pred in zip(label_keys(task)[1:], task.heads[1:], preds[1:], strict=True):
+        out.update(_classes_metrics(table[key].to_numpy(), pred, w, head.n_classes,
+                                    f"_{head.column}"))
+    return {k: out[k] for k in names}
+
+
+def available_metrics(task: TaskSpec) -> tuple[str, ...]:
+    """Metric keys of a task's report (multitask: with each extra head's)."""
+    extra = tuple(f"{m}_{h.column}" for h in task.heads[1:] for m in HEAD_METRICS)
+    return TASK_METRICS[task.kind] + extra
+
+
+def task_report(task: TaskSpec, table: pd.DataFrame, seeds: Sequence[int], *,
+                n_bootstrap: int = 500, bootstrap_seed: int = 0) -> dict[str, Any]:
+    """Metrics of a multi-class, multitask or regression model over several seeds.
+
+    Parameters
+    ----------
+    task
+        The models' task (from their checkpoints).
+    table
+        Test rows: ``label``, ``label1``..., ``group`` and each seed's predictions
+        (:func:`head_predictions`).
+    seeds
+        Training seeds.
+    n_bootstrap, bootstrap_seed
+        Bootstrap resamples of the test set and their seed.
+
+    Returns
+    -------
+    dict
+        ``n_seeds``, ``n_test``, each metric of :func:`available_metrics` as in
+        :func:`summarize_runs`, ``by_group`` (seed-mean accuracy or MAE and ``n`` per group)
+        and, for classes, ``by_class`` (seed-mean accuracy per class of the primary target).
+    """
+    weights = bootstrap_weights(len(table), n_bootstrap, bootstrap_seed)
+    ones = np.ones((1, len(table)))
+    names = [f"seed{s}" for s in seeds]
+    point = [task_metrics(task, table, s, ones) for s in names]
+    boot = [task_metrics(task, table, s, weights) for s in names]
+    report: dict[str, Any] = {"n_seeds": len(seeds), "n_test": len(table)}
+    report.update(summarize_runs(point, boot, seeds, available_metrics(task)))
+    y, g = table["label"].to_numpy(), table["group"].to_numpy()
+    preds = [head_predictions(task, table, s)[0] for s in names]
+    if task.kind == "regression":
+        groups, _ = group_mae(y, preds[0], g)
+        per_group = np.mean([group_mae(y, p, g)[1] for p in preds], axis=0)
+        key = "mae"
+    else:
+        groups, _ = group_accuracy(y, preds[0], g)
+        per_group = np.mean([group_accuracy(y, p, g)[1] for p in preds], axis=0)
+        key = "accuracy"
+        classes = np.arange(task.heads[0].n_classes)
+        per_class = np.mean([per_class_accuracy(y, p, classes) for p in preds], axis=0)
+        report["by_class"] = {f"{task.target}={c}": float(a)
+                              for c, a in zip(classes, per_class, strict=True)}
+    counts = pd.Series(g).value_counts()
+    report["by_group"] = {name: {"n": int(counts[grp]), key: float(v)}
+                          for name, grp, v in zip(group_names(task, groups), groups, per_group,
+                                                  strict=True)}
     return report

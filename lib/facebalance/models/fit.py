@@ -16,6 +16,7 @@ from facebalance.config import ClassifierParams
 from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.models.classifier import ClassifierConfig, build_classifier, load_initial_weights
 from facebalance.models.train import TrainConfig, ValAttention, predict_proba, train_classifier
+from facebalance.task import BINARY_TASK, TaskSpec, cell_ids, label_keys, n_cells
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,25 @@ def epoch_samples(index: pd.DataFrame, epoch_size: str) -> int:
     return len(real.drop_duplicates(["path", "_file", "_row"])) or len(index)
 
 
+def label_arrays(task: TaskSpec, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The training arrays of each head's labels: float32 for binary and regression heads,
+    int64 class numbers for multiclass ones."""
+    return {key: rows[key].to_numpy(np.int64 if h.kind == "multiclass" else np.float32)
+            for key, h in zip(label_keys(task), task.heads, strict=True)}
+
+
 def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size: int,
                    seed: int, device: torch.device, options: Mapping[str, Any] | None = None,
-                   attention_val: pd.DataFrame | None = None
+                   attention_val: pd.DataFrame | None = None, task: TaskSpec = BINARY_TASK
                    ) -> tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]:
-    """Train a binary classifier on a training set index.
+    """Train a classifier (or regressor) on a training set index.
 
     Parameters
     ----------
     index
-        Rows with image references (``path``, ``_file``, ``_row``), ``label`` and
-        ``weight`` (see :mod:`facebalance.balance.strategies`).
+        Rows with image references (``path``, ``_file``, ``_row``), one label column per
+        head (``label``, ``label1``...), ``group`` and ``weight`` (see
+        :mod:`facebalance.balance.strategies`).
     params
         Architecture and optimisation params (``train_attr`` or ``train_target``).
     image_size
@@ -57,48 +66,44 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
     attention_val
         Validation rows (image references, ``label``, ``group``) for ``val_attention``:
         each epoch re-weights the training cells by their validation error.
+    task
+        Heads and losses (default: one binary head).
 
     Returns
     -------
     model, config, history
         The trained model, the config that rebuilds it, and per-epoch loss rows.
     """
-    config = ClassifierConfig(arch=params.arch, width=params.width, num_outputs=1,
-                              image_size=image_size)
+    config = ClassifierConfig(arch=params.arch, width=params.width,
+                              num_outputs=task.num_outputs, image_size=image_size)
     torch.manual_seed(seed)
     model = build_classifier(config)
     if params.weights:
         load_initial_weights(model, params.weights)
-    arrays = {"label": index["label"].to_numpy(np.float32),
-              "weight": index["weight"].to_numpy(np.float32)}
+    arrays = {**label_arrays(task, index), "weight": index["weight"].to_numpy(np.float32)}
     attention = None
     if attention_val is not None:
         n_groups = int(max(index["group"].max(), attention_val["group"].max())) + 1
-        arrays["cell"] = _cells(index, n_groups)
+        arrays["cell"] = cell_ids(task, index["label"], index["group"], n_groups)
         val = ShardDataset(attention_val, {
             "label": attention_val["label"].to_numpy(np.float32),
-            "cell": _cells(attention_val, n_groups)}, cache_mb=params.cache_mb)
-        attention = ValAttention(val, 2 * n_groups)
+            "cell": cell_ids(task, attention_val["label"], attention_val["group"], n_groups)},
+            cache_mb=params.cache_mb)
+        attention = ValAttention(val, n_cells(task, n_groups), task)
     dataset = ShardDataset(index, arrays, cache_mb=params.cache_mb)
     cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
                       weight_decay=params.weight_decay, augment=params.augment, seed=seed,
                       num_workers=params.num_workers,
                       samples_per_epoch=epoch_samples(index, params.epoch_size),
                       **dict(options or {}))
-    history = train_classifier(model, dataset, cfg, device, attention=attention)
+    history = train_classifier(model, dataset, cfg, device, task=task, attention=attention)
     return model, config, history
-
-
-def _cells(rows: pd.DataFrame, n_groups: int) -> np.ndarray:
-    """Cell number ``label * n_groups + group`` of each row (labels 0/1)."""
-    return (rows["label"].to_numpy(np.int64) * n_groups
-            + rows["group"].to_numpy(np.int64))
 
 
 def score_shards(models: list[nn.Module], path: str | Path, columns: list[str],
                  device: torch.device, batch_size: int = 512,
                  cache_mb: float = 2048) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """Score every image of a shard directory with each model.
+    """Score every image of a shard directory with each one-logit model.
 
     Each batch of images is decoded once and shared by all models.
 

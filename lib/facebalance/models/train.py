@@ -14,6 +14,7 @@ from torch import nn
 
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
 from facebalance.errors import FacebalanceError
+from facebalance.task import BINARY_TASK, TaskSpec, label_keys
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,15 @@ def draw_mix(rng: np.random.Generator, mode: str, alpha: float, n: int, height: 
     return lam, perm, (y0, y1, x0, x1)
 
 
-def mix_batch(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float,
-              perm: np.ndarray, box: tuple[int, int, int, int] | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mix_batch(x: torch.Tensor, y: torch.Tensor | list[torch.Tensor], w: torch.Tensor,
+              lam: float, perm: np.ndarray, box: tuple[int, int, int, int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | list[torch.Tensor], torch.Tensor]:
     """Mixup (``box`` None) or cutmix of a batch with its permutation ``perm``.
 
     Mixup blends images, labels and loss weights by ``lam``. Cutmix pastes the partner's
     ``box`` into each image and mixes labels and weights by the area actually kept.
+    ``y`` is one label tensor or a list (one per head): 0/1 labels, one-hot class rows
+    and numbers all mix linearly.
     """
     p = torch.as_tensor(perm, device=x.device)
     if box is None:
@@ -71,40 +74,118 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float,
         x = x.clone()
         x[:, :, y0:y1, x0:x1] = x[p][:, :, y0:y1, x0:x1]
         share = 1.0 - (y1 - y0) * (x1 - x0) / (x.shape[2] * x.shape[3])
-    return x, share * y + (1.0 - share) * y[p], share * w + (1.0 - share) * w[p]
+
+    def mix(t: torch.Tensor) -> torch.Tensor:
+        return share * t + (1.0 - share) * t[p]
+
+    ys = [mix(t) for t in y] if isinstance(y, list) else mix(y)
+    return x, ys, mix(w)
 
 
-def cell_weights(accuracy: np.ndarray, max_weight: float) -> np.ndarray:
-    """Loss multipliers of cells from their validation accuracy: error rate over the mean
-    error rate, clipped to ``[1 / max_weight, max_weight]`` (equal errors: all 1)."""
-    err = 1.0 - np.asarray(accuracy, dtype=np.float64)
+def error_weights(errors: np.ndarray, max_weight: float) -> np.ndarray:
+    """Loss multipliers of cells from their validation error (error rate or MAE): error over
+    the mean error, clipped to ``[1 / max_weight, max_weight]`` (equal errors: all 1)."""
+    err = np.asarray(errors, dtype=np.float64)
     if err.mean() <= 0:
         return np.ones_like(err)
     return np.clip(err / err.mean(), 1.0 / max_weight, max_weight)
 
 
+def cell_weights(accuracy: np.ndarray, max_weight: float) -> np.ndarray:
+    """:func:`error_weights` of the error rates ``1 - accuracy``."""
+    return error_weights(1.0 - np.asarray(accuracy, dtype=np.float64), max_weight)
+
+
+def head_targets(task: TaskSpec, rows: dict, device: torch.device) -> list[torch.Tensor]:
+    """Each head's training target of a batch: 0/1 floats, one-hot rows, or the
+    standardized number ``(y - center) / scale``."""
+    out = []
+    for head, key in zip(task.heads, label_keys(task), strict=True):
+        v = torch.as_tensor(rows[key], device=device)
+        if head.kind == "multiclass":
+            out.append(nn.functional.one_hot(v.long(), head.n_classes).float())
+        elif head.kind == "regression":
+            out.append((v.float() - head.center) / head.scale)
+        else:
+            out.append(v.float())
+    return out
+
+
+def task_loss(task: TaskSpec, logits: torch.Tensor, targets: list[torch.Tensor]
+              ) -> torch.Tensor:
+    """Per-sample loss ``(B,)``, summed over heads: BCE, soft cross-entropy (one-hot or
+    mixed rows), or L1 / smooth L1 on the standardized target."""
+    total = torch.zeros(len(logits), device=logits.device)
+    for head, cols, y in zip(task.heads, task.slices(), targets, strict=True):
+        out = logits[:, cols]
+        if head.kind == "multiclass":
+            total = total - (y * torch.log_softmax(out, dim=1)).sum(dim=1)
+        elif head.kind == "regression":
+            fn = (nn.functional.l1_loss if task.loss == "l1"
+                  else nn.functional.smooth_l1_loss)
+            total = total + fn(out[:, 0], y, reduction="none")
+        else:
+            total = total + nn.functional.binary_cross_entropy_with_logits(
+                out[:, 0], y, reduction="none")
+    return total
+
+
+def head_outputs(task: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
+    """Predictions from logits, ``(B, num_outputs)``: a sigmoid score per binary head,
+    class probabilities per multiclass head, the number in target units per regression."""
+    parts = []
+    for head, cols in zip(task.heads, task.slices(), strict=True):
+        out = logits[:, cols]
+        if head.kind == "multiclass":
+            parts.append(torch.softmax(out, dim=1))
+        elif head.kind == "regression":
+            parts.append(out * head.scale + head.center)
+        else:
+            parts.append(torch.sigmoid(out))
+    return torch.cat(parts, dim=1)
+
+
+def primary_error(task: TaskSpec, outputs: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Per-sample error of the primary head: wrong (0/1) for classification at threshold 0.5
+    or argmax, the absolute error for regression."""
+    head, cols = task.heads[0], task.slices()[0]
+    out = outputs[:, cols]
+    if head.kind == "regression":
+        return np.abs(out[:, 0] - label)
+    pred = out.argmax(axis=1) if head.kind == "multiclass" else out[:, 0] >= 0.5
+    return (pred != np.asarray(label).astype(np.int64)).astype(np.float64)
+
+
 @dataclass
 class ValAttention:
-    """Validation set whose per-cell accuracy sets the loss weight of each training cell.
+    """Validation set whose per-cell error sets the loss weight of each training cell.
 
     ``dataset`` carries ``label`` and ``cell`` arrays; cells are numbered as in the training
-    set's ``cell`` array (e.g. ``label * n_groups + group``).
+    set's ``cell`` array (see :func:`facebalance.task.cell_ids`). The error is the error
+    rate of the primary target (classification) or its MAE (regression).
     """
 
     dataset: ShardDataset
     n_cells: int
+    task: TaskSpec = BINARY_TASK
 
     def weights(self, model: nn.Module, device: torch.device, max_weight: float
                 ) -> np.ndarray:
-        """Per-cell multipliers from the model's validation accuracy at threshold 0.5."""
-        (scores,) = predict_proba([model], self.dataset, device)
-        correct = (scores >= 0.5) == (self.dataset.arrays["label"] >= 0.5)
+        """Per-cell multipliers from the model's validation error."""
+        (outputs,) = predict_outputs([model], self.dataset, device, self.task)
+        err = primary_error(self.task, outputs, self.dataset.arrays["label"])
         cells = self.dataset.arrays["cell"]
         n = np.bincount(cells, minlength=self.n_cells)
-        hits = np.bincount(cells, weights=correct, minlength=self.n_cells)
-        # A cell absent from validation cannot be judged: treat it as accurate.
-        acc = np.divide(hits, n, out=np.ones(self.n_cells), where=n > 0)
-        return cell_weights(acc, max_weight)
+        present = n > 0
+        if self.task.kind == "regression":
+            total = np.bincount(cells, weights=err, minlength=self.n_cells)
+            cell_err = np.divide(total, n, out=np.zeros(self.n_cells), where=present)
+        else:
+            hits = np.bincount(cells, weights=1.0 - err, minlength=self.n_cells)
+            cell_err = 1.0 - np.divide(hits, n, out=np.ones(self.n_cells), where=present)
+        # A cell absent from validation cannot be judged: it gets the mean error (weight 1).
+        cell_err[~present] = cell_err[present].mean() if present.any() else 0.0
+        return error_weights(cell_err, max_weight)
 
 
 #: Narrowest convolution run in channels_last. oneDNN in torch 2.14.1 on AVX2 CPUs (AMD
@@ -151,27 +232,30 @@ def warmup_cosine(total_steps: int, warmup: float = 0.1):
 
 
 def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
-                     device: torch.device, *, label_key: str = "label",
+                     device: torch.device, *, task: TaskSpec = BINARY_TASK,
                      weight_key: str | None = "weight",
                      attention: ValAttention | None = None) -> list[dict[str, float]]:
-    """Train a binary classifier with per-sample weighted BCE.
+    """Train a classifier (or regressor) with per-sample weighted losses.
 
-    ``cfg.mix`` mixes each batch (mixup or cutmix, after the flips and shifts). With
-    ``attention``, from the second epoch on each sample's loss weight is multiplied by its
-    cell's weight from the validation accuracy after the previous epoch (``dataset`` then
-    needs a ``cell`` array).
+    The task says the heads and their losses (:func:`task_loss`). ``cfg.mix`` mixes each
+    batch (mixup or cutmix, after the flips and shifts). With ``attention``, from the
+    second epoch on each sample's loss weight is multiplied by its cell's weight from the
+    validation error after the previous epoch (``dataset`` then needs a ``cell`` array).
 
     Parameters
     ----------
     model
-        Network with one output logit.
+        Network with ``task.num_outputs`` outputs.
     dataset
-        Training images with a ``label_key`` array (0/1) and optionally ``weight_key``.
+        Training images with one label array per head (``label``, ``label1``, ...; see
+        :func:`facebalance.task.label_keys`) and optionally ``weight_key``.
     cfg
         Optimisation settings; ``cfg.seed`` fixes initialisation-independent randomness
         (data order, augmentation). Seed torch before building the model for the rest.
     device
         Where to train.
+    task
+        Heads and losses; default one binary head.
 
     Returns
     -------
@@ -208,19 +292,17 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
             x = to_float(x).to(device, non_blocking=True)
             if cfg.augment:
                 x = augment_batch(x, gen)
-            y = torch.as_tensor(rows[label_key], dtype=torch.float32, device=device)
+            ys = head_targets(task, rows, device)
             w = (torch.as_tensor(rows[weight_key], dtype=torch.float32, device=device)
-                 if weight_key else torch.ones_like(y))
+                 if weight_key else torch.ones(len(x), device=device))
             if cell_w is not None:
                 w = w * torch.as_tensor(cell_w[rows["cell"]], dtype=torch.float32,
                                         device=device)
             if cfg.mix != "none":
-                x, y, w = mix_batch(x, y, w, *draw_mix(mix_rng, cfg.mix, cfg.mix_alpha,
-                                                       len(y), x.shape[2], x.shape[3]))
+                x, ys, w = mix_batch(x, ys, w, *draw_mix(mix_rng, cfg.mix, cfg.mix_alpha,
+                                                         len(x), x.shape[2], x.shape[3]))
             x = x.contiguous(memory_format=fmt)
-            logits = model(x).squeeze(1)
-            loss = (nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
-                    * w).mean()
+            loss = (task_loss(task, model(x), ys) * w).mean()
             if not math.isfinite(loss.item()):
                 raise FacebalanceError(
                     f"training diverged: loss is {loss.item()} in epoch {epoch + 1}; "
@@ -229,8 +311,8 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item() * len(y)
-            weight_sum += len(y)
+            total += loss.item() * len(x)
+            weight_sum += len(x)
         row = {"epoch": epoch + 1, "loss": total / max(weight_sum, 1),
                "seconds": time.perf_counter() - start}
         if cell_w is not None:
@@ -242,20 +324,25 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
 
 
 @torch.no_grad()
-def predict_proba(models: Sequence[nn.Module], dataset: ShardDataset, device: torch.device,
-                  batch_size: int = 512) -> list[np.ndarray]:
-    """Sigmoid scores of each model for every row of ``dataset``, in order.
-
-    Each batch is decoded once and shared by all models.
-    """
+def predict_outputs(models: Sequence[nn.Module], dataset: ShardDataset, device: torch.device,
+                    task: TaskSpec = BINARY_TASK, batch_size: int = 512) -> list[np.ndarray]:
+    """Each model's ``(n, task.num_outputs)`` predictions (:func:`head_outputs`) for every
+    row of ``dataset``, in order. Each batch is decoded once and shared by all models."""
     fmts = [memory_format(m) for m in models]
     for m, fmt in zip(models, fmts, strict=True):
         m.to(device, memory_format=fmt).eval()
     loader, _ = make_loader(dataset, batch_size, shuffle=False)
-    out = [np.empty(len(dataset), dtype=np.float32) for _ in models]
+    out = [np.empty((len(dataset), task.num_outputs), dtype=np.float32) for _ in models]
     for x, rows in loader:
         x = to_float(x).to(device)
-        for m, fmt, scores in zip(models, fmts, out, strict=True):
-            logits = m(x.contiguous(memory_format=fmt)).squeeze(1)
-            scores[rows["index"]] = torch.sigmoid(logits).float().cpu().numpy()
+        for m, fmt, preds in zip(models, fmts, out, strict=True):
+            logits = m(x.contiguous(memory_format=fmt))
+            preds[rows["index"]] = head_outputs(task, logits).float().cpu().numpy()
     return out
+
+
+def predict_proba(models: Sequence[nn.Module], dataset: ShardDataset, device: torch.device,
+                  batch_size: int = 512) -> list[np.ndarray]:
+    """Sigmoid scores ``(n,)`` of each one-logit model for every row of ``dataset``."""
+    return [p[:, 0] for p in predict_outputs(models, dataset, device, BINARY_TASK,
+                                             batch_size)]

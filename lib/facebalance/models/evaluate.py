@@ -1,0 +1,137 @@
+"""Score val and test with a strategy's per-seed models and build the metrics report.
+
+This is where checkpoints are loaded and shards scored; the metrics themselves are array
+functions in :mod:`facebalance.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from facebalance.config import EvaluateParams
+from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.shards import read_columns
+from facebalance.errors import FacebalanceError
+from facebalance.metrics.report import fairness_report, task_report
+from facebalance.models.classifier import load_checkpoint
+from facebalance.models.train import predict_outputs
+from facebalance.task import TaskSpec, task_labels
+
+
+def training_cell_counts(train: pd.DataFrame, target: str, protected: str) -> np.ndarray:
+    """``(2, n_groups)`` counts of target value x protected group in the training split."""
+    groups = np.sort(train[protected].unique())
+    return np.array([[int(((train[target] == t) & (train[protected] == g)).sum())
+                      for g in groups] for t in (0, 1)])
+
+
+def load_seed_models(models_dir: Path, seeds: Sequence[int], device: torch.device,
+                     default_task: TaskSpec) -> tuple[list[nn.Module], TaskSpec]:
+    """Each seed's model and the task recorded in their checkpoints (all must agree).
+
+    Checkpoints written before tasks were recorded are binary (``default_task``).
+    """
+    models, tasks = [], []
+    for s in seeds:
+        path = Path(models_dir) / f"seed{s}.pt"
+        if not path.is_file():
+            raise FacebalanceError(
+                f"evaluate: {path} is missing; train_target.seeds lists seed {s}")
+        model, _, meta = load_checkpoint(path, device)
+        models.append(model)
+        tasks.append(TaskSpec.from_dict(meta["task"]) if "task" in meta else default_task)
+    if any(t != tasks[0] for t in tasks[1:]):
+        raise FacebalanceError(
+            f"evaluate: the checkpoints in {models_dir} were trained for different tasks; "
+            "rerun train_target")
+    return models, tasks[0]
+
+
+def predictions_table(task: TaskSpec, refs: pd.DataFrame, outputs: Sequence[np.ndarray],
+                      seeds: Sequence[int]) -> pd.DataFrame:
+    """Test rows with ``id``, the task's labels and group, and each seed's predictions.
+
+    A binary task keeps each seed's score (``score_seed<N>``); other heads keep the
+    predicted class (argmax, or score >= 0.5 for a binary head of a multitask model) or
+    the predicted number: ``pred_seed<N>`` for the primary head, ``pred<h>_seed<N>``.
+    """
+    table = pd.concat([refs[["id"]], task_labels(task, refs)], axis=1).reset_index(drop=True)
+    for s, out in zip(seeds, outputs, strict=True):
+        if task.kind == "binary":
+            table[f"score_seed{s}"] = out[:, 0]
+            continue
+        for h, (head, cols) in enumerate(zip(task.heads, task.slices(), strict=True)):
+            part = out[:, cols]
+            if head.kind == "multiclass":
+                pred = part.argmax(axis=1).astype(np.int64)
+            elif head.kind == "binary":
+                pred = (part[:, 0] >= 0.5).astype(np.int64)
+            else:
+                pred = part[:, 0].astype(np.float64)
+            table[f"pred_seed{s}" if h == 0 else f"pred{h}_seed{s}"] = pred
+    return table
+
+
+def evaluate_models(data: Path, models_dir: Path, seeds: Sequence[int], *,
+                    default_task: TaskSpec, columns: Sequence[str], device: torch.device,
+                    params: EvaluateParams, bootstrap_seed: int = 0
+                    ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score val and test with each seed's checkpoint and build the metrics report.
+
+    Parameters
+    ----------
+    data
+        Prepared shards directory with ``train/``, ``val/`` and ``test/``.
+    models_dir
+        Directory of ``seed<N>.pt`` checkpoints.
+    seeds
+        Training seeds to evaluate.
+    default_task
+        The task of params (used for checkpoints that do not record theirs).
+    columns
+        Dataset columns the task reads (target(s), protected).
+    device
+        Where to run the models.
+    params
+        Bootstrap size, KL bins, batch size.
+    bootstrap_seed
+        Seed of the bootstrap resamples.
+
+    Returns
+    -------
+    report, table
+        The metrics dict (with the models' ``task``) and the test predictions table
+        (:func:`predictions_table`).
+    """
+    models, task = load_seed_models(models_dir, seeds, device, default_task)
+    cols = ["id", *columns]
+
+    def predict(split: str) -> tuple[pd.DataFrame, list[np.ndarray]]:
+        refs = shard_refs(data / split, cols)
+        dataset = ShardDataset(refs, {})
+        return refs, predict_outputs(models, dataset, device, task, params.batch_size)
+
+    test, test_out = predict("test")
+    table = predictions_table(task, test, test_out, seeds)
+    if task.kind != "binary":
+        report = task_report(task, table, seeds, n_bootstrap=params.bootstrap,
+                             bootstrap_seed=bootstrap_seed)
+        return {"task": task.to_dict(), **report}, table
+    val, val_out = predict("val")
+    train = read_columns(data / "train", [task.target, task.protected])
+    report = fairness_report(
+        val[task.target].to_numpy(), [o[:, 0] for o in val_out], table["label"].to_numpy(),
+        table["group"].to_numpy(), [o[:, 0] for o in test_out], seeds=list(seeds),
+        group_name=task.protected,
+        reference_counts=training_cell_counts(train, task.target, task.protected),
+        n_bootstrap=params.bootstrap, bootstrap_seed=bootstrap_seed, kl_bins=params.kl_bins)
+    return {"task": task.to_dict(), **report}, table
+
+

@@ -1,0 +1,249 @@
+"""The task spec: what the target classifier predicts, from which columns, in which groups.
+
+One :class:`TaskSpec` describes every task facebalance trains and judges:
+
+- ``binary``: one 0/1 target (one logit, BCE); groups are the protected column (2..K).
+- ``multiclass``: one target with classes ``0..C-1`` (C logits, cross-entropy).
+- ``multitask``: several targets (binary or classes) from one backbone, one head each,
+  the loss summed over heads; the first target is the one balancing and metrics follow.
+- ``regression``: one number (age); the head predicts ``(y - center) / scale`` and the
+  loss is L1 or smooth L1 on that scale; groups are the target's ``age_bins``.
+
+The spec is resolved once from params and the training labels (class counts, the
+regression scale) and stored in every target checkpoint, so a model knows its heads.
+
+*Cells* are what balancing equalizes and val_attention weights: (primary label x group)
+for classification, the groups for regression. :func:`cell_ids` is the one place they are
+computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facebalance.errors import FacebalanceError
+
+
+@dataclass(frozen=True)
+class Head:
+    """One prediction head.
+
+    Attributes
+    ----------
+    column
+        The label column it predicts.
+    kind
+        ``binary`` (one logit), ``multiclass`` (``n_classes`` logits) or ``regression``.
+    n_classes
+        Classes of a ``multiclass`` head; 2 for ``binary``, 0 for ``regression``.
+    center, scale
+        Regression: the head outputs ``(y - center) / scale``.
+    """
+
+    column: str
+    kind: str
+    n_classes: int = 2
+    center: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def width(self) -> int:
+        """Number of network outputs of this head."""
+        return self.n_classes if self.kind == "multiclass" else 1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A resolved task: its heads, the protected column and the regression groups."""
+
+    kind: str = "binary"
+    heads: tuple[Head, ...] = field(default_factory=lambda: (Head("label", "binary"),))
+    protected: str = ""
+    age_bins: tuple[float, ...] = ()
+    loss: str = "l1"
+
+    @property
+    def target(self) -> str:
+        """The primary target column (balancing, attention and headline metrics)."""
+        return self.heads[0].column
+
+    @property
+    def num_outputs(self) -> int:
+        """Network outputs of all heads together."""
+        return sum(h.width for h in self.heads)
+
+    @property
+    def columns(self) -> list[str]:
+        """Label columns the task reads: every head's target, then the protected column."""
+        cols = [h.column for h in self.heads]
+        if self.protected and self.protected not in cols:
+            cols.append(self.protected)
+        return cols
+
+    def slices(self) -> list[slice]:
+        """Each head's columns of the network output."""
+        out, start = [], 0
+        for h in self.heads:
+            out.append(slice(start, start + h.width))
+            start += h.width
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for a checkpoint (loads with ``weights_only=True``)."""
+        d = asdict(self)
+        d["heads"] = [asdict(h) for h in self.heads]
+        d["age_bins"] = list(self.age_bins)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
+        """Rebuild a spec stored by :meth:`to_dict`."""
+        return cls(kind=data["kind"], heads=tuple(Head(**h) for h in data["heads"]),
+                   protected=data.get("protected", ""),
+                   age_bins=tuple(data.get("age_bins", ())), loss=data.get("loss", "l1"))
+
+
+#: One binary head reading ``label`` (attribute classifiers, and the default task).
+BINARY_TASK = TaskSpec()
+
+
+def _classes(values: pd.Series, column: str) -> int:
+    """Number of classes of an integer label column with values ``0..C-1``."""
+    v = values.to_numpy()
+    if not np.issubdtype(v.dtype, np.integer) or (len(v) and v.min() < 0):
+        raise FacebalanceError(
+            f"task: column {column!r} must hold class numbers 0, 1, ..., got {v.dtype} "
+            f"values such as {v[:3].tolist()}")
+    return int(v.max()) + 1 if len(v) else 0
+
+
+def _head(column: str, kind: str, train: pd.DataFrame) -> Head:
+    if column not in train.columns:
+        raise FacebalanceError(
+            f"task: the training split has no column {column!r}; columns: "
+            f"{', '.join(c for c in train.columns if c not in ('image',))}")
+    values = train[column]
+    if kind == "regression":
+        y = values.to_numpy(np.float64)
+        return Head(column, "regression", 0, float(y.mean()), float(y.std()) or 1.0)
+    n = _classes(values, column)
+    if kind == "binary" or (kind == "any" and n <= 2):
+        if n > 2:
+            raise FacebalanceError(
+                f"task: kind binary needs {column!r} to hold 0 and 1, it holds {n} classes; "
+                "use task.kind: multiclass")
+        return Head(column, "binary", 2)
+    return Head(column, "multiclass", n)
+
+
+def resolve_task(kind: str, target: str, protected: str, train: pd.DataFrame, *,
+                 extra_targets: list[str] | tuple[str, ...] = (),
+                 age_bins: list[float] | tuple[float, ...] = (),
+                 loss: str = "l1") -> TaskSpec:
+    """The task spec of params, with class counts and the regression scale from ``train``.
+
+    Parameters
+    ----------
+    kind
+        ``task.kind``.
+    target, protected
+        ``dataset.target`` and ``dataset.protected`` (empty for regression).
+    train
+        The training split's label columns.
+    extra_targets
+        ``task.extra_targets`` (multitask): a binary column gets one logit, others classes.
+    age_bins, loss
+        Regression groups and loss.
+
+    Raises
+    ------
+    FacebalanceError
+        When a column is missing or does not hold what the kind needs.
+    """
+    if kind == "regression":
+        heads = (_head(target, "regression", train),)
+    elif kind == "multitask":
+        heads = tuple(_head(c, "any", train) for c in (target, *extra_targets))
+    else:
+        heads = (_head(target, kind, train),)
+    return TaskSpec(kind=kind, heads=heads, protected=protected,
+                    age_bins=tuple(float(b) for b in age_bins), loss=loss)
+
+
+def param_columns(p: Any) -> list[str]:
+    """The dataset columns a task of :class:`~facebalance.config.Params` reads: the target,
+    the extra targets and the protected column, each once."""
+    cols = [p.dataset.target, *p.task.extra_targets, p.dataset.protected]
+    return list(dict.fromkeys(c for c in cols if c))
+
+
+def task_from_params(p: Any, train: pd.DataFrame) -> TaskSpec:
+    """:func:`resolve_task` from validated :class:`~facebalance.config.Params`."""
+    return resolve_task(p.task.kind, p.dataset.target, p.dataset.protected, train,
+                        extra_targets=p.task.extra_targets, age_bins=p.task.age_bins,
+                        loss=p.task.loss)
+
+
+def group_ids(task: TaskSpec, rows: pd.DataFrame) -> np.ndarray:
+    """The group of each row: the protected column, or the target's age bin (regression)."""
+    if task.kind == "regression":
+        return np.digitize(rows[task.target].to_numpy(np.float64),
+                           task.age_bins).astype(np.int64)
+    return rows[task.protected].to_numpy().astype(np.int64)
+
+
+def group_names(task: TaskSpec, groups: np.ndarray) -> list[str]:
+    """Readable names of group values: ``male=1`` or ``age 30-39`` (regression)."""
+    if task.kind != "regression":
+        return [f"{task.protected}={g}" for g in groups]
+    edges = list(task.age_bins)
+    names = []
+    for g in groups:
+        lo = edges[g - 1] if g > 0 else None
+        hi = edges[g] if g < len(edges) else None
+        if lo is None:
+            names.append(f"{task.target} <{hi:g}")
+        elif hi is None:
+            names.append(f"{task.target} {lo:g}+")
+        else:
+            names.append(f"{task.target} {lo:g}-{hi - 1:g}" if float(hi).is_integer()
+                         and float(lo).is_integer() else f"{task.target} {lo:g}-{hi:g}")
+    return names
+
+
+def label_keys(task: TaskSpec) -> list[str]:
+    """Names of the heads' label arrays in a training index: ``label``, ``label1``, ..."""
+    return ["label"] + [f"label{k}" for k in range(1, len(task.heads))]
+
+
+def task_labels(task: TaskSpec, rows: pd.DataFrame) -> pd.DataFrame:
+    """``label`` (primary target), ``label1``... (further heads) and ``group`` of rows
+    that carry the dataset's columns (the target may also be the protected column)."""
+    out = {key: rows[h.column].to_numpy() for key, h in zip(label_keys(task), task.heads,
+                                                            strict=True)}
+    out["group"] = group_ids(task, rows)
+    return pd.DataFrame(out, index=rows.index)
+
+
+def cell_ids(task: TaskSpec, label: np.ndarray, group: np.ndarray,
+             n_groups: int) -> np.ndarray:
+    """The cell of each row: ``label * n_groups + group`` (classification) or the group
+    (regression). Labels are the primary target's classes, groups from :func:`group_ids`;
+    ``n_groups`` must be the same for every split numbered together.
+    """
+    group = np.asarray(group, dtype=np.int64)
+    if task.kind == "regression":
+        return group
+    return np.asarray(label).astype(np.int64) * n_groups + group
+
+
+def n_cells(task: TaskSpec, n_groups: int) -> int:
+    """How many cells :func:`cell_ids` numbers with ``n_groups`` groups."""
+    if task.kind == "regression":
+        return n_groups
+    return task.heads[0].n_classes * n_groups

@@ -1,0 +1,92 @@
+"""End to end per task kind: a tiny DVC pipeline of the classic strategies for each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .dvcproject import dvc, new_project, ran
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "dataset": {"n_train": 480, "n_val": 160, "n_test": 240, "rows_per_file": 400,
+                "row_group_size": 100},
+    "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
+    "evaluate": {"bootstrap": 40},
+    "strategies": ["baseline", "reweight", "oversample", "mixup", "val_attention"],
+    "compare": {"metrics": [], "references": ["baseline"]},
+}
+SKEW = [0.55, 0.25, 0.12, 0.08]
+KINDS = {
+    "skin4": {"dataset": {"protected": "skin", "skin_shares": SKEW,
+                          "p_target_given_group": [0.3, 0.15, 0.06, 0.03]}},
+    "race_gender": {"dataset": {"target": "skin", "protected": "skin", "skin_shares": SKEW},
+                    "task": {"kind": "multitask", "extra_targets": ["male"]}},
+    "skin_classes": {"dataset": {"target": "skin", "protected": "skin", "skin_shares": SKEW},
+                     "task": {"kind": "multiclass"}},
+    "age": {"dataset": {"target": "age", "protected": "", "age_profile": "utkface"},
+            "task": {"kind": "regression", "age_bins": [30, 40, 50, 60, 70]}},
+}
+GAN_STAGES = {"train_attr@target", "train_gan", "sample", "score", "boundaries", "complement"}
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in extra.items():
+        out[section] = {**out.get(section, {}), **values}
+    return out
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[str, Path]:
+    root = tmp_path_factory.mktemp(request.param)
+    new_project(root, _merge(TINY, KINDS[request.param]))
+    proc = dvc(root, "repro", "compare")
+    stages = ran(proc.stdout)
+    assert {"prepare", "augment@oversample", "train_target@val_attention",
+            "evaluate@mixup", "compare"} <= stages
+    assert not stages & GAN_STAGES  # no GAN strategy listed: the latent stages never run
+    return request.param, root
+
+
+def test_reports_hold_the_task_metrics(project: tuple[str, Path]) -> None:
+    name, root = project
+    rep = json.loads((root / "metrics/eval/baseline.json").read_text())
+    kind = KINDS[name].get("task", {}).get("kind", "binary")
+    assert rep["task"]["kind"] == kind and rep["n_seeds"] == 2 and rep["n_test"] == 240
+    if kind == "regression":
+        assert {"mae", "rmse", "wmae", "worst_group_mae"} <= set(rep)
+        # utkface-like train, balanced test: every age group is in the test split
+        assert len(rep["by_group"]) == 6 and "age 30-39" in rep["by_group"]
+        assert rep["wmae"]["value"] >= rep["best_group_mae"]["value"]
+    elif kind == "binary":
+        assert set(rep["by_group"]) == {f"skin={g}" for g in range(4)}
+        assert rep["kl"]["value"] is None  # the two-group KL; kl_max / kl_mean for K groups
+        assert rep["kl_max"]["value"] >= rep["kl_mean"]["value"] >= 0
+        assert 0 <= rep["deo"]["value"] <= 1
+    else:
+        assert set(rep["by_class"]) == {f"skin={c}" for c in range(4)}
+        assert 0 <= rep["class_acc_std"]["value"] <= 0.5
+        if kind == "multitask":
+            assert 0.3 <= rep["accuracy_male"]["value"] <= 1
+    table = (root / "metrics/compare.md").read_text()
+    assert "| val_attention | 2 |" in table and "Paired differences against `baseline`" in table
+    paired = json.loads((root / "metrics/paired.json").read_text())
+    assert "oversample-vs-baseline" in paired
+
+
+def test_checkpoints_record_their_task(project: tuple[str, Path]) -> None:
+    from facebalance.models.classifier import load_checkpoint
+
+    name, root = project
+    _, config, meta = load_checkpoint(root / "models/target/reweight/seed0.pt")
+    heads = meta["task"]["heads"]
+    assert config.num_outputs == sum(h["n_classes"] if h["kind"] == "multiclass" else 1
+                                     for h in heads)
+    if name == "race_gender":
+        assert [(h["column"], h["kind"]) for h in heads] == [("skin", "multiclass"),
+                                                             ("male", "binary")]
