@@ -22,7 +22,8 @@ def main(
     p = load_params(params)
     device = setup(p.base)
     result = prepare_dataset(p.dataset, out, seed=p.base.seed, image_size=p.base.image_size,
-                             device=str(device))
+                             device=str(device), kind=p.task.kind,
+                             extra_targets=p.task.extra_targets)
     write_json(summary, result)
 
 

@@ -116,3 +116,57 @@ def test_yaml_nan_reaches_the_check(tmp_path: Path) -> None:
     path.write_text("gan:\n  ema: .nan\n")
     with pytest.raises(FacebalanceError, match=r"gan\.ema = nan is invalid; expected a finite"):
         load_params(path)
+
+
+SKIN = {"protected": "skin", "p_target_given_group": [0.3, 0.15, 0.06, 0.03],
+        "skin_shares": [0.55, 0.25, 0.12, 0.08]}
+CLASSIC = ["baseline", "reweight"]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"task": {"kind": "regression"}, "dataset": {"target": "age"}, "strategies": CLASSIC},
+     r"dataset\.protected = 'male' is set but task\.kind is regression, whose groups are "
+     r"task\.age_bins"),
+    ({"task": {"kind": "regression", "age_bins": [40, 30]},
+      "dataset": {"target": "age", "protected": ""}, "strategies": CLASSIC},
+     r"task\.age_bins = \[40, 30\] is invalid; expected increasing edges"),
+    ({"task": {"kind": "regression"}, "dataset": {"target": "blond", "protected": ""},
+      "strategies": CLASSIC},
+     r"dataset\.target = 'blond' is invalid for synthfaces with task\.kind regression; "
+     r"valid values: age"),
+    ({"task": {"kind": "multiclass"}, "dataset": {"target": "skin", "protected": "skin"}},
+     r"strategies lists gan_complement, gan_gz_only, which need task\.kind: binary"),
+    ({"task": {"extra_targets": ["male"]}},
+     r"task\.extra_targets = \['male'\] is set but task\.kind is 'binary'"),
+    ({"task": {"kind": "multitask", "extra_targets": ["skin"]},
+      "dataset": {"target": "skin", "protected": "skin"}, "strategies": CLASSIC},
+     r"task\.extra_targets contains 'skin'; expected column names other than dataset\.target"),
+    ({"dataset": {"protected": "skin"}},
+     r"dataset\.p_target_given_group = \[\]; protected: skin needs P\(target=1 \| group\) "
+     r"for each of the 4 skin groups"),
+    ({"dataset": {**SKIN, "skin_shares": [0.5, 0.5, 0.5, 0.5]}},
+     r"dataset\.skin_shares = \[0\.5, 0\.5, 0\.5, 0\.5\] sums to 2; expected 1"),
+    ({"dataset": {**SKIN, "p_target_given_group": [0.3, 0.15, 1.5, 0.03]}},
+     r"dataset\.p_target_given_group = 1\.5 is invalid; expected between 0\.0 and 1\.0"),
+    ({"task": {"kind": "multiclass"}, "dataset": {"target": "skin"}, "strategies": CLASSIC},
+     r"synthfaces draws a skin target with skin as its groups; set dataset\.protected: skin"),
+    ({"compare": {"metrics": ["wmae"]}},
+     r"compare\.metrics contains 'wmae'; valid values: ap, accuracy, deo"),
+    ({"dataset": {"protected": ""}}, r"dataset\.protected is empty; task\.kind = 'binary' "
+                                     r"needs the column of the groups"),
+])
+def test_task_rules_name_the_keys(data: dict, message: str) -> None:
+    with pytest.raises(FacebalanceError, match=message):
+        parse_params(data)
+
+
+def test_each_task_kind_has_a_valid_synthfaces_setting() -> None:
+    assert parse_params({"dataset": SKIN}).dataset.protected == "skin"
+    p = parse_params({"task": {"kind": "multitask", "extra_targets": ["male"]},
+                      "dataset": {"target": "skin", "protected": "skin"},
+                      "strategies": CLASSIC, "compare": {"metrics": ["accuracy_male"]}})
+    assert p.compare.metrics == ["accuracy_male"]
+    p = parse_params({"task": {"kind": "regression", "age_bins": [30, 45.5]},
+                      "dataset": {"target": "age", "protected": "", "age_profile": "utkface"},
+                      "strategies": CLASSIC, "compare": {"metrics": ["wmae", "mae"]}})
+    assert p.task.age_bins == [30, 45.5]

@@ -16,7 +16,7 @@ TINY = {
                 "row_group_size": 100},
     "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
     "evaluate": {"bootstrap": 40},
-    "strategies": ["baseline", "reweight", "oversample", "mixup", "val_attention"],
+    "strategies": ["baseline", "oversample", "val_attention"],
     "compare": {"metrics": [], "references": ["baseline"]},
 }
 SKEW = [0.55, 0.25, 0.12, 0.08]
@@ -48,7 +48,7 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     proc = dvc(root, "repro", "compare")
     stages = ran(proc.stdout)
     assert {"prepare", "augment@oversample", "train_target@val_attention",
-            "evaluate@mixup", "compare"} <= stages
+            "evaluate@baseline", "compare"} <= stages
     assert not stages & GAN_STAGES  # no GAN strategy listed: the latent stages never run
     return request.param, root
 
@@ -83,7 +83,7 @@ def test_checkpoints_record_their_task(project: tuple[str, Path]) -> None:
     from facebalance.models.classifier import load_checkpoint
 
     name, root = project
-    _, config, meta = load_checkpoint(root / "models/target/reweight/seed0.pt")
+    _, config, meta = load_checkpoint(root / "models/target/oversample/seed0.pt")
     heads = meta["task"]["heads"]
     assert config.num_outputs == sum(h["n_classes"] if h["kind"] == "multiclass" else 1
                                      for h in heads)

@@ -233,8 +233,7 @@ class EvaluateParams:
 class CompareParams:
     """The strategy comparison table and chart."""
 
-    metrics: list = _opt(["ap", "accuracy", "deo", "ba", "kl", "group_acc_std"],
-                         doc="metrics in the table and chart; empty: the task kind's "
+    metrics: list = _opt([], doc="metrics in the table and chart; empty: the task kind's "
                              "headline metrics")
     references: list = _opt(["baseline", "gan_gz_only"],
                             doc="paired differences of every strategy against each of these")

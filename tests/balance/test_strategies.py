@@ -92,3 +92,59 @@ def test_every_strategy_param_value_has_a_builder() -> None:
     from facebalance.choices import STRATEGIES
 
     assert tuple(BUILDERS) == STRATEGIES
+
+
+def _index_rows(label: np.ndarray, group: np.ndarray, **extra: np.ndarray) -> pd.DataFrame:
+    n = len(label)
+    return pd.DataFrame({"path": "p", "_file": 0, "_row": np.arange(n),
+                         "id": [f"i{k}" for k in range(n)], "label": label, "group": group,
+                         **extra})
+
+
+def test_four_groups_cells_are_balanced_by_count_and_by_weight() -> None:
+    rng = np.random.default_rng(3)
+    g = rng.choice(4, 2000, p=[0.55, 0.25, 0.12, 0.08])
+    y = (rng.random(2000) < np.array([0.3, 0.15, 0.06, 0.03])[g]).astype(int)
+    real = _index_rows(y, g)
+    over = build_training_index("oversample", real, seed=0)
+    sizes = over.groupby(["label", "group"]).size()
+    assert len(sizes) == 8 and sizes.nunique() == 1  # every (label x group) cell at the max
+    rew = build_training_index("reweight", real)
+    totals = rew.groupby(["label", "group"])["weight"].sum()
+    assert np.allclose(totals, totals.iloc[0], rtol=1e-5)
+
+
+def test_regression_balances_the_age_groups_not_the_ages() -> None:
+    from facebalance.task import Head, TaskSpec
+
+    task = TaskSpec(kind="regression", heads=(Head("age", "regression", 0),),
+                    age_bins=(30.0, 45.0, 60.0))
+    rng = np.random.default_rng(4)
+    age = np.concatenate([rng.uniform(18, 30, 700), rng.uniform(30, 45, 200),
+                          rng.uniform(45, 60, 70), rng.uniform(60, 80, 30)])
+    real = _index_rows(age.astype(np.float32), np.digitize(age, task.age_bins))
+    over = build_training_index("oversample", real, task=task, seed=0, oversample_to="mean")
+    sizes = over.groupby("group").size()
+    assert sizes.tolist() == [700, 250, 250, 250]  # mean group size 250; 700 kept whole
+    assert set(over["label"]) <= set(real["label"])  # rows repeated, ages untouched
+    for mode in ("equal_cells", "within_class"):
+        rew = build_training_index("reweight", real, task=task, reweight_mode=mode)
+        totals = rew.groupby("group")["weight"].sum()
+        assert np.allclose(totals, 250.0, rtol=1e-5)
+    with pytest.raises(FacebalanceError, match=r"'independence' has nothing to do for "
+                       r"regression"):
+        build_training_index("reweight", real, task=task, reweight_mode="independence")
+
+
+def test_multitask_index_keeps_the_extra_labels() -> None:
+    from facebalance.task import Head, TaskSpec
+
+    task = TaskSpec(kind="multitask", heads=(Head("skin", "multiclass", 4),
+                                             Head("male", "binary")), protected="skin")
+    g = np.array([0, 0, 0, 1, 2, 3])
+    real = _index_rows(g, g, label1=np.array([1, 0, 1, 0, 1, 0]))
+    over = build_training_index("oversample", real, task=task, seed=0)
+    assert list(over.columns) == [*INDEX_COLUMNS, "label1"]
+    assert over.groupby("label").size().tolist() == [3, 3, 3, 3]
+    with pytest.raises(FacebalanceError, match=r"training rows lack columns \['label1'\]"):
+        build_training_index("baseline", real.drop(columns="label1"), task=task)

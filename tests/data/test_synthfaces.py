@@ -78,3 +78,39 @@ def test_bad_attribute_names() -> None:
         sample_attributes(SplitSpec(n=8, target="hat"), 0)
     with pytest.raises(FacebalanceError, match="must differ"):
         sample_attributes(SplitSpec(n=8, target="male", protected="male"), 0)
+
+
+SHARES = (0.55, 0.25, 0.12, 0.08)
+
+
+def test_four_skin_groups_with_given_shares_and_target_rates() -> None:
+    spec = SplitSpec(n=8000, target="blond", protected="skin", skin_shares=SHARES,
+                     p_target_given=(0.3, 0.15, 0.06, 0.03))
+    df = sample_attributes(spec, 5)
+    assert (df["skin"].value_counts(normalize=True).sort_index().to_numpy()
+            == pytest.approx(SHARES, abs=1e-3))
+    assert (df.groupby("skin")["blond"].mean().to_numpy()
+            == pytest.approx([0.3, 0.15, 0.06, 0.03], abs=1e-3))
+    per_id = df.groupby("identity")[["skin", "blond"]].nunique()
+    assert (per_id == 1).all().all()  # skin stays an identity attribute
+    balanced = sample_attributes(SplitSpec(n=800, target="blond", protected="skin",
+                                           balanced=True), 6, "test")
+    assert balanced.groupby(["skin", "blond"]).size().tolist() == [100] * 8
+
+
+def test_skin_as_target_and_groups() -> None:
+    df = sample_attributes(SplitSpec(n=1000, target="skin", protected="skin",
+                                     skin_shares=SHARES), 7)
+    assert df["skin"].value_counts().sort_index().tolist() == [550, 250, 120, 80]
+    with pytest.raises(FacebalanceError, match="a skin target needs skin as the protected"):
+        sample_attributes(SplitSpec(n=10, target="skin", protected="male"), 0)
+
+
+def test_utkface_age_profile_is_young_and_balanced_eval_is_uniform() -> None:
+    young = sample_attributes(SplitSpec(n=6000, target="age", protected="",
+                                        age_profile="utkface"), 8)
+    share = young["age"].between(20, 35).mean()
+    assert share > 0.5 and (young["age"] >= 60).mean() < 0.12
+    flat = sample_attributes(SplitSpec(n=6000, target="age", protected="",
+                                       age_profile="utkface", balanced=True), 8)
+    assert flat["age"].between(20, 35).mean() < 0.3 and (flat["age"] >= 60).mean() > 0.2

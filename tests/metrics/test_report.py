@@ -65,3 +65,86 @@ def test_undefined_values_read_n_a_never_nan() -> None:
     assert "| baseline | 2 | n/a ± n/a [n/a, n/a] |" in md
     assert "| reweight | 2 | 0.100 ± n/a [0.100, n/a] |" in md  # no % against an n/a base
     assert "nan" not in md.lower()
+
+
+def _loop_class_metrics(y, pred, g):
+    """accuracy, per-class accuracy std, group accuracies by plain loops."""
+    acc = sum(int(a == b) for a, b in zip(y, pred, strict=True)) / len(y)
+    per_class = []
+    for c in sorted(set(y)):
+        idx = [i for i in range(len(y)) if y[i] == c]
+        per_class.append(sum(int(pred[i] == c) for i in idx) / len(idx))
+    per_group = {}
+    for grp in sorted(set(g)):
+        idx = [i for i in range(len(y)) if g[i] == grp]
+        per_group[grp] = sum(int(pred[i] == y[i]) for i in idx) / len(idx)
+    return acc, float(np.std(per_class)), per_group
+
+
+def test_multiclass_task_report_matches_loops() -> None:
+    import pandas as pd
+
+    from facebalance.metrics.report import task_report
+    from facebalance.task import Head, TaskSpec
+
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 4, n)
+    table = pd.DataFrame({"id": np.arange(n), "label": y, "group": y})
+    for s in (0, 1):  # a model worse on the darker classes
+        wrong = rng.random(n) < np.array([0.05, 0.1, 0.3, 0.5])[y]
+        table[f"pred_seed{s}"] = np.where(wrong, (y + 1) % 4, y)
+    task = TaskSpec(kind="multiclass", heads=(Head("skin", "multiclass", 4),), protected="skin")
+    rep = task_report(task, table, [0, 1], n_bootstrap=30)
+    loops = [_loop_class_metrics(y, table[f"pred_seed{s}"].to_numpy(), y) for s in (0, 1)]
+    assert rep["accuracy"]["value"] == pytest.approx(np.mean([lp[0] for lp in loops]))
+    assert rep["class_acc_std"]["value"] == pytest.approx(np.mean([lp[1] for lp in loops]))
+    assert rep["worst_group_acc"]["per_seed"]["seed1"] == pytest.approx(
+        min(loops[1][2].values()))
+    assert rep["by_class"]["skin=3"] == pytest.approx(np.mean([lp[2][3] for lp in loops]))
+    assert rep["by_group"]["skin=0"]["n"] == int((y == 0).sum())
+    for key in ("accuracy", "macro_f1", "class_acc_std", "group_acc_gap"):
+        assert rep[key]["ci95"]["lo"] <= rep[key]["ci95"]["hi"]
+
+
+def test_regression_task_report_matches_loops() -> None:
+    import pandas as pd
+
+    from facebalance.metrics.report import task_report
+    from facebalance.task import Head, TaskSpec
+
+    rng = np.random.default_rng(1)
+    age = rng.uniform(18, 80, 400)
+    group = np.digitize(age, [30, 45, 60])
+    table = pd.DataFrame({"id": np.arange(400), "label": age, "group": group,
+                          "pred_seed0": age + rng.normal(0, 1 + group * 2, 400)})
+    task = TaskSpec(kind="regression", heads=(Head("age", "regression", 0),),
+                    age_bins=(30.0, 45.0, 60.0))
+    rep = task_report(task, table, [0], n_bootstrap=30)
+    err = np.abs(table["pred_seed0"] - age).to_numpy()
+    maes = [err[group == k].mean() for k in range(4)]
+    assert rep["mae"]["value"] == pytest.approx(err.mean())
+    assert rep["rmse"]["value"] == pytest.approx(np.sqrt((err ** 2).mean()))
+    assert rep["wmae"]["value"] == pytest.approx(np.mean(maes))  # every group counts equally
+    assert rep["worst_group_mae"]["value"] == pytest.approx(max(maes))
+    assert rep["group_mae_gap"]["value"] == pytest.approx(max(maes) - min(maes))
+    assert rep["by_group"]["age 60+"]["mae"] == pytest.approx(maes[3])
+    assert list(rep["by_group"]) == ["age <30", "age 30-44", "age 45-59", "age 60+"]
+
+
+def test_binary_report_with_four_groups() -> None:
+    from facebalance.metrics.tasks import kl_to_pooled
+
+    rng = np.random.default_rng(2)
+    n = 800
+    y, g = np.tile([0, 1], n // 2), np.repeat(np.arange(4), n // 4)
+    s = np.clip(0.5 * y + rng.normal(0.25, 0.15, n) - 0.1 * g * y, 0, 1)
+    rep = fairness_report(y, [s], y, g, [s], seeds=[0], group_name="skin",
+                          reference_counts=np.array([[90, 98, 99, 99], [24, 8, 3, 1]]),
+                          n_bootstrap=20)
+    assert rep["kl"]["value"] is None or np.isnan(rep["kl"]["value"])  # two-group definition
+    _, kl = kl_to_pooled(y, s, g)
+    assert rep["kl_max"]["value"] == pytest.approx(kl.max())
+    assert rep["kl_mean"]["value"] == pytest.approx(kl.mean())
+    assert set(rep["by_group"]) == {f"skin={k}" for k in range(4)}
+    assert rep["deo"]["value"] == pytest.approx(deo(y, s >= rep["threshold"]["seed0"], g))

@@ -28,7 +28,7 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,8 +149,14 @@ def stratified_split(strata: pd.DataFrame | None, n: int, val_fraction: float,
 
 
 def _strata(frame: pd.DataFrame, p: DatasetParams) -> pd.DataFrame:
-    cols = [c for c in (p.target, p.protected) if c in frame.columns]
-    return frame[cols]
+    """Target and protected columns, each once; a numeric target with many values (age)
+    by decade, so every stratum keeps enough rows to reach every split."""
+    cols = list(dict.fromkeys(c for c in (p.target, p.protected) if c in frame.columns))
+    strata = frame[cols].copy()
+    for c in cols:
+        if strata[c].nunique() > 20 and np.issubdtype(strata[c].dtype, np.number):
+            strata[c] = (strata[c] // 10).astype(np.int64)
+    return strata
 
 
 def _read_whitespace_table(path: Path, skiprows: int, names: list[str]) -> pd.DataFrame:
@@ -598,22 +604,59 @@ def binary_columns(records: pd.DataFrame) -> list[str]:
             and records[c].dtype == np.int8 and set(np.unique(records[c])) <= {0, 1}]
 
 
-def index_dataset(p: DatasetParams, seed: int = 0) -> LabelIndex:
-    """:func:`read_labels`, then check that target and protected are binary columns.
+def class_columns(records: pd.DataFrame) -> list[str]:
+    """Integer attribute columns with values 0..K-1 (K >= 2): possible multi-class targets
+    and protected groups (race, age_group, and the binary ones)."""
+    return [c for c in records.columns
+            if c not in ("file", "id", "split", "line", "identity")
+            and np.issubdtype(records[c].dtype, np.integer) and len(records)
+            and records[c].min() >= 0 and records[c].nunique() >= 2]
+
+
+def numeric_columns(records: pd.DataFrame) -> list[str]:
+    """Numeric attribute columns: possible regression targets (age)."""
+    return [c for c in records.columns
+            if c not in ("file", "id", "split", "line", "identity")
+            and np.issubdtype(records[c].dtype, np.number)]
+
+
+def task_columns(kind: str, extra_targets: Sequence[str] = ()) -> dict[str, Callable]:
+    """Which columns each role of a task can use: ``{role: columns(records)}``."""
+    target = {"binary": binary_columns, "multiclass": class_columns,
+              "multitask": class_columns, "regression": numeric_columns}[kind]
+    return {"target": target, "protected": class_columns,
+            **{f"extra_targets ({c})": class_columns for c in extra_targets}}
+
+
+def index_dataset(p: DatasetParams, seed: int = 0, kind: str = "binary",
+                  extra_targets: Sequence[str] = ()) -> LabelIndex:
+    """:func:`read_labels`, then check the task's columns before any image is decoded.
+
+    A binary target must be a 0/1 column, a multi-class one (and every multitask target)
+    an integer column of classes 0..K-1, a regression target numeric; the protected
+    column holds 2..K integer groups (none for regression).
 
     Raises
     ------
     FacebalanceError
-        As :func:`read_labels`, or naming the key and the dataset's binary columns when
-        ``dataset.target`` / ``dataset.protected`` is not one of them.
+        As :func:`read_labels`, or naming the key and the dataset's suitable columns when
+        a column does not fit its role.
     """
     index = read_labels(p, seed)
-    if index.needs_attributes:
-        binary = binary_columns(index.records)
-        for key in ("target", "protected"):
-            value = getattr(p, key)
-            if value not in binary:
-                raise FacebalanceError(
-                    f"params: dataset.{key} = {value!r} is not a binary column of "
-                    f"{index.label_file}; binary columns: {', '.join(binary)}")
+    if not index.needs_attributes:
+        return index
+    values = {"target": p.target, "protected": p.protected,
+              **{f"extra_targets ({c})": c for c in extra_targets}}
+    for role, columns_of in task_columns(kind, extra_targets).items():
+        value = values[role]
+        if role == "protected" and kind == "regression":
+            continue
+        valid = columns_of(index.records)
+        if value not in valid:
+            what = {"binary_columns": "binary", "class_columns": "class (0..K-1)",
+                    "numeric_columns": "numeric"}[columns_of.__name__]
+            key = "task.extra_targets" if role.startswith("extra") else f"dataset.{role}"
+            raise FacebalanceError(
+                f"params: {key} = {value!r} is not a {what} column of {index.label_file}; "
+                f"{what} columns: {', '.join(valid) or 'none'} (task.kind: {kind})")
     return index

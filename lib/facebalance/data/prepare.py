@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def synthfaces_specs(p: DatasetParams) -> dict[str, synthfaces.SplitSpec]:
 
 
 def write_synthfaces(p: DatasetParams, out: Path, *, seed: int, image_size: int,
-                     progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+                     progress: bool = True, device: str = "cpu", **_: Any) -> dict[str, Any]:
     """Render synthfaces splits into ``out/{train,val,test}`` shard directories.
 
     Parameters
@@ -141,11 +141,13 @@ def split_summary(table: pd.DataFrame, target: str, protected: str) -> dict[str,
 
 
 def write_real(p: DatasetParams, out: Path, *, seed: int, image_size: int,
-               progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+               progress: bool = True, device: str = "cpu", kind: str = "binary",
+               extra_targets: Sequence[str] = ()) -> dict[str, Any]:
     """Convert a real dataset (``p.name`` in celeba, utkface, fairface, lfw, folder).
 
     Reads the label files first (a bad target/protected or label file fails before any
-    image is decoded), then streams the images into ``out/{train,val,test}``.
+    image is decoded), then streams the images into ``out/{train,val,test}``. ``kind`` and
+    ``extra_targets`` (the task) say which columns the target and groups must be.
 
     Returns
     -------
@@ -156,7 +158,7 @@ def write_real(p: DatasetParams, out: Path, *, seed: int, image_size: int,
     from facebalance.data.convert import ConvertOptions, MtcnnDetector, convert_dataset
     from facebalance.data.loaders import index_dataset
 
-    index = index_dataset(p, seed)
+    index = index_dataset(p, seed, kind, extra_targets)
     if index.needs_attributes:  # before decoding any image
         for split, rows in index.records.groupby("split"):
             check_split_labels(rows, p.target, p.protected, str(split), index.label_file)
@@ -192,8 +194,11 @@ LOADERS: dict[str, PrepareFn] = {"synthfaces": write_synthfaces, "celeba": write
 
 
 def prepare_dataset(p: DatasetParams, out: str | Path, *, seed: int, image_size: int,
-                    progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+                    progress: bool = True, device: str = "cpu", kind: str = "binary",
+                    extra_targets: Sequence[str] = ()) -> dict[str, Any]:
     """Write the train/val/test shards of the dataset named in ``p.name``.
+
+    ``kind`` and ``extra_targets`` (``task``) say which label columns a real dataset needs.
 
     Everything goes to a temporary sibling of ``out`` that replaces ``out`` only when the
     whole dataset is written: a failure leaves the previous output as it was.
@@ -205,4 +210,5 @@ def prepare_dataset(p: DatasetParams, out: str | Path, *, seed: int, image_size:
             f"params: dataset.name = {p.name!r} has no loader; valid: {', '.join(LOADERS)}"
         ) from None
     with atomic_directory(out) as tmp:
-        return fn(p, tmp, seed=seed, image_size=image_size, progress=progress, device=device)
+        return fn(p, tmp, seed=seed, image_size=image_size, progress=progress, device=device,
+                  kind=kind, extra_targets=extra_targets)

@@ -18,6 +18,10 @@ def bootstrap_weights(n: int, n_resamples: int = 500, seed: int = 0) -> np.ndarr
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
-    """Median and 95% percentile interval of bootstrap values (NaNs ignored)."""
-    lo, med, hi = np.nanpercentile(np.asarray(values, dtype=np.float64), [2.5, 50, 97.5])
+    """Median and 95% percentile interval of bootstrap values (NaNs ignored; all NaN, as for
+    a metric undefined on these data, gives NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.isnan(values).all():
+        return {"median": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    lo, med, hi = np.nanpercentile(values, [2.5, 50, 97.5])
     return {"median": float(med), "lo": float(lo), "hi": float(hi)}
