@@ -27,7 +27,7 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    metrics_dir: Annotated[Path, typer.Option(help="directory of <strategy>.json metrics")],
+    reports_dir: Annotated[Path, typer.Option(help="directory of <strategy>.json reports")],
     table: Annotated[Path, typer.Option(help="markdown table to write")],
     csv: Annotated[Path, typer.Option(help="long-format CSV to write")],
     figure: Annotated[Path, typer.Option(help="PNG bar chart to write")],
@@ -37,7 +37,7 @@ def main(
 ) -> None:
     """Compare the strategies listed in params."""
     p = load_params(params)
-    reports = load_reports({s: metrics_dir / f"{s}.json" for s in p.strategies})
+    reports = load_reports({s: reports_dir / f"{s}.json" for s in p.strategies})
     task = report_task(reports, p.strategies)
     metrics = p.compare.metrics or list(DEFAULT_COMPARE[task.kind])
     frame = comparison_frame(reports, metrics)

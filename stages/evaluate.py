@@ -7,6 +7,7 @@ import typer
 
 from facebalance.config import load_params
 from facebalance.data.shards import read_columns, write_table_atomic
+from facebalance.metrics.report import headline_metrics
 from facebalance.models.evaluate import evaluate_models
 from facebalance.runtime import run_app, setup, write_json
 from facebalance.task import param_columns, task_from_params
@@ -19,20 +20,23 @@ def main(
     strategy: Annotated[str, typer.Option(help="balancing strategy")],
     data: Annotated[Path, typer.Option(help="prepared shards (train/, val/, test/)")],
     models: Annotated[Path, typer.Option(help="directory of seed<N>.pt checkpoints")],
-    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")],
+    metrics: Annotated[Path, typer.Option(help="headline metrics JSON (DVC metrics)")],
+    report: Annotated[Path, typer.Option(help="full report JSON: intervals, seeds, groups")],
     scores: Annotated[Path, typer.Option(help="per-image test scores (Parquet) to write")],
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
-    """Score val/test with every seed's model and write the metrics JSON."""
+    """Score val/test with every seed's model; write the report and its headline."""
     p = load_params(params)
     device = setup(p.base)
     columns = param_columns(p)
-    report, table = evaluate_models(
+    result, table = evaluate_models(
         data, models, p.train_target.seeds,
         default_task=task_from_params(p, read_columns(data / "train", columns)),
         columns=columns, device=device, params=p.evaluate, bootstrap_seed=p.base.seed)
-    write_json(metrics, {"strategy": strategy, **report})
+    full = {"strategy": strategy, **result}
     write_table_atomic(table, scores)
+    write_json(report, full)
+    write_json(metrics, headline_metrics(full))
 
 
 if __name__ == "__main__":

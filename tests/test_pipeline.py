@@ -52,7 +52,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_outputs_and_metrics(project: Path) -> None:
     for strategy in STRATEGIES:
-        rep = json.loads((project / f"metrics/eval/{strategy}.json").read_text())
+        rep = json.loads((project / f"metrics/reports/{strategy}.json").read_text())
         assert rep["strategy"] == strategy and rep["n_seeds"] == 2 and rep["n_test"] == 240
         for key in ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std"):
             assert {"value", "std", "ci95"} <= set(rep[key])
@@ -69,8 +69,18 @@ def test_outputs_and_metrics(project: Path) -> None:
     assert deo["ci95"]["lo"] <= deo["ci95"]["hi"] and 0 <= deo["p_better"] <= 1
     summary = json.loads((project / "metrics/prepare.json").read_text())
     assert summary["train"]["cells"]["male=1,blond=1"] == 5  # 600 * 0.42 * 0.02 = 5.04
-    shown = _dvc(project, "metrics", "show").stdout
-    assert "metrics/eval/reweight.json" in shown and "deo.value" in shown
+    # DVC tracks the headline numbers only: one line per metric and strategy.
+    shown = json.loads(_dvc(project, "metrics", "show", "--json").stdout)
+    files = shown[""]["data"]
+    assert files["metrics/eval/reweight.json"]["data"] == {
+        k: pytest.approx(rep_value(project, "reweight", k))
+        for k in ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std")}
+    assert not any(f.endswith(("paired.json", "prepare.json")) for f in files)
+
+
+def rep_value(project: Path, strategy: str, key: str) -> float:
+    """The seed mean of ``key`` in a strategy's full report."""
+    return json.loads((project / f"metrics/reports/{strategy}.json").read_text())[key]["value"]
 
 
 def test_second_repro_is_a_fast_noop(project: Path) -> None:
@@ -90,7 +100,7 @@ def test_train_target_param_reruns_only_downstream(project: Path) -> None:
                 for s in STRATEGIES} | {"compare"}
     assert _ran(proc.stdout) == expected  # no GAN stage, no augment, no prepare
     diff = _dvc(project, "metrics", "diff", "--json").stdout
-    assert "deo.value" in json.loads(diff)["metrics/eval/baseline.json"]
+    assert "deo.value" in json.loads(diff)["metrics/reports/baseline.json"]
 
 
 def test_evaluate_param_reruns_only_evaluate_and_compare(project: Path) -> None:
@@ -148,7 +158,7 @@ def test_pipeline_runs_unchanged_on_a_converted_folder_dataset(
     assert [summary[s]["rows"] for s in ("train", "val", "test")] == [598, 120, 240]
     assert summary["train"]["p_target_given_protected"]["male=1"] < 0.05  # the CSV's skew
     for strategy in STRATEGIES:
-        rep = json.loads((root / f"metrics/eval/{strategy}.json").read_text())
+        rep = json.loads((root / f"metrics/reports/{strategy}.json").read_text())
         assert rep["n_test"] == 240 and set(rep["by_group"]) == {"male=0", "male=1"}
         assert 0 <= rep["deo"]["value"] <= 1
     assert all(f"| {s} | 2 |" in (root / "metrics/compare.md").read_text() for s in STRATEGIES)

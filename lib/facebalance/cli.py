@@ -121,17 +121,19 @@ def labels(
 
 @app.command()
 def show(
-    metrics: Annotated[Path, typer.Argument(help="a metrics/eval/<strategy>.json file")],
+    metrics: Annotated[Path, typer.Argument(help="a metrics/reports/<strategy>.json file")],
 ) -> None:
     """Print the headline numbers and per-group rates of one evaluated strategy."""
     try:
         rep = json.loads(metrics.read_text())
     except (OSError, json.JSONDecodeError) as err:
         _fail(FacebalanceError(f"cannot read {metrics}: {err}"))
+    from facebalance.choices import TASK_METRICS
     from facebalance.metrics.compare import fmt
 
-    for key in ("ap", "accuracy", "deo", "ba", "kl", "group_acc_std"):
-        if key in rep:
+    kind = rep.get("task", {}).get("kind", "binary")
+    for key in TASK_METRICS.get(kind, TASK_METRICS["binary"]):
+        if isinstance(rep.get(key), dict) and "ci95" in rep[key]:
             r = rep[key]
             typer.echo(f"{key:>14}: {fmt(r['value'], 4)} ± {fmt(r['std'], 4)}  "
                        f"95% CI [{fmt(r['ci95']['lo'], 4)}, {fmt(r['ci95']['hi'], 4)}]")

@@ -148,3 +148,19 @@ def test_binary_report_with_four_groups() -> None:
     assert rep["kl_mean"]["value"] == pytest.approx(kl.mean())
     assert set(rep["by_group"]) == {f"skin={k}" for k in range(4)}
     assert rep["deo"]["value"] == pytest.approx(deo(y, s >= rep["threshold"]["seed0"], g))
+
+
+def test_headline_metrics_are_the_seed_means_of_the_task_metrics() -> None:
+    from facebalance.metrics.report import headline_metrics
+
+    y, g, _ = _scores(200, 0.0, 0)
+    rep = fairness_report(y, [_scores(200, 0.2, 1)[2]], y, g, [_scores(200, 0.2, 2)[2]],
+                          seeds=[0], n_bootstrap=20)
+    head = headline_metrics({"task": {"kind": "binary"}, **rep})
+    assert head == {k: rep[k]["value"] for k in ("ap", "accuracy", "deo", "ba", "kl",
+                                                 "group_acc_std")}
+    rep["kl"]["value"] = float("nan")  # K groups: the two-group KL is undefined
+    assert "kl_max" in headline_metrics(rep) and "kl" not in headline_metrics(rep)
+    reg = {"task": {"kind": "regression"},
+           **{k: {"value": 1.0} for k in ("mae", "wmae", "worst_group_mae", "group_mae_gap")}}
+    assert list(headline_metrics(reg)) == ["mae", "wmae", "worst_group_mae", "group_mae_gap"]

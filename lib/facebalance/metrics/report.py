@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebalance.choices import HEAD_METRICS, TASK_METRICS
+from facebalance.choices import DEFAULT_COMPARE, HEAD_METRICS, TASK_METRICS
 from facebalance.metrics.bootstrap import bootstrap_weights, summarize
 from facebalance.metrics.fairness import (
     GroupRates,
@@ -98,6 +98,18 @@ def _seed_metrics(y: np.ndarray, g: np.ndarray, scores: np.ndarray, pred: np.nda
                                         kl_bins=kl_bins, rates=rates)
     out["_rates"] = rates
     return out
+
+
+def headline_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The few numbers DVC tracks as metrics of a strategy: the seed mean of each of its
+    task's headline metrics (:data:`facebalance.choices.DEFAULT_COMPARE`), e.g.
+    ``{"ap": 0.93, "deo": 0.08, ...}``; intervals, seeds and groups stay in the report."""
+    kind = report.get("task", {}).get("kind", "binary")
+    names = list(DEFAULT_COMPARE[kind])
+    kl = report.get("kl", {}).get("value")
+    if kind == "binary" and (kl is None or np.isnan(kl)):
+        names[names.index("kl")] = "kl_max"  # K groups: the two-group KL is undefined
+    return {m: report[m]["value"] for m in names}
 
 
 def summarize_runs(point: Sequence[Mapping[str, np.ndarray]],
