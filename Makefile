@@ -28,8 +28,10 @@ $(STAMP):
 
 setup: $(STAMP)
 
+# The presets listed in params.yaml (`presets`): blond_male is `dvc repro` of this workspace,
+# the others DVC experiments (`dvc exp show --md` compares them).
 repro: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/facebalance repro
 	@cat metrics/compare.md
 
 test: setup

@@ -13,6 +13,7 @@ import typer
 
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
+from facebalance.errors import FacebalanceError
 from facebalance.metrics.fairness import accuracy, average_precision, group_rates
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifier, score_shards
@@ -34,6 +35,10 @@ def main(
     p = load_params(params)
     if which not in ("target", "protected"):
         raise typer.BadParameter("--which must be target or protected")
+    if p.task.kind != "binary":
+        raise FacebalanceError(
+            f"train_attr: the GAN stages need task.kind: binary, not {p.task.kind!r}; run "
+            "`dvc repro compare`, which runs only the stages the listed strategies need")
     attr, group = getattr(p.dataset, which), p.dataset.protected
     device = setup(p.base)
     refs = shard_refs(data / "train", ["id", attr]).rename(columns={attr: "label"})

@@ -41,3 +41,5 @@ DEFAULT_COMPARE = {
 HEAD_METRICS = ("accuracy", "macro_f1", "class_acc_std")
 #: Strategies that need the GAN stages (a binary target and a binary protected attribute).
 GAN_STRATEGIES = ("gan_complement", "gan_gz_only")
+#: Named tasks (param changes in :mod:`facebalance.presets`) that ``make repro`` can run.
+PRESETS = ("blond_male", "skin4", "race_gender", "age")

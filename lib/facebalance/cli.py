@@ -141,6 +141,80 @@ def show(
         typer.echo(f"{group:>14}: " + ", ".join(f"{k} {fmt(v)}" for k, v in rates.items()))
 
 
+def _preset_command(name: str, params: Path, temp: bool) -> list[str]:
+    """Validate params.yaml with the preset's changes; the ``dvc exp run`` command."""
+    import yaml
+
+    from facebalance.config import parse_params
+    from facebalance.presets import apply_changes, preset_changes, set_args
+
+    try:
+        changes = preset_changes(name)
+        data = yaml.safe_load(params.read_text()) or {}
+        parse_params(apply_changes(data, changes))
+    except (OSError, yaml.YAMLError) as err:
+        raise FacebalanceError(f"preset {name}: cannot read {params}: {err}") from None
+    except FacebalanceError as err:
+        raise FacebalanceError(f"preset {name}: {err}") from None
+    # Target compare: only the stages the listed strategies need (no GAN stages without a
+    # gan_* strategy).
+    return ["dvc", "exp", "run", *(["--temp"] if temp else []), "-n", name,
+            *set_args(changes), "compare"]
+
+
+def _run(cmd: list[str]) -> None:
+    import shlex
+    import subprocess
+
+    typer.echo("$ " + shlex.join(cmd))
+    if subprocess.run(cmd).returncode != 0:
+        _fail(FacebalanceError(f"{shlex.join(cmd[:4])} ... failed"))
+
+
+@app.command()
+def preset(
+    name: Annotated[str, typer.Argument(help="blond_male, skin4, race_gender or age")],
+    params: Annotated[Path, typer.Option(help="the params file the changes apply to")] = Path(
+        "params.yaml"),
+    temp: Annotated[bool, typer.Option(help="run in a temporary copy (--temp), leaving the "
+                                            "workspace as it is")] = True,
+    dry_run: Annotated[bool, typer.Option(help="print the command only")] = False,
+) -> None:
+    """Run a named task as a DVC experiment: ``dvc exp run -n NAME -S key=value ...``.
+
+    The changed params are validated first. Results: ``dvc exp show --md``; a file of the
+    experiment: ``git show $(dvc exp show --json ...)`` or ``dvc exp apply NAME``.
+    """
+    try:
+        cmd = _preset_command(name, params, temp)
+    except FacebalanceError as err:
+        _fail(err)
+    if dry_run:
+        import shlex
+
+        typer.echo(shlex.join(cmd))
+        return
+    _run(cmd)
+
+
+@app.command()
+def repro(
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Run the presets listed in params (``presets``): ``blond_male`` is ``dvc repro compare``
+    of the workspace; every other one a DVC experiment in a temporary copy."""
+    from facebalance.config import load_params
+
+    try:
+        names = load_params(params).presets
+        commands = [["dvc", "repro", "compare"] if n == "blond_male"
+                    else _preset_command(n, params, True) for n in names]
+    except FacebalanceError as err:
+        _fail(err)
+    for cmd in commands:
+        _run(cmd)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Console entry point."""
     try:
@@ -148,3 +222,7 @@ def main() -> None:  # pragma: no cover - console entry point
     except FacebalanceError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m facebalance.cli
+    main()

@@ -30,6 +30,7 @@ from facebalance.choices import (
     EVAL_SPLITS,
     GAN_STRATEGIES,
     HEAD_METRICS,
+    PRESETS,
     REGRESSION_LOSSES,
     REWEIGHT_MODES,
     STRATEGIES,
@@ -248,6 +249,7 @@ class Params:
     base: BaseParams = field(default_factory=BaseParams)
     dataset: DatasetParams = field(default_factory=DatasetParams)
     task: TaskParams = field(default_factory=TaskParams)
+    presets: list = field(default_factory=lambda: ["blond_male"])
     strategies: list = field(default_factory=lambda: list(STRATEGIES))
     train_attr: ClassifierParams = field(default_factory=ClassifierParams)
     train_target: ClassifierParams = field(
@@ -401,6 +403,7 @@ def _check_cross(p: Params) -> None:
             f"params: base.device = {p.base.device!r} is invalid; "
             "valid values: auto, cpu, cuda, cuda:N, mps")
     _check_choice_list("strategies", p.strategies, STRATEGIES)
+    _check_choice_list("presets", p.presets, PRESETS)
     if p.dataset.name != "synthfaces" and not p.dataset.root:
         raise FacebalanceError(
             f"params: dataset.root is empty; dataset.name = {p.dataset.name!r} needs the "

@@ -1,0 +1,90 @@
+"""Named tasks: each preset is a set of param changes from the committed ``params.yaml``.
+
+A preset runs as a DVC experiment (``dvc exp run -n <name> -S key=value ...``), so its
+results sit beside the others in ``dvc exp show`` and ``dvc exp diff``. ``facebalance
+preset <name>`` validates the changed params first and prints or runs that command.
+
+- ``blond_male``: the default (binary blond vs binary male, CelebA-like skew, 8 strategies).
+- ``skin4``: binary blond vs 4 skin-tone groups with shares 0.55/0.25/0.12/0.08 and
+  P(blond | group) falling from 0.30 to 0.03 (the "Balanced Face Dataset" setting, K = 4).
+- ``race_gender``: multitask skin class (4) + gender from one backbone, skin skewed as in
+  ``skin4``; fairness is the spread of per-class accuracy (the FairFace study).
+- ``age``: age regression, UTKFace-like ages (most 20-35), 10-year groups; WMAE ("Fighting
+  Ageism in datasets").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from facebalance.errors import FacebalanceError
+
+SKIN_SHARES = [0.55, 0.25, 0.12, 0.08]
+CLASSIC = ["baseline", "reweight", "oversample", "mixup", "cutmix", "val_attention"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "blond_male": {},
+    "skin4": {
+        "dataset.protected": "skin",
+        "dataset.skin_shares": SKIN_SHARES,
+        "dataset.p_target_given_group": [0.30, 0.15, 0.06, 0.03],
+        "strategies": CLASSIC,
+        "compare.references": ["baseline"],
+    },
+    "race_gender": {
+        "dataset.target": "skin",
+        "dataset.protected": "skin",
+        "dataset.skin_shares": SKIN_SHARES,
+        "task.kind": "multitask",
+        "task.extra_targets": ["male"],
+        "strategies": CLASSIC,
+        "compare.references": ["baseline"],
+    },
+    "age": {
+        "dataset.target": "age",
+        "dataset.protected": "",
+        "dataset.age_profile": "utkface",
+        "task.kind": "regression",
+        "task.age_bins": [30, 40, 50, 60, 70],
+        "strategies": ["baseline", "oversample", "reweight", "val_attention"],
+        "compare.references": ["baseline"],
+    },
+}
+
+
+def preset_changes(name: str) -> dict[str, Any]:
+    """The dotted-key param changes of a preset.
+
+    Raises
+    ------
+    FacebalanceError
+        Naming the valid presets when ``name`` is not one.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise FacebalanceError(
+            f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None
+
+
+def apply_changes(data: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a params mapping with dotted-key changes applied (sections created)."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for key, value in changes.items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            out.setdefault(section, {})[leaf] = value
+        else:
+            out[section] = value
+    return out
+
+
+def set_args(changes: Mapping[str, Any]) -> list[str]:
+    """``dvc exp run`` arguments for the changes: ``-S key=<JSON value>`` (JSON is YAML,
+    so lists stay lists and an empty string stays a string)."""
+    args: list[str] = []
+    for key, value in changes.items():
+        args += ["-S", f"{key}={json.dumps(value)}"]
+    return args
