@@ -5,7 +5,6 @@ from typing import Annotated
 
 import typer
 
-from facebalance.choices import DEFAULT_COMPARE
 from facebalance.config import load_params
 from facebalance.data.shards import atomic_write_bytes
 from facebalance.metrics.compare import (
@@ -18,8 +17,8 @@ from facebalance.metrics.paired import (
     compare_paired,
     paired_json,
     paired_markdown,
-    report_task,
 )
+from facebalance.metrics.report import default_metrics
 from facebalance.runtime import run_app, write_json
 
 app = typer.Typer(add_completion=False)
@@ -38,8 +37,7 @@ def main(
     """Compare the strategies listed in params."""
     p = load_params(params)
     reports = load_reports({s: reports_dir / f"{s}.json" for s in p.strategies})
-    task = report_task(reports, p.strategies)
-    metrics = p.compare.metrics or list(DEFAULT_COMPARE[task.kind])
+    metrics = p.compare.metrics or default_metrics(reports[p.strategies[0]])
     frame = comparison_frame(reports, metrics)
     markdown = to_markdown(frame)
     diffs = compare_paired(scores_dir, reports, p.strategies, p.compare.references, metrics,

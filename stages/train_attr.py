@@ -42,6 +42,12 @@ def main(
     attr, group = getattr(p.dataset, which), p.dataset.protected
     device = setup(p.base)
     refs = shard_refs(data / "train", ["id", attr]).rename(columns={attr: "label"})
+    values = sorted(refs["label"].unique().tolist())
+    if not set(values) <= {0, 1}:
+        raise FacebalanceError(
+            f"train_attr: dataset.{which} = {attr!r} holds {values[:6]}; the GAN stages need "
+            "a binary target and a binary protected attribute (the z/z' complement mirrors "
+            "a face across one hyperplane)")
     refs["weight"] = np.float32(1.0)
     seed = derive_seed(p.base.seed, p.train_attr.seeds[0], 1 if which == "target" else 2)
     net, config, hist = fit_classifier(refs, p.train_attr, image_size=p.base.image_size,

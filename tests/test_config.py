@@ -141,12 +141,13 @@ CLASSIC = ["baseline", "reweight"]
     ({"task": {"kind": "multitask", "extra_targets": ["skin"]},
       "dataset": {"target": "skin", "protected": "skin"}, "strategies": CLASSIC},
      r"task\.extra_targets contains 'skin'; expected column names other than dataset\.target"),
-    ({"dataset": {"protected": "skin"}},
+    ({"dataset": {"protected": "skin"}, "strategies": CLASSIC},
      r"dataset\.p_target_given_group = \[\]; protected: skin needs P\(target=1 \| group\) "
      r"for each of the 4 skin groups"),
-    ({"dataset": {**SKIN, "skin_shares": [0.5, 0.5, 0.5, 0.5]}},
+    ({"dataset": {**SKIN, "skin_shares": [0.5, 0.5, 0.5, 0.5]}, "strategies": CLASSIC},
      r"dataset\.skin_shares = \[0\.5, 0\.5, 0\.5, 0\.5\] sums to 2; expected 1"),
-    ({"dataset": {**SKIN, "p_target_given_group": [0.3, 0.15, 1.5, 0.03]}},
+    ({"dataset": {**SKIN, "p_target_given_group": [0.3, 0.15, 1.5, 0.03]},
+      "strategies": CLASSIC},
      r"dataset\.p_target_given_group = 1\.5 is invalid; expected between 0\.0 and 1\.0"),
     ({"task": {"kind": "multiclass"}, "dataset": {"target": "skin"}, "strategies": CLASSIC},
      r"synthfaces draws a skin target with skin as its groups; set dataset\.protected: skin"),
@@ -154,6 +155,17 @@ CLASSIC = ["baseline", "reweight"]
      r"compare\.metrics contains 'wmae'; valid values: ap, accuracy, deo"),
     ({"dataset": {"protected": ""}}, r"dataset\.protected is empty; task\.kind = 'binary' "
                                      r"needs the column of the groups"),
+    ({"dataset": SKIN}, r"strategies lists gan_complement, gan_gz_only, which need a binary "
+                        r"protected attribute; dataset\.protected = 'skin' has more than two"),
+    ({"dataset": {**SKIN, "skin_shares": [0.5, 0.5, 0.0, 0.0]}, "strategies": CLASSIC},
+     r"dataset\.skin_shares = \[0\.5, 0\.5, 0\.0, 0\.0\] has an empty group"),
+    ({"task": {"kind": "multitask", "extra_targets": ["blond"]},
+      "dataset": {"target": "male", "protected": "male"}, "strategies": CLASSIC},
+     r"dataset\.target and dataset\.protected are both 'male'; synthfaces draws a target as "
+     r"its own groups only for skin"),
+    ({"task": {"kind": "regression"}, "dataset": {"target": "age", "protected": ""},
+      "strategies": CLASSIC, "augment": {"reweight_mode": "independence"}},
+     r"augment\.reweight_mode = 'independence' has nothing to do for regression"),
 ])
 def test_task_rules_name_the_keys(data: dict, message: str) -> None:
     with pytest.raises(FacebalanceError, match=message):
@@ -161,7 +173,7 @@ def test_task_rules_name_the_keys(data: dict, message: str) -> None:
 
 
 def test_each_task_kind_has_a_valid_synthfaces_setting() -> None:
-    assert parse_params({"dataset": SKIN}).dataset.protected == "skin"
+    assert parse_params({"dataset": SKIN, "strategies": CLASSIC}).dataset.protected == "skin"
     p = parse_params({"task": {"kind": "multitask", "extra_targets": ["male"]},
                       "dataset": {"target": "skin", "protected": "skin"},
                       "strategies": CLASSIC, "compare": {"metrics": ["accuracy_male"]}})

@@ -472,6 +472,17 @@ def _check_task(p: Params) -> None:
             f"params: strategies lists {', '.join(gan)}, which need task.kind: binary; the "
             f"z/z' complements flip one binary protected attribute while keeping one "
             f"binary target, which a {t.kind} task does not have")
+    if gan and d.name == "synthfaces" and d.protected not in SYNTH_BINARY_ATTRIBUTES:
+        raise FacebalanceError(
+            f"params: strategies lists {', '.join(gan)}, which need a binary protected "
+            f"attribute; dataset.protected = {d.protected!r} has more than two groups (the "
+            "z/z' complement mirrors a face across one hyperplane)")
+    if t.kind == "regression" and "reweight" in p.strategies and (
+            p.augment.reweight_mode == "independence"):
+        raise FacebalanceError(
+            "params: augment.reweight_mode = 'independence' has nothing to do for regression "
+            "(one label class); use equal_cells or within_class (both equalize the age "
+            "groups)")
     if d.name == "synthfaces":
         _check_synth_task(p)
 
@@ -492,6 +503,10 @@ def _check_synth_task(p: Params) -> None:
         raise FacebalanceError(
             f"params: dataset.protected = {d.protected!r} is invalid for synthfaces; valid "
             f"values: {', '.join(SYNTH_PROTECTED)}")
+    if d.target == d.protected and d.target != "skin":
+        raise FacebalanceError(
+            f"params: dataset.target and dataset.protected are both {d.target!r}; synthfaces "
+            "draws a target as its own groups only for skin")
     if d.target == "skin" and d.protected != "skin":
         raise FacebalanceError(
             "params: synthfaces draws a skin target with skin as its groups; set "
@@ -509,6 +524,11 @@ def _check_synth_task(p: Params) -> None:
                 f"params: dataset.skin_shares = {d.skin_shares!r}; expected 4 shares")
         for v in d.skin_shares:
             _check_value("dataset.skin_shares", v, float, {"lo": 0.0, "hi": 1.0})
+        if min(d.skin_shares) <= 0:
+            raise FacebalanceError(
+                f"params: dataset.skin_shares = {d.skin_shares!r} has an empty group; every "
+                "share must be above 0 (a group absent from train cannot be learned or "
+                "balanced)")
         if abs(sum(d.skin_shares) - 1.0) > 1e-6:
             raise FacebalanceError(
                 f"params: dataset.skin_shares = {d.skin_shares!r} sums to "

@@ -164,3 +164,22 @@ def test_headline_metrics_are_the_seed_means_of_the_task_metrics() -> None:
     reg = {"task": {"kind": "regression"},
            **{k: {"value": 1.0} for k in ("mae", "wmae", "worst_group_mae", "group_mae_gap")}}
     assert list(headline_metrics(reg)) == ["mae", "wmae", "worst_group_mae", "group_mae_gap"]
+
+
+def test_a_group_absent_from_train_gets_zero_reference_counts() -> None:
+    import pandas as pd
+
+    from facebalance.metrics.report import default_metrics
+    from facebalance.models.evaluate import training_cell_counts
+
+    train = pd.DataFrame({"y": [0, 1, 0, 1, 0], "g": [0, 0, 1, 1, 1]})
+    assert training_cell_counts(train, "y", "g").tolist() == [[1, 2], [1, 1]]
+    counts = training_cell_counts(train, "y", "g", np.array([0, 1, 2, 3]))
+    assert counts.tolist() == [[1, 2, 0, 0], [1, 1, 0, 0]]
+    rng = np.random.default_rng(3)
+    y, g = np.tile([0, 1], 200), np.repeat(np.arange(4), 100)
+    s = np.clip(0.6 * y + rng.normal(0.2, 0.15, 400), 0, 1)
+    rep = fairness_report(y, [s], y, g, [s], seeds=[0], reference_counts=counts,
+                          n_bootstrap=10)  # groups 2 and 3 unseen in train: no crash
+    assert np.isfinite(rep["ba"]["value"]) and np.isfinite(rep["deo"]["value"])
+    assert default_metrics({"task": {"kind": "binary"}, **rep})[4] == "kl_max"

@@ -104,12 +104,19 @@ def headline_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
     """The few numbers DVC tracks as metrics of a strategy: the seed mean of each of its
     task's headline metrics (:data:`facebalance.choices.DEFAULT_COMPARE`), e.g.
     ``{"ap": 0.93, "deo": 0.08, ...}``; intervals, seeds and groups stay in the report."""
+    return {m: report[m]["value"] for m in default_metrics(report)}
+
+
+def default_metrics(report: Mapping[str, Any]) -> list[str]:
+    """The headline metrics of a report's task (:data:`~facebalance.choices.DEFAULT_COMPARE`);
+    a binary task with more than two groups has ``kl_max`` in place of the two-group
+    ``kl``, which is undefined there."""
     kind = report.get("task", {}).get("kind", "binary")
     names = list(DEFAULT_COMPARE[kind])
     kl = report.get("kl", {}).get("value")
     if kind == "binary" and (kl is None or np.isnan(kl)):
-        names[names.index("kl")] = "kl_max"  # K groups: the two-group KL is undefined
-    return {m: report[m]["value"] for m in names}
+        names[names.index("kl")] = "kl_max"
+    return names
 
 
 def summarize_runs(point: Sequence[Mapping[str, np.ndarray]],
@@ -193,7 +200,8 @@ def fairness_report(val_y: np.ndarray, val_scores: Sequence[np.ndarray], test_y:
 
 def _classes_metrics(y: np.ndarray, pred: np.ndarray, w: np.ndarray, n_classes: int,
                      suffix: str = "") -> dict[str, np.ndarray]:
-    classes = np.arange(n_classes)
+    # A test class the head never saw still counts (accuracy 0 in the spread).
+    classes = np.union1d(np.arange(n_classes), np.unique(y))
     return {f"accuracy{suffix}": np.atleast_1d(accuracy(y, pred, w)),
             f"macro_f1{suffix}": np.atleast_1d(macro_f1(y, pred, w)),
             f"class_acc_std{suffix}": np.atleast_1d(class_accuracy_std(y, pred, classes, w))}
@@ -286,7 +294,8 @@ def task_report(task: TaskSpec, table: pd.DataFrame, seeds: Sequence[int], *,
         groups, _ = group_accuracy(y, preds[0], g)
         per_group = np.mean([group_accuracy(y, p, g)[1] for p in preds], axis=0)
         key = "accuracy"
-        classes = np.arange(task.heads[0].n_classes)
+        # Classes of the head, and any test label beyond them (absent from train).
+        classes = np.union1d(np.arange(task.heads[0].n_classes), np.unique(y))
         per_class = np.mean([per_class_accuracy(y, p, classes) for p in preds], axis=0)
         report["by_class"] = {f"{task.target}={c}": float(a)
                               for c, a in zip(classes, per_class, strict=True)}

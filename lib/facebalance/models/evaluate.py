@@ -25,9 +25,14 @@ from facebalance.models.train import predict_outputs
 from facebalance.task import TaskSpec, task_labels
 
 
-def training_cell_counts(train: pd.DataFrame, target: str, protected: str) -> np.ndarray:
-    """``(2, n_groups)`` counts of target value x protected group in the training split."""
-    groups = np.sort(train[protected].unique())
+def training_cell_counts(train: pd.DataFrame, target: str, protected: str,
+                         groups: np.ndarray | None = None) -> np.ndarray:
+    """``(2, n_groups)`` counts of target value x protected group in the training split.
+
+    ``groups`` fixes the columns (the test split's groups, so that a group absent from
+    train gets zero counts); default: the groups of ``train``.
+    """
+    groups = np.sort(train[protected].unique()) if groups is None else np.sort(groups)
     return np.array([[int(((train[target] == t) & (train[protected] == g)).sum())
                       for g in groups] for t in (0, 1)])
 
@@ -130,7 +135,8 @@ def evaluate_models(data: Path, models_dir: Path, seeds: Sequence[int], *,
         val[task.target].to_numpy(), [o[:, 0] for o in val_out], table["label"].to_numpy(),
         table["group"].to_numpy(), [o[:, 0] for o in test_out], seeds=list(seeds),
         group_name=task.protected,
-        reference_counts=training_cell_counts(train, task.target, task.protected),
+        reference_counts=training_cell_counts(train, task.target, task.protected,
+                                              np.unique(table["group"])),
         n_bootstrap=params.bootstrap, bootstrap_seed=bootstrap_seed, kl_bins=params.kl_bins)
     return {"task": task.to_dict(), **report}, table
 
