@@ -163,12 +163,21 @@ def _preset_command(name: str, params: Path, temp: bool) -> list[str]:
 
 
 def _run(cmd: list[str]) -> None:
+    """Run a dvc command with this environment's bin folder first on PATH, so that dvc
+    and the stages' ``python`` are the ones facebalance is installed in."""
+    import os
     import shlex
     import subprocess
 
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
     typer.echo("$ " + shlex.join(cmd))
-    if subprocess.run(cmd).returncode != 0:
-        _fail(FacebalanceError(f"{shlex.join(cmd[:4])} ... failed"))
+    try:
+        code = subprocess.run(cmd, env=env).returncode
+    except FileNotFoundError:
+        _fail(FacebalanceError(f"{cmd[0]} is not installed here (pip install -e .)"))
+    if code != 0:
+        _fail(FacebalanceError(f"{shlex.join(cmd[:4])} ... failed (exit {code})"))
 
 
 @app.command()
