@@ -6,12 +6,18 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from facebalance.balance.strategies import PAIR_STRATEGIES, build_training_index, pair_rows
+from facebalance.balance.strategies import (
+    PAIR_STRATEGIES,
+    build_training_index,
+    pair_rows,
+    select_pairs,
+    synthetic_summary,
+)
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import read_parquet, write_table_atomic
 from facebalance.errors import FacebalanceError
-from facebalance.runtime import derive_seed, run_app
+from facebalance.runtime import derive_seed, run_app, write_json
 from facebalance.task import param_columns, task_from_params, task_labels
 
 app = typer.Typer(add_completion=False)
@@ -24,6 +30,8 @@ def main(
     out: Annotated[Path, typer.Option(help="training set index (Parquet) to write")],
     pairs: Annotated[Path | None, typer.Option(help="z/z' pair set (GAN strategies)")] = None,
     generated: Annotated[Path | None, typer.Option(help="sampled G(z) shards")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="JSON of the synthetic budget: pairs available, kept by the filters, used")] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Write the training set index of one strategy."""
@@ -32,21 +40,28 @@ def main(
     task = task_from_params(p, train)
     real = pd.concat([train[["path", "_file", "_row", "id"]], task_labels(task, train)],
                      axis=1)
-    pair_index = None
+    pair_index, budget = None, None
     if strategy in PAIR_STRATEGIES:
         if pairs is None or generated is None:
             raise FacebalanceError(f"augment: {strategy} needs --pairs and --generated")
         dirs = [d for d in (generated, pairs / "images", pairs / "images_z") if d.exists()]
         refs = pd.concat([shard_refs(d, ["id"]) for d in dirs], ignore_index=True)
         table = read_parquet(pairs / "pairs.parquet",
-                             columns=["id_z", "id_zp", "label", "protected_z", "protected_zp",
-                                      "flip_ok"])
-        pair_index = pair_rows(table, refs, confirm_flip=p.augment.confirm_flip)
+                             columns=["id_z", "id_zp", "label", "target_z", "protected_z",
+                                      "protected_zp", "flip_ok"])
+        a = p.augment
+        chosen, budget = select_pairs(table, n_real=len(real), share=a.synthetic_share,
+                                      weight=a.synthetic_weight, label_margin=a.label_margin,
+                                      confirm_flip=a.confirm_flip)
+        pair_index = pair_rows(chosen, refs)
     index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,
                                  reweight_mode=p.augment.reweight_mode, pairs=pair_index,
                                  synthetic_weight=p.augment.synthetic_weight)
     write_table_atomic(index, out)
+    if report is not None:
+        write_json(report, {"strategy": strategy, "rows": len(index), **(budget or {}),
+                            **synthetic_summary(index)})
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """compare: every evaluated strategy side by side (markdown, CSV and a bar chart)."""
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from facebalance.choices import GUARD_METRICS
 from facebalance.config import load_params
 from facebalance.data.shards import atomic_write_bytes
 from facebalance.metrics.compare import (
@@ -15,13 +17,18 @@ from facebalance.metrics.compare import (
 )
 from facebalance.metrics.paired import (
     compare_paired,
+    guard_json,
+    guard_markdown,
+    guard_verdicts,
     paired_json,
     paired_markdown,
+    report_task,
 )
 from facebalance.metrics.report import default_metrics
 from facebalance.runtime import run_app, write_json
 
 app = typer.Typer(add_completion=False)
+log = logging.getLogger("facebalance.compare")
 
 
 @app.command()
@@ -44,8 +51,22 @@ def main(
                            n_bootstrap=p.evaluate.bootstrap, seed=p.base.seed)
     if len(diffs):
         markdown += "\n" + paired_markdown(diffs)
+    # Validation guard: every strategy against the baseline on val, where a user would look
+    # before trusting a strategy (test stays untouched for the final numbers).
+    guard: dict = {}
+    if "baseline" in p.strategies and len(p.strategies) > 1:
+        pair = GUARD_METRICS[report_task(reports, p.strategies).kind]
+        val = compare_paired(scores_dir, reports, p.strategies, ["baseline"], pair,
+                             n_bootstrap=p.evaluate.bootstrap, seed=p.base.seed, split="val")
+        verdicts = guard_verdicts(val, *pair, tolerance=p.compare.guard_tolerance)
+        markdown += "\n" + guard_markdown(val, verdicts, "baseline", p.compare.guard_tolerance)
+        guard = guard_json(val, verdicts)
+        for r in verdicts[verdicts["flagged"]].itertuples():
+            log.warning("compare: %s is worse than baseline on validation (%s)", r.strategy,
+                        r.reasons)
     png = plot_comparison(frame)  # everything computed before the first output is replaced
-    write_json(paired, paired_json(diffs) if len(diffs) else {})
+    write_json(paired, {**(paired_json(diffs) if len(diffs) else {}),
+                        **({"val_guard": guard} if guard else {})})
     atomic_write_bytes(table, markdown.encode())
     atomic_write_bytes(csv, frame.to_csv(index=False).encode())
     atomic_write_bytes(figure, png)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import typer
 
+from facebalance.balance.strategies import auto_n_pairs
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import atomic_directory
@@ -23,7 +24,8 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    data: Annotated[Path, typer.Option(help="prepared shards (train/ labels: rarest cell)")],
+    data: Annotated[Path, typer.Option(help="prepared shards (train/: its size sets the "
+                                             "budget, its labels the rarest cell)")],
     generator: Annotated[Path, typer.Option(help="generator checkpoint")],
     attr_models: Annotated[Path, typer.Option(help="directory with target.pt, protected.pt")],
     boundaries: Annotated[Path, typer.Option(help="boundaries JSON")],
@@ -41,8 +43,10 @@ def main(
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     models = load_attribute_classifiers(attr_models, device)
     target, protected = read_boundaries(boundaries)
+    n_pairs = c.n_pairs or auto_n_pairs(len(shard_refs(data / "train", ["id"])),
+                                        p.augment.synthetic_share, p.augment.synthetic_weight)
     spec = PairSpec(mode=c.mode, shell=c.shell, max_step=c.max_step, selection=c.selection,
-                    min_distance=c.min_distance, n_pairs=c.n_pairs, batch_size=c.batch_size,
+                    min_distance=c.min_distance, n_pairs=n_pairs, batch_size=c.batch_size,
                     seed=derive_seed(p.base.seed, 7))
     pool = rare = None
     if c.selection == "all" and c.min_distance == 0:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import typer
 
+from facebalance.balance.strategies import reweight_weights
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.errors import FacebalanceError
@@ -41,14 +42,18 @@ def main(
             "`dvc repro compare`, which runs only the stages the listed strategies need")
     attr, group = getattr(p.dataset, which), p.dataset.protected
     device = setup(p.base)
-    refs = shard_refs(data / "train", ["id", attr]).rename(columns={attr: "label"})
+    other = p.dataset.target if which == "protected" else p.dataset.protected
+    refs = shard_refs(data / "train", ["id", attr, other]).rename(columns={attr: "label"})
     values = sorted(refs["label"].unique().tolist())
     if not set(values) <= {0, 1}:
         raise FacebalanceError(
             f"train_attr: dataset.{which} = {attr!r} holds {values[:6]}; the GAN stages need "
             "a binary target and a binary protected attribute (the z/z' complement mirrors "
             "a face across one hyperplane)")
-    refs["weight"] = np.float32(1.0)
+    # reweight: every (target, protected) cell weighs the same, so the labeller of G(z)
+    # cannot score well by leaning on the correlated attribute.
+    refs["weight"] = (reweight_weights(refs["label"].to_numpy(), refs[other].to_numpy())
+                      if p.train_attr.balance == "reweight" else np.float32(1.0))
     seed = derive_seed(p.base.seed, p.train_attr.seeds[0], 1 if which == "target" else 2)
     net, config, hist = fit_classifier(refs, p.train_attr, image_size=p.base.image_size,
                                        seed=seed, device=device)

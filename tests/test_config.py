@@ -124,6 +124,13 @@ CLASSIC = ["baseline", "reweight"]
 
 
 @pytest.mark.parametrize(("data", "message"), [
+    ({"augment": {"synthetic_share": 0}},
+     r"complement\.n_pairs = 0 \(auto\) needs augment\.synthetic_share > 0"),
+    ({"augment": {"synthetic_weight": 0}},
+     r"augment\.synthetic_weight = 0 gives generated images no weight"),
+    ({"augment": {"label_margin": 0.7}}, r"augment\.label_margin"),
+    ({"gan": {"balance": "reweight"}}, r"gan\.balance"),
+    ({"train_attr": {"balance": "oversample"}}, r"train_attr\.balance"),
     ({"task": {"kind": "regression"}, "dataset": {"target": "age"}, "strategies": CLASSIC},
      r"dataset\.protected = 'male' is set but task\.kind is regression, whose groups are "
      r"task\.age_bins"),

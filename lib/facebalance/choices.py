@@ -37,9 +37,16 @@ DEFAULT_COMPARE = {
     "multitask": ("accuracy", "macro_f1", "class_acc_std", "group_acc_std"),
     "regression": ("mae", "wmae", "worst_group_mae", "group_mae_gap"),
 }
+#: compare's validation guard: the (quality, fairness) metric pair judged per task kind.
+GUARD_METRICS = {
+    "binary": ("ap", "deo"),
+    "multiclass": ("accuracy", "group_acc_std"),
+    "multitask": ("accuracy", "group_acc_std"),
+    "regression": ("mae", "worst_group_mae"),
+}
 #: Per-head metrics of a multitask model's extra targets.
 HEAD_METRICS = ("accuracy", "macro_f1", "class_acc_std")
 #: Strategies that need the GAN stages (a binary target and a binary protected attribute).
 GAN_STRATEGIES = ("gan_complement", "gan_gz_only")
 #: Named tasks (param changes in :mod:`facebalance.presets`) that ``make repro`` can run.
-PRESETS = ("blond_male", "skin4", "race_gender", "age")
+PRESETS = ("blond_male", "skin4", "race_gender", "hard", "age")

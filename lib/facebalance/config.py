@@ -95,6 +95,9 @@ class DatasetParams:
                                  "the protected attribute or the target")
     age_profile: str = _opt("uniform", choices=AGE_PROFILES,
                             doc="synthfaces train ages: uniform 18-80 or UTKFace-like")
+    blond_cue: float = _opt(1.0, lo=0.05, hi=1.0,
+                            doc="synthfaces: hair lightness spread around the blond edge; "
+                                "below 1 blond is harder to see (the hard preset)")
     eval_split: str = _opt("balanced", choices=EVAL_SPLITS,
                            doc="synthfaces val/test: equal cells (uniform ages) or like train")
     images_per_identity: int = _opt(4, lo=1)
@@ -159,13 +162,29 @@ class ClassifierParams:
 
 
 @dataclass(frozen=True)
+class AttrParams(ClassifierParams):
+    """The attribute classifiers that label generated images (``train_attr``)."""
+
+    balance: str = _opt("none", choices=("none", "reweight"),
+                        doc="reweight: equal total weight in every target x protected cell, "
+                            "so the labeller leans less on the correlated attribute")
+
+
+@dataclass(frozen=True)
 class AugmentParams:
     """How each strategy builds its training set from the real train split."""
 
     oversample_to: str = _opt("max", choices=("max", "mean"), doc="cell size to reach")
     reweight_mode: str = _opt("equal_cells", choices=REWEIGHT_MODES,
                               doc="which cell totals reweighting equalizes")
-    synthetic_weight: float = _opt(4.0, lo=0.0, doc="loss weight of each generated image")
+    synthetic_share: float = _opt(
+        0.5, lo=0.0, doc="GAN strategies: total loss weight of the generated images as a "
+                         "share of the real training set's (real images weigh 1); 0: every "
+                         "pair at synthetic_weight, however many complement.n_pairs makes")
+    synthetic_weight: float = _opt(1.0, lo=0.0, doc="loss weight of each generated image")
+    label_margin: float = _opt(
+        0.0, lo=0.0, hi=0.5, doc="drop pairs whose G(z) target score is within this of 0.5 "
+                                 "(an unsure label from the attribute classifier)")
     confirm_flip: bool = _opt(False, doc="keep only pairs whose scores confirm the flip")
     mixup_alpha: float = _opt(0.4, lo=0.01, doc="mixup: Beta(a, a) of the mixing share")
     cutmix_alpha: float = _opt(1.0, lo=0.01, doc="cutmix: Beta(a, a) of the kept area")
@@ -184,6 +203,9 @@ class GanParams:
     lr: float = _opt(0.0002, lo=0.0)
     beta1: float = _opt(0.5, lo=0.0, hi=1.0)
     ema: float = _opt(0.99, lo=0.0, hi=1.0)
+    balance: str = _opt("none", choices=("none", "oversample"),
+                        doc="oversample: train on a stream with every target x protected cell "
+                            "equally often, so the generator learns less of the skew")
 
 
 @dataclass(frozen=True)
@@ -217,7 +239,9 @@ class ComplementParams:
     min_distance: float = _opt(2.5, lo=0.0,
                                doc="sources at least this far from the protected boundary "
                                    "(0 with selection all: the paper's sampled pool)")
-    n_pairs: int = _opt(48000, lo=1)
+    n_pairs: int = _opt(0, lo=0, doc="pairs to generate; 0: what augment.synthetic_share "
+                                     "needs for the real training set, with room for the "
+                                     "filters (x1.5)")
     batch_size: int = _opt(1024, lo=1)
 
 
@@ -238,6 +262,10 @@ class CompareParams:
                              "headline metrics")
     references: list = _opt(["baseline", "gan_gz_only"],
                             doc="paired differences of every strategy against each of these")
+    guard_tolerance: float = _opt(
+        0.01, lo=0.0, hi=1.0, doc="validation guard: flag a strategy whose quality metric "
+                                  "(AP, accuracy, MAE) is this share worse than the "
+                                  "baseline's beyond noise, or whose fairness metric is worse")
 
 
 
@@ -251,7 +279,7 @@ class Params:
     task: TaskParams = field(default_factory=TaskParams)
     presets: list = field(default_factory=lambda: ["blond_male"])
     strategies: list = field(default_factory=lambda: list(STRATEGIES))
-    train_attr: ClassifierParams = field(default_factory=ClassifierParams)
+    train_attr: AttrParams = field(default_factory=AttrParams)
     train_target: ClassifierParams = field(
         default_factory=lambda: ClassifierParams(epochs=3, seeds=[0, 1, 2]))
     augment: AugmentParams = field(default_factory=AugmentParams)
@@ -420,6 +448,14 @@ def _check_cross(p: Params) -> None:
         raise FacebalanceError(
             f"params: boundaries.n_fit + boundaries.n_val = "
             f"{p.boundaries.n_fit + p.boundaries.n_val} exceeds sample.n = {p.sample.n}")
+    if p.complement.n_pairs == 0 and p.augment.synthetic_share == 0:
+        raise FacebalanceError(
+            "params: complement.n_pairs = 0 (auto) needs augment.synthetic_share > 0 "
+            "(the budget it follows); set one of them")
+    if p.augment.synthetic_share > 0 and p.augment.synthetic_weight == 0:
+        raise FacebalanceError(
+            "params: augment.synthetic_weight = 0 gives generated images no weight; a "
+            "synthetic_share needs it > 0")
     uses_pool = p.complement.selection == "all" and p.complement.min_distance == 0
     if uses_pool and p.complement.n_pairs > pool:
         raise FacebalanceError(

@@ -9,6 +9,9 @@ preset <name>`` validates the changed params first and prints or runs that comma
   P(blond | group) falling from 0.30 to 0.03 (the "Balanced Face Dataset" setting, K = 4).
 - ``race_gender``: multitask skin class (4) + gender from one backbone, skin skewed as in
   ``skin4``; fairness is the spread of per-class accuracy (the FairFace study).
+- ``hard``: the stress test of the GAN strategies (issue 13): 9,000 training images,
+  P(blond | group) 0.85 vs 0.15, a fainter blond cue (the attribute classifier that labels
+  G(z) is ~80-85% accurate), as on the real photos where the old defaults hurt.
 - ``age``: age regression, UTKFace-like ages (most 20-35), 10-year groups; WMAE ("Fighting
   Ageism in datasets").
 """
@@ -41,6 +44,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task.extra_targets": ["male"],
         "strategies": CLASSIC,
         "compare.references": ["baseline"],
+    },
+    "hard": {
+        "dataset.n_train": 9000,
+        "dataset.p_protected": 0.5,
+        "dataset.p_target_protected0": 0.85,
+        "dataset.p_target_protected1": 0.15,
+        "dataset.blond_cue": 1.0,
+        "strategies": ["baseline", "reweight", "oversample", "gan_complement", "gan_gz_only"],
     },
     "age": {
         "dataset.target": "age",

@@ -4,9 +4,13 @@ import pytest
 
 from facebalance.balance.strategies import (
     INDEX_COLUMNS,
+    auto_n_pairs,
+    budget_pairs,
     build_training_index,
     oversample_rows,
     reweight_weights,
+    select_pairs,
+    synthetic_summary,
 )
 from facebalance.errors import FacebalanceError
 
@@ -148,3 +152,49 @@ def test_multitask_index_keeps_the_extra_labels() -> None:
     assert over.groupby("label").size().tolist() == [3, 3, 3, 3]
     with pytest.raises(FacebalanceError, match=r"training rows lack columns \['label1'\]"):
         build_training_index("baseline", real.drop(columns="label1"), task=task)
+
+
+def _pairs(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"id_z": [f"p{i}-z" for i in range(n)],
+                         "target_z": rng.random(n).astype(np.float32),
+                         "flip_ok": rng.random(n) < 0.8})
+
+
+def test_synthetic_budget_is_a_share_of_the_real_weight() -> None:
+    # 0.5 of 9,400 real images at weight 1: 4,700 synthetic images = 2,350 pairs.
+    assert budget_pairs(9400, 0.5, 1.0) == 2350
+    assert budget_pairs(9400, 0.5, 2.0) == 1175  # heavier images: fewer of them
+    assert budget_pairs(9400, 0.0, 4.0) == 0     # no budget: every pair (the old rule)
+    assert auto_n_pairs(9400, 0.5, 1.0) == 3525  # x1.5 room for the filters
+    with pytest.raises(FacebalanceError, match=r"needs augment\.synthetic_share > 0"):
+        auto_n_pairs(9400, 0.0, 1.0)
+
+
+def test_select_pairs_filters_then_takes_the_budget_in_order() -> None:
+    pairs = _pairs(1000)
+    chosen, rep = select_pairs(pairs, n_real=600, share=0.5, weight=1.0, label_margin=0.1,
+                               confirm_flip=True)
+    sure = (np.abs(pairs["target_z"] - 0.5) >= 0.1) & pairs["flip_ok"]
+    assert chosen["id_z"].tolist() == pairs.loc[sure, "id_z"].tolist()[:150]
+    assert rep["pairs_available"] == 1000 and rep["pairs_used"] == 150
+    assert rep["label_margin_kept"] == pytest.approx(
+        np.mean(np.abs(pairs["target_z"] - 0.5) >= 0.1))
+    # Fewer pairs than the budget: all of them (the realized share is then lower).
+    few, rep = select_pairs(pairs.iloc[:100], n_real=600, share=0.5, weight=1.0)
+    assert len(few) == 100 and rep["pairs_used"] == 100
+    every, _ = select_pairs(pairs, n_real=600, share=0.0, weight=4.0)
+    assert len(every) == 1000
+
+
+def test_gan_strategies_weigh_the_budget_share_of_the_real_set() -> None:
+    real = pd.DataFrame({"path": "p", "_file": 0, "_row": np.arange(100), "id": np.arange(100),
+                         "label": np.repeat([0, 1], 50), "group": np.tile([0, 1], 50)})
+    pairs = pd.DataFrame({"path": "gen", "_file": 0, "_row": np.arange(40), "id":
+                          [f"g{i}" for i in range(40)], "label": 1, "group": 0,
+                          "member": ["z"] * 20 + ["zp"] * 20})
+    for strategy in ("gan_complement", "gan_gz_only"):
+        index = build_training_index(strategy, real, pairs=pairs, synthetic_weight=1.25)
+        summary = synthetic_summary(index)
+        assert summary["synthetic_share"] == pytest.approx(40 * 1.25 / 100)  # equal weight
+        assert summary["synthetic_images"] == (40 if strategy == "gan_complement" else 20)

@@ -4,6 +4,7 @@ import pytest
 
 from facebalance.data.synthfaces import (
     AGE_BINS,
+    HAIR_EDGE,
     SplitSpec,
     public_columns,
     render,
@@ -114,3 +115,16 @@ def test_utkface_age_profile_is_young_and_balanced_eval_is_uniform() -> None:
     flat = sample_attributes(SplitSpec(n=6000, target="age", protected="",
                                        age_profile="utkface", balanced=True), 8)
     assert flat["age"].between(20, 35).mean() < 0.3 and (flat["age"] >= 60).mean() > 0.2
+
+
+def test_blond_cue_pulls_hair_lightness_to_the_edge_and_keeps_the_labels() -> None:
+    spec = SplitSpec(n=400)
+    base = sample_attributes(spec, seed=3)
+    faint = sample_attributes(SplitSpec(n=400, blond_cue=0.4), seed=3)
+    assert faint["blond"].equals(base["blond"]) and faint["male"].equals(base["male"])
+    u0, u1 = base["_hair_u"].to_numpy(), faint["_hair_u"].to_numpy()
+    assert np.allclose(u1 - HAIR_EDGE, 0.4 * (u0 - HAIR_EDGE), atol=1e-6)
+    # Blond hair stays above the edge's overlap and the rest below it, only closer.
+    blond = base["blond"].to_numpy() == 1
+    assert u1[blond].min() >= HAIR_EDGE - 0.4 * 0.03 - 1e-6
+    assert np.ptp(u1) < 0.5 * np.ptp(u0)

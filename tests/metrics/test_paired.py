@@ -13,10 +13,14 @@ from facebalance.errors import FacebalanceError
 from facebalance.metrics.bootstrap import bootstrap_weights
 from facebalance.metrics.paired import (
     compare_paired,
+    guard_json,
+    guard_markdown,
+    guard_verdicts,
     paired_differences,
     paired_json,
     paired_markdown,
     seed_mean_replicates,
+    split_rows,
 )
 from facebalance.task import Head, TaskSpec
 
@@ -126,3 +130,56 @@ def test_compare_paired_reads_files_and_skips_absent_references(
                        r"evaluate@missing"):
         compare_paired(tmp_path, {**reports, "missing": reports["baseline"]},
                        ["baseline", "missing"], ["baseline"], ["deo"])
+
+
+def _diff_rows(rows: list[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"strategy": s, "reference": "baseline", "metric": m, "diff": d,
+                          "lo": lo, "hi": hi, "p_better": 0.5, "reference_value": ref}
+                         for s, m, d, lo, hi, ref in rows])
+
+
+def test_guard_flags_only_harm_beyond_noise_and_tolerance() -> None:
+    diffs = _diff_rows([
+        ("noisy", "ap", -0.02, -0.05, 0.01, 0.90), ("noisy", "deo", 0.03, -0.01, 0.07, 0.1),
+        ("biased", "ap", 0.0, -0.01, 0.01, 0.90), ("biased", "deo", 0.05, 0.01, 0.09, 0.1),
+        # 0.008 below AP 0.90 beyond noise: within 1% (0.009) of the baseline's value.
+        ("cheap", "ap", -0.008, -0.0095, -0.0085, 0.90), ("cheap", "deo", -0.1, -0.2, 0.0, 0.1),
+        ("costly", "ap", -0.03, -0.04, -0.02, 0.90), ("costly", "deo", -0.1, -0.2, -0.05, 0.1),
+    ])
+    got = guard_verdicts(diffs, "ap", "deo", tolerance=0.01).set_index("strategy")
+    assert got["flagged"].to_dict() == {"noisy": False, "biased": True, "cheap": False,
+                                        "costly": True}
+    assert got.at["biased", "reasons"] == "DEO worse"
+    assert got.at["costly", "reasons"] == "AP more than 1% worse"
+    # Lower-is-better quality (MAE): worse means the whole interval above the tolerance.
+    mae = _diff_rows([("r", "mae", 0.5, 0.2, 0.8, 8.0), ("r", "worst_group_mae", 0, -1, 1, 9)])
+    assert guard_verdicts(mae, "mae", "worst_group_mae").at[0, "reasons"] == (
+        "MAE more than 1% worse")
+    md = guard_markdown(diffs, guard_verdicts(diffs, "ap", "deo"), "baseline", 0.01)
+    assert "| biased | +0.000 [-0.010, +0.010] | +0.050 [+0.010, +0.090] | **worse than " \
+           "baseline: DEO worse** |" in md
+    out = guard_json(diffs, guard_verdicts(diffs, "ap", "deo"))
+    assert out["costly"]["flagged"] and out["costly"]["ap"]["ci95"]["hi"] == -0.02
+
+
+def test_compare_paired_reads_the_val_rows_for_the_guard(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    test, val = _table(rng, 200, seeds=2, miss_group1=0.0), _table(rng, 300, 2, 0.0)
+    biased = _table_like(val, rng)
+    miss = (biased["label"] == 1) & (biased["group"] == 1)
+    for s in range(2):  # worse than the baseline on val only
+        biased.loc[miss, f"score_seed{s}"] = 0.1
+    both = pd.concat([test.assign(split="test"), val.assign(split="val")], ignore_index=True)
+    both.to_parquet(tmp_path / "baseline.parquet")
+    pd.concat([test.assign(split="test"), biased.drop(columns="score_seed2").assign(
+        split="val")], ignore_index=True).to_parquet(tmp_path / "biased.parquet")
+    reports = {s: {"threshold": {"seed0": 0.5, "seed1": 0.5}, "task": BINARY.to_dict()}
+               for s in ("baseline", "biased")}
+    args = (tmp_path, reports, ["baseline", "biased"], ["baseline"], ["ap", "deo"])
+    on_test = compare_paired(*args, n_bootstrap=50).set_index("metric")
+    assert on_test.at["deo", "diff"] == 0.0
+    on_val = compare_paired(*args, n_bootstrap=50, split="val")
+    assert on_val.set_index("metric").at["deo", "lo"] > 0.5
+    assert guard_verdicts(on_val, "ap", "deo")["flagged"].tolist() == [True]
+    with pytest.raises(FacebalanceError, match="no val rows; rerun evaluate"):
+        split_rows(test, "val")

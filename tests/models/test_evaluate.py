@@ -47,10 +47,14 @@ def _run(params: dict, root: Path, strategy: str = "oversample") -> tuple[dict, 
 
 def test_utkface_age_regression(tmp_path: Path) -> None:
     make_utkface(tmp_path / "utk", n=120)
-    rep, table = _run({"dataset": {"name": "utkface", "root": str(tmp_path / "utk"),
-                                   "target": "age", "protected": ""},
-                       "task": {"kind": "regression", "age_bins": [30, 45, 60]}}, tmp_path)
+    rep, both = _run({"dataset": {"name": "utkface", "root": str(tmp_path / "utk"),
+                                  "target": "age", "protected": ""},
+                      "task": {"kind": "regression", "age_bins": [30, 45, 60]}}, tmp_path)
     assert rep["task"]["kind"] == "regression" and rep["task"]["heads"][0]["column"] == "age"
+    # Test rows for the report, val rows for compare's validation guard.
+    val_ages = read_columns(tmp_path / "prepared" / "val", ["age"])["age"].to_numpy()
+    assert np.allclose(both.loc[both["split"] == "val", "label"], val_ages)
+    table = both[both["split"] == "test"]
     ages = read_columns(tmp_path / "prepared" / "test", ["age"])["age"].to_numpy()
     assert np.allclose(table["label"], ages)
     assert table["group"].tolist() == np.digitize(ages, [30, 45, 60]).tolist()

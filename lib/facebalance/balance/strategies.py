@@ -14,7 +14,9 @@ loop instead (:func:`training_options`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,8 @@ import pandas as pd
 from facebalance.choices import REWEIGHT_MODES
 from facebalance.errors import FacebalanceError
 from facebalance.task import BINARY_TASK, TaskSpec, label_keys
+
+log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ("path", "_file", "_row", "id", "label", "group", "weight", "source")
 
@@ -130,6 +134,83 @@ def _oversample(frame: pd.DataFrame, *, seed: int = 0, oversample_to: str = "max
                 task: TaskSpec = BINARY_TASK, **_: object) -> pd.DataFrame:
     rows = oversample_rows(_cell_label(frame, task), frame["group"], seed, oversample_to)
     return frame.iloc[rows].reset_index(drop=True).assign(weight=np.float32(1.0))
+
+
+#: Pairs ``complement.n_pairs: 0`` generates per pair the budget needs: room for the pairs
+#: that ``label_margin`` and ``confirm_flip`` drop (together about 20-30% on synthfaces).
+PAIR_HEADROOM = 1.5
+
+
+def budget_pairs(n_real: int, share: float, weight: float) -> int:
+    """Pairs whose two images weigh ``share`` of the real training set's total loss weight.
+
+    Real rows weigh 1, so ``share * n_real`` is the synthetic total; each pair adds two
+    images of weight ``weight``. ``share`` 0 means no budget (every pair, the old rule).
+    """
+    if share <= 0:
+        return 0
+    if weight <= 0:
+        raise FacebalanceError("augment.synthetic_weight must be > 0 with a synthetic_share")
+    return max(1, round(share * n_real / (2.0 * weight)))
+
+
+def auto_n_pairs(n_real: int, share: float, weight: float) -> int:
+    """Pairs the complement stage generates when ``complement.n_pairs`` is 0 (auto)."""
+    need = budget_pairs(n_real, share, weight)
+    if need == 0:
+        raise FacebalanceError(
+            "complement.n_pairs: 0 (auto) needs augment.synthetic_share > 0; set one or both")
+    return int(np.ceil(PAIR_HEADROOM * need))
+
+
+def select_pairs(pairs: pd.DataFrame, *, n_real: int, share: float, weight: float,
+                 label_margin: float = 0.0, confirm_flip: bool = False
+                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The pairs a GAN strategy trains on, and a report of what was dropped and why.
+
+    Filters first, then the budget: pairs whose G(z) target score lies within
+    ``label_margin`` of 0.5 are dropped (their label is a coin flip of a classifier that is
+    itself biased), then, with ``confirm_flip``, those whose scores do not confirm the flip;
+    of the rest the first :func:`budget_pairs` are kept (pairs are in random order).
+
+    Parameters
+    ----------
+    pairs
+        ``pairs.parquet`` rows (``target_z``, ``flip_ok``, ...), in their written order.
+    n_real
+        Real training images (each weighs 1).
+    share, weight
+        ``augment.synthetic_share`` and ``augment.synthetic_weight``.
+    label_margin, confirm_flip
+        The filters.
+    """
+    report: dict[str, Any] = {"n_real": int(n_real), "pairs_available": len(pairs)}
+    keep = np.ones(len(pairs), dtype=bool)
+    if label_margin > 0:
+        keep &= np.abs(pairs["target_z"].to_numpy(np.float64) - 0.5) >= label_margin
+        report["label_margin_kept"] = float(keep.mean()) if len(keep) else 0.0
+    if confirm_flip:
+        ok = pairs["flip_ok"].to_numpy(bool)
+        report["confirm_flip_kept"] = float(ok[keep].mean()) if keep.any() else 0.0
+        keep &= ok
+    chosen = pairs[keep]
+    need = budget_pairs(n_real, share, weight)
+    if need:
+        if len(chosen) < need:
+            log.warning("augment: %d pairs pass the filters, the budget asks for %d "
+                        "(synthetic_share %.3g of %d real images); using all of them",
+                        len(chosen), need, share, n_real)
+        chosen = chosen.iloc[:need]
+    report["pairs_used"] = len(chosen)
+    return chosen, report
+
+
+def synthetic_summary(index: pd.DataFrame) -> dict[str, Any]:
+    """Generated rows of a training set index and their share of the real rows' weight."""
+    gen = (index["source"] != "real").to_numpy()
+    w = index["weight"].to_numpy(np.float64)
+    return {"synthetic_images": int(gen.sum()),
+            "synthetic_share": float(w[gen].sum() / max(w[~gen].sum(), 1e-12))}
 
 
 def pair_rows(pairs: pd.DataFrame, refs: pd.DataFrame, *, confirm_flip: bool = False

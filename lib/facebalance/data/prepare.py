@@ -28,7 +28,7 @@ def synthfaces_specs(p: DatasetParams) -> dict[str, synthfaces.SplitSpec]:
     common = {"target": p.target, "protected": p.protected,
               "images_per_identity": p.images_per_identity,
               "skin_shares": tuple(p.skin_shares), "age_profile": p.age_profile,
-              "p_protected": p.p_protected,
+              "p_protected": p.p_protected, "blond_cue": p.blond_cue,
               "p_target_given": (tuple(p.p_target_given_group) if skewed
                                  else (p.p_target_protected0, p.p_target_protected1))}
     balanced = p.eval_split == "balanced"

@@ -73,6 +73,10 @@ class SplitSpec:
         Shares of the skin groups when skin is the protected attribute.
     age_profile
         ``uniform`` (18-80) or ``utkface`` (most faces 20-35, few 60+).
+    blond_cue
+        How far hair lightness sits from the blond / non-blond edge (1: the default ramp;
+        0.5: every face twice as close to the edge, so blond is harder to see and a
+        classifier leans more on the correlated attribute).
     """
 
     n: int
@@ -84,6 +88,11 @@ class SplitSpec:
     images_per_identity: int = 4
     skin_shares: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25)
     age_profile: str = "uniform"
+    blond_cue: float = 1.0
+
+
+#: Hair lightness edge between non-blond (below) and blond (above); see HAIR_RAMP_U.
+HAIR_EDGE = 0.59
 
 
 def _largest_remainder(probs: np.ndarray, n: int) -> np.ndarray:
@@ -210,6 +219,8 @@ def sample_attributes(spec: SplitSpec, seed: int | np.random.SeedSequence,
     id_blond[identity] = df["blond"].to_numpy().astype(bool)
     hair_u = np.where(id_blond, 0.56 + 0.44 * rng.beta(1.2, 1.6, n_ids),
                       0.62 * rng.beta(1.6, 1.0, n_ids))
+    if spec.blond_cue != 1.0:  # (the default keeps its draws bit-identical)
+        hair_u = HAIR_EDGE + (hair_u - HAIR_EDGE) * spec.blond_cue
     id_male = np.zeros(n_ids, dtype=bool)
     id_male[identity] = df["male"].to_numpy().astype(bool)
     long_hair = np.where(id_male, rng.random(n_ids) < 0.05, rng.random(n_ids) < 0.95)

@@ -105,8 +105,9 @@ def paired_differences(tables: Mapping[str, pd.DataFrame],
     -------
     pandas.DataFrame
         One row per (strategy, reference, metric): ``diff`` (full test set, seed means),
-        ``lo`` and ``hi`` (2.5 / 97.5 percentiles over shared resamples) and ``p_better``
-        (share of resamples in which the strategy is better than the reference).
+        ``lo`` and ``hi`` (2.5 / 97.5 percentiles over shared resamples), ``p_better``
+        (share of resamples in which the strategy is better than the reference) and
+        ``reference_value`` (the reference's seed mean).
 
     Raises
     ------
@@ -136,17 +137,30 @@ def paired_differences(tables: Mapping[str, pd.DataFrame],
                 better = d[1:] < 0 if lower_is_better(m) else d[1:] > 0
                 rows.append({"strategy": name, "reference": ref, "metric": m,
                              "diff": float(d[0]), "lo": float(lo), "hi": float(hi),
-                             "p_better": float(better.mean())})
+                             "p_better": float(better.mean()),
+                             "reference_value": float(reps[ref][m][0])})
     return pd.DataFrame(rows)
+
+
+def split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of one split of an ``evaluate`` scores table (tables written before val rows
+    were added hold test rows only)."""
+    if "split" not in table.columns:
+        if split != "test":
+            raise FacebalanceError(
+                f"paired: the scores table has no {split} rows; rerun evaluate")
+        return table
+    return table[table["split"] == split].drop(columns="split").reset_index(drop=True)
 
 
 def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, Any]],
                    strategies: Sequence[str], references: Sequence[str],
                    metrics: Sequence[str], *, n_bootstrap: int = 500,
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, split: str = "test") -> pd.DataFrame:
     """:func:`paired_differences` from ``evaluate``'s outputs.
 
-    Reads ``<scores_dir>/<strategy>.parquet`` and each report's task and thresholds.
+    Reads ``<scores_dir>/<strategy>.parquet`` (the rows of ``split``) and each report's task
+    and thresholds (calibrated on val, for either split).
     References that are not among ``strategies`` are skipped with a warning; metrics that
     need more than predictions (BA, KL) are left out. Returns an empty frame when nothing
     is to compare.
@@ -165,7 +179,7 @@ def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, An
         path = Path(scores_dir) / f"{s}.parquet"
         if not path.is_file():
             raise FacebalanceError(f"compare: {path} is missing; run evaluate@{s}")
-        tables[s] = read_parquet(path)
+        tables[s] = split_rows(read_parquet(path), split)
     thresholds = {s: reports[s].get("threshold", {}) for s in strategies}
     return paired_differences(tables, thresholds, task=task, references=refs,
                               metrics=metrics, n_bootstrap=n_bootstrap, seed=seed)
@@ -222,4 +236,79 @@ def paired_json(frame: pd.DataFrame) -> dict:
     for r in frame.itertuples():
         out.setdefault(f"{r.strategy}-vs-{r.reference}", {})[r.metric] = {
             "diff": r.diff, "ci95": {"lo": r.lo, "hi": r.hi}, "p_better": r.p_better}
+    return out
+
+
+def guard_verdicts(diffs: pd.DataFrame, quality: str, fairness: str,
+                   tolerance: float = 0.01) -> pd.DataFrame:
+    """Which strategies are worse than the reference on validation, and why.
+
+    A strategy is flagged when, beyond noise (the whole 95% paired interval on the harmful
+    side), its ``fairness`` metric is worse than the reference's at all, or its ``quality``
+    metric is worse by more than ``tolerance`` of the reference's value (0.01 of an AP of
+    0.95 is about one AP point).
+
+    Parameters
+    ----------
+    diffs
+        :func:`paired_differences` rows on the val split against one reference.
+    quality, fairness
+        The metric names judged (e.g. ``ap`` and ``deo``).
+    tolerance
+        Allowed relative loss of ``quality``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per strategy: ``strategy``, ``flagged`` and ``reasons`` (a string).
+    """
+    rows = []
+    for name, r in diffs.groupby("strategy", sort=False):
+        r = r.set_index("metric")
+        reasons = []
+        if fairness in r.index:
+            worse_fair = (r.at[fairness, "lo"] > 0 if lower_is_better(fairness)
+                          else r.at[fairness, "hi"] < 0)
+            if worse_fair:
+                reasons.append(f"{label(fairness)} worse")
+        if quality in r.index:
+            allowed = tolerance * abs(r.at[quality, "reference_value"])
+            worse_q = (r.at[quality, "lo"] > allowed if lower_is_better(quality)
+                       else r.at[quality, "hi"] < -allowed)
+            if worse_q:
+                reasons.append(f"{label(quality)} more than {tolerance:.0%} worse")
+        rows.append({"strategy": name, "flagged": bool(reasons),
+                     "reasons": ", ".join(reasons)})
+    return pd.DataFrame(rows, columns=["strategy", "flagged", "reasons"])
+
+
+def guard_markdown(diffs: pd.DataFrame, verdicts: pd.DataFrame, reference: str,
+                   tolerance: float) -> str:
+    """The validation guard section of ``compare.md``."""
+    metrics = list(dict.fromkeys(diffs["metric"]))
+    lines = [f"Validation guard (val split, paired against `{reference}`):", "",
+             "| strategy | " + " | ".join(f"Δ{label(m)} (val)" for m in metrics)
+             + " | guard |", "|" + "---|" * (len(metrics) + 2)]
+    verdict = verdicts.set_index("strategy")
+    for name, r in diffs.groupby("strategy", sort=False):
+        r = r.set_index("metric")
+        cells = [f"{_signed(r.at[m, 'diff'])} [{_signed(r.at[m, 'lo'])}, "
+                 f"{_signed(r.at[m, 'hi'])}]" for m in metrics]
+        flag = (f"**worse than {reference}: {verdict.at[name, 'reasons']}**"
+                if verdict.at[name, "flagged"] else "ok")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {flag} |")
+    legend = (f"A strategy is flagged when on validation, beyond noise, its fairness metric "
+              f"is worse than `{reference}`'s or its quality metric is more than "
+              f"{tolerance:.0%} worse (compare.guard_tolerance): do not trust its test "
+              "numbers over the reference's without looking at why.")
+    return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+def guard_json(diffs: pd.DataFrame, verdicts: pd.DataFrame) -> dict:
+    """``{strategy: {"flagged", "reasons", metric: {"diff", "ci95"}}}`` for paired.json."""
+    out: dict = {}
+    for v in verdicts.itertuples():
+        out[v.strategy] = {"flagged": bool(v.flagged), "reasons": v.reasons}
+    for r in diffs.itertuples():
+        out[r.strategy][r.metric] = {"diff": r.diff, "ci95": {"lo": r.lo, "hi": r.hi}}
     return out

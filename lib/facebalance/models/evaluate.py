@@ -112,8 +112,8 @@ def evaluate_models(data: Path, models_dir: Path, seeds: Sequence[int], *,
     Returns
     -------
     report, table
-        The metrics dict (with the models' ``task``) and the test predictions table
-        (:func:`predictions_table`).
+        The metrics dict (with the models' ``task``; test metrics) and the predictions
+        table (:func:`predictions_table`) of test and val rows, told apart by ``split``.
     """
     models, task = load_seed_models(models_dir, seeds, device, default_task)
     cols = ["id", *columns]
@@ -124,12 +124,16 @@ def evaluate_models(data: Path, models_dir: Path, seeds: Sequence[int], *,
         return refs, predict_outputs(models, dataset, device, task, params.batch_size)
 
     test, test_out = predict("test")
+    val, val_out = predict("val")
     table = predictions_table(task, test, test_out, seeds)
+    # Val predictions too: compare's validation guard judges every strategy on them.
+    both = pd.concat([table.assign(split="test"),
+                      predictions_table(task, val, val_out, seeds).assign(split="val")],
+                     ignore_index=True)
     if task.kind != "binary":
         report = task_report(task, table, seeds, n_bootstrap=params.bootstrap,
                              bootstrap_seed=bootstrap_seed)
-        return {"task": task.to_dict(), **report}, table
-    val, val_out = predict("val")
+        return {"task": task.to_dict(), **report}, both
     train = read_columns(data / "train", [task.target, task.protected])
     report = fairness_report(
         val[task.target].to_numpy(), [o[:, 0] for o in val_out], table["label"].to_numpy(),
@@ -138,6 +142,4 @@ def evaluate_models(data: Path, models_dir: Path, seeds: Sequence[int], *,
         reference_counts=training_cell_counts(train, task.target, task.protected,
                                               np.unique(table["group"])),
         n_bootstrap=params.bootstrap, bootstrap_seed=bootstrap_seed, kl_bins=params.kl_bins)
-    return {"task": task.to_dict(), **report}, table
-
-
+    return {"task": task.to_dict(), **report}, both
