@@ -95,3 +95,15 @@ def test_labels_fails_on_a_split_with_one_class(tmp_path: Path) -> None:
                                  "--protected", "Male"])
     assert result.exit_code == 1
     assert "the test split of" in result.output and "(Blond_Hair=0: 8)" in result.output
+
+
+def test_choose_share_prints_one_experiment_per_share_and_refuses_a_bad_grid() -> None:
+    result = runner.invoke(app, ["choose-share", "--preset", "hard", "--grid", "0.25,1",
+                                 "--params", str(REPO / "params.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("dvc exp run --temp -n share-hard-0.25 ")
+    assert "-S augment.synthetic_share=1.0" in lines[1]
+    assert "-S dataset.n_train=9000" in lines[1] and lines[1].endswith(" compare")
+    bad = runner.invoke(app, ["choose-share", "--grid", "0,x", "--dry-run"])
+    assert bad.exit_code == 1 and "expected positive numbers" in bad.output

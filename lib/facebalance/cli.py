@@ -224,6 +224,87 @@ def repro(
         _run(cmd)
 
 
+def _exp_file(name: str, path: str) -> str:
+    """A file of a finished DVC experiment, from its git ref (``refs/exps/.../<name>``)."""
+    import subprocess
+
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+                          capture_output=True, text=True).stdout.split()
+    found = [r for r in refs if r.endswith(f"/{name}")]
+    if not found:
+        raise FacebalanceError(f"no DVC experiment named {name!r} (dvc exp show)")
+    proc = subprocess.run(["git", "show", f"{found[-1]}:{path}"], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise FacebalanceError(f"experiment {name!r} has no {path}")
+    return proc.stdout
+
+
+@app.command("choose-share")
+def choose_share(
+    grid: Annotated[str, typer.Option(help="comma-separated augment.synthetic_share values")
+                    ] = "0.25,0.5,1",
+    strategy: Annotated[str, typer.Option(help="the GAN strategy judged")] = "gan_complement",
+    preset_name: Annotated[str, typer.Option("--preset", help="apply a preset's changes "
+                                                             "first (e.g. hard)")] = "",
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+    run: Annotated[bool, typer.Option(help="run the experiments (--no-run: read the ones "
+                                           "run before)")] = True,
+    dry_run: Annotated[bool, typer.Option(help="print the commands only")] = False,
+) -> None:
+    """Choose augment.synthetic_share on validation: one DVC experiment per share (baseline
+    and the strategy), then the unflagged share with the lowest validation ΔDEO
+    (facebalance/tuning.py states the criterion)."""
+    import shlex
+
+    import yaml
+
+    from facebalance.choices import GUARD_METRICS
+    from facebalance.config import parse_params
+    from facebalance.presets import apply_changes, preset_changes, set_args
+    from facebalance.tuning import pick_share, share_table
+
+    try:
+        shares = [float(v) for v in grid.split(",") if v.strip()]
+        if not shares or min(shares) <= 0:
+            raise ValueError
+    except ValueError:
+        _fail(FacebalanceError(f"--grid {grid!r}: expected positive numbers, e.g. 0.25,0.5,1"))
+    try:
+        changes = dict(preset_changes(preset_name)) if preset_name else {}
+        data = apply_changes(yaml.safe_load(params.read_text()) or {}, changes)
+        p = parse_params(data)
+    except (OSError, yaml.YAMLError) as err:
+        _fail(FacebalanceError(f"choose-share: cannot read {params}: {err}"))
+    except FacebalanceError as err:
+        _fail(err)
+    fairness = GUARD_METRICS[p.task.kind][1]
+    names = {s: f"share-{preset_name or 'params'}-{s:g}" for s in shares}
+    for share, name in names.items():
+        cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(
+            {**changes, "augment.synthetic_share": share, "strategies": ["baseline", strategy],
+             "compare.references": ["baseline"]}), "compare"]
+        if dry_run:
+            typer.echo(shlex.join(cmd))
+        elif run:
+            _run(cmd)
+    if dry_run:
+        return
+    try:
+        guards = {s: json.loads(_exp_file(n, "metrics/paired.json")).get("val_guard", {})
+                  for s, n in names.items()}
+        table = share_table(guards, strategy, fairness)
+    except FacebalanceError as err:
+        _fail(err)
+    typer.echo(table.to_string(index=False))
+    best = pick_share(table, fairness)
+    if best is None:
+        typer.echo(f"every share is flagged on validation: do not use {strategy} on this data")
+    else:
+        typer.echo(f"chosen: augment.synthetic_share = {best:g} (lowest validation "
+                   f"Δ{fairness} of the unflagged shares)")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Console entry point."""
     try:
