@@ -11,6 +11,7 @@ from facebalance.task import (
     group_names,
     n_cells,
     param_columns,
+    present_cells,
     resolve_task,
     task_from_params,
     task_labels,
@@ -77,3 +78,12 @@ def test_task_labels_when_target_is_the_protected_column() -> None:
     frame = task_labels(task, TRAIN)
     assert list(frame.columns) == ["label", "label1", "group"]
     assert (frame["label"] == frame["group"]).all() and (frame["label1"] == TRAIN["male"]).all()
+
+
+def test_present_cells_number_the_observed_label_group_pairs_in_order() -> None:
+    rng = np.random.default_rng(0)
+    label, group = rng.integers(0, 3, 200), rng.integers(0, 5, 200)
+    label[group == 4] = 1  # cells (0, 4) and (2, 4) absent: numbering stays dense
+    loop = {cell: k for k, cell in enumerate(sorted(set(zip(label, group, strict=True))))}
+    expected = [loop[(y, g)] for y, g in zip(label, group, strict=True)]
+    assert present_cells(label, group).tolist() == expected

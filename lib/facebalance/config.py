@@ -165,7 +165,7 @@ class ClassifierParams:
 class AttrParams(ClassifierParams):
     """The attribute classifiers that label generated images (``train_attr``)."""
 
-    balance: str = _opt("none", choices=("none", "reweight"),
+    balance: str = _opt("reweight", choices=("none", "reweight"),
                         doc="reweight: equal total weight in every target x protected cell, "
                             "so the labeller leans less on the correlated attribute")
 

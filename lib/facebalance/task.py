@@ -242,6 +242,14 @@ def cell_ids(task: TaskSpec, label: np.ndarray, group: np.ndarray,
     return np.asarray(label).astype(np.int64) * n_groups + group
 
 
+def present_cells(label: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Dense numbers 0..k-1 of the (label, group) cells present, in :func:`cell_ids` order
+    (label first, then group): what balancing counts rows in."""
+    group = np.asarray(group, dtype=np.int64)
+    ids = np.asarray(label).astype(np.int64) * (int(group.max(initial=0)) + 1) + group
+    return np.unique(ids, return_inverse=True)[1].ravel()
+
+
 def n_cells(task: TaskSpec, n_groups: int) -> int:
     """How many cells :func:`cell_ids` numbers with ``n_groups`` groups."""
     if task.kind == "regression":

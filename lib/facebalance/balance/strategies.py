@@ -23,7 +23,7 @@ import pandas as pd
 
 from facebalance.choices import REWEIGHT_MODES
 from facebalance.errors import FacebalanceError
-from facebalance.task import BINARY_TASK, TaskSpec, label_keys
+from facebalance.task import BINARY_TASK, TaskSpec, label_keys, present_cells
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ def reweight_weights(label: np.ndarray, group: np.ndarray,
         float32 weights, normalized to mean 1.
     """
     label, group = np.asarray(label), np.asarray(group)
-    _, cell = np.unique(np.stack([label, group]), axis=1, return_inverse=True)
-    cell = cell.ravel()
+    cell = present_cells(label, group)
     n_cell = np.bincount(cell)[cell].astype(np.float64)
     n = len(label)
     if mode == "equal_cells":
@@ -91,8 +90,7 @@ def oversample_rows(label: np.ndarray, group: np.ndarray, seed: int,
         Indices into the input rows, sorted, with repeats.
     """
     label, group = np.asarray(label), np.asarray(group)
-    _, cell = np.unique(np.stack([label, group]), axis=1, return_inverse=True)
-    cell = cell.ravel()
+    cell = present_cells(label, group)
     sizes = np.bincount(cell)
     target = int(sizes.max()) if to == "max" else int(np.ceil(sizes.mean()))
     rng = np.random.default_rng(seed)
