@@ -14,7 +14,7 @@ from facebalance.balance.strategies import (
 from facebalance.config import DatasetParams, EvaluateParams, Params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.prepare import write_synthfaces
-from facebalance.metrics.paired import paired_differences
+from facebalance.metrics.paired import paired_differences, split_rows
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.evaluate import evaluate_models
 from facebalance.models.fit import fit_classifier
@@ -83,7 +83,7 @@ def test_reweighting_lowers_deo_beyond_seed_noise(reports: dict[str, dict]) -> N
 
 
 def test_val_attention_lowers_deo_on_shared_resamples(evaluated: dict[str, tuple]) -> None:
-    diffs = paired_differences({n: t for n, (_, t) in evaluated.items()},
+    diffs = paired_differences({n: split_rows(t, "test") for n, (_, t) in evaluated.items()},
                                {n: r["threshold"] for n, (r, _) in evaluated.items()},
                                task=TASK, references=["baseline"],
                                metrics=["deo", "ap"], n_bootstrap=300)
