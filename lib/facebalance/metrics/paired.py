@@ -209,6 +209,12 @@ def _signed(value: float) -> str:
     return f"{value:+.3f}" if np.isfinite(value) else "n/a"
 
 
+def _interval(rows: pd.DataFrame, metric: str) -> str:
+    """A table cell ``diff [lo, hi]`` of one metric (``rows`` indexed by metric)."""
+    return (f"{_signed(rows.at[metric, 'diff'])} [{_signed(rows.at[metric, 'lo'])}, "
+            f"{_signed(rows.at[metric, 'hi'])}]")
+
+
 def paired_markdown(frame: pd.DataFrame) -> str:
     """One markdown table per reference: ``diff [lo, hi]`` per metric, and a legend."""
     parts = []
@@ -219,9 +225,7 @@ def paired_markdown(frame: pd.DataFrame) -> str:
                  "|" + "---|" * (len(metrics) + 1)]
         for name, r in rows.groupby("strategy", sort=False):
             r = r.set_index("metric")
-            cells = [f"{_signed(r.at[m, 'diff'])} [{_signed(r.at[m, 'lo'])}, "
-                     f"{_signed(r.at[m, 'hi'])}]" for m in metrics]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | " + " | ".join(_interval(r, m) for m in metrics) + " |")
         parts.append("\n".join(lines))
     legend = ("Δ = strategy − reference on the full test set (seed means) [95% interval of a "
               "two-level bootstrap: test images resampled alike for both strategies, "
@@ -292,11 +296,10 @@ def guard_markdown(diffs: pd.DataFrame, verdicts: pd.DataFrame, reference: str,
     verdict = verdicts.set_index("strategy")
     for name, r in diffs.groupby("strategy", sort=False):
         r = r.set_index("metric")
-        cells = [f"{_signed(r.at[m, 'diff'])} [{_signed(r.at[m, 'lo'])}, "
-                 f"{_signed(r.at[m, 'hi'])}]" for m in metrics]
         flag = (f"**worse than {reference}: {verdict.at[name, 'reasons']}**"
                 if verdict.at[name, "flagged"] else "ok")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {flag} |")
+        lines.append(f"| {name} | " + " | ".join(_interval(r, m) for m in metrics)
+                     + f" | {flag} |")
     legend = (f"A strategy is flagged when on validation, beyond noise, its fairness metric "
               f"is worse than `{reference}`'s or its quality metric is more than "
               f"{tolerance:.0%} worse (compare.guard_tolerance): do not trust its test "
