@@ -22,7 +22,7 @@ def test_every_preset_is_valid_on_the_repository_params() -> None:
     kinds = {name: parse_params(apply_changes(data, changes)).task.kind
              for name, changes in PRESETS.items()}
     assert kinds == {"blond_male": "binary", "skin4": "binary", "race_gender": "multitask",
-                     "age": "regression"}
+                     "hard": "binary", "age": "regression"}
 
 
 def test_set_args_keep_types_through_yaml() -> None:
