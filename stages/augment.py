@@ -4,18 +4,21 @@ from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
+import pyarrow as pa
 import typer
 
 from facebalance.balance.strategies import (
     PAIR_STRATEGIES,
     build_training_index,
+    interpolated_rows,
     pair_rows,
     select_pairs,
     synthetic_summary,
 )
+from facebalance.choices import INTERPOLATION_STRATEGIES
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
-from facebalance.data.shards import read_parquet, write_table_atomic
+from facebalance.data.shards import read_parquet, shards_digest, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.runtime import derive_seed, run_app, write_json
 from facebalance.task import param_columns, task_from_params, task_labels
@@ -30,6 +33,8 @@ def main(
     out: Annotated[Path, typer.Option(help="training set index (Parquet) to write")],
     pairs: Annotated[Path | None, typer.Option(help="z/z' pair set (GAN strategies)")] = None,
     generated: Annotated[Path | None, typer.Option(help="sampled G(z) shards")] = None,
+    interpolated: Annotated[Path | None, typer.Option(
+        help="interpolate stage output (latent_smote, pixel_smote)")] = None,
     report: Annotated[Path | None, typer.Option(
         help="JSON of the synthetic budget: pairs available, kept by the filters, used")] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
@@ -40,7 +45,7 @@ def main(
     task = task_from_params(p, train)
     real = pd.concat([train[["path", "_file", "_row", "id"]], task_labels(task, train)],
                      axis=1)
-    pair_index, budget = None, None
+    pair_index, budget, interp, synthetic_dirs = None, None, None, []
     if strategy in PAIR_STRATEGIES:
         if pairs is None or generated is None:
             raise FacebalanceError(f"augment: {strategy} needs --pairs and --generated")
@@ -54,11 +59,27 @@ def main(
                                       weight=a.synthetic_weight, label_margin=a.label_margin,
                                       confirm_flip=a.confirm_flip)
         pair_index = pair_rows(chosen, refs)
+        synthetic_dirs = dirs
+    if strategy in INTERPOLATION_STRATEGIES:
+        if interpolated is None:
+            raise FacebalanceError(f"augment: {strategy} needs --interpolated")
+        plan = read_parquet(interpolated / "plan.parquet")
+        images = interpolated / ("latent" if strategy == "latent_smote" else "pixel")
+        refs = (shard_refs(images, ["id"]) if len(plan)
+                else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
+        interp = interpolated_rows(plan, refs)
+        synthetic_dirs = [images]
     index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,
                                  reweight_mode=p.augment.reweight_mode, pairs=pair_index,
-                                 synthetic_weight=p.augment.synthetic_weight)
-    write_table_atomic(index, out)
+                                 synthetic_weight=p.augment.synthetic_weight,
+                                 interpolated=interp)
+    table = pa.Table.from_pandas(index, preserve_index=False)
+    if synthetic_dirs:  # new pixels under the same ids must change this file (DVC retrains)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"facebalance.images": shards_digest(
+                                                   synthetic_dirs).encode()})
+    write_table_atomic(table, out)
     if report is not None:
         write_json(report, {"strategy": strategy, "rows": len(index), **(budget or {}),
                             **synthetic_summary(index)})

@@ -48,11 +48,13 @@ def main(
                 f"base.image_size is {p.base.image_size}")
         summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
     else:
-        refs = shard_refs(data / "train", ["id", p.dataset.target, p.dataset.protected])
         if g.balance == "oversample":  # every (target, protected) cell equally often
+            refs = shard_refs(data / "train", ["id", p.dataset.target, p.dataset.protected])
             refs = refs.iloc[oversample_rows(refs[p.dataset.target].to_numpy(),
                                              refs[p.dataset.protected].to_numpy(),
                                              derive_seed(p.base.seed, 4, 1))]
+        else:  # the labels are not needed (a regression task has no protected column)
+            refs = shard_refs(data / "train", ["id"])
         cfg = GanConfig(image_size=p.base.image_size, latent_dim=g.latent_dim, width=g.width)
         train = GanTrainConfig(steps=g.steps, batch_size=g.batch_size, lr=g.lr, beta1=g.beta1,
                                ema=g.ema, seed=derive_seed(p.base.seed, 4))

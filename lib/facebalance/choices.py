@@ -5,7 +5,7 @@ import the algorithms, and a change to one reruns only the stages that run it.
 """
 
 STRATEGIES = ("baseline", "reweight", "oversample", "mixup", "cutmix", "val_attention",
-              "gan_complement", "gan_gz_only")
+              "gan_complement", "gan_gz_only", "latent_smote", "pixel_smote")
 REWEIGHT_MODES = ("equal_cells", "independence", "within_class")
 BOUNDARY_METHODS = ("svm", "logistic")
 COMPLEMENT_MODES = ("paper", "perp", "on_hyperplane")
@@ -48,5 +48,10 @@ GUARD_METRICS = {
 HEAD_METRICS = ("accuracy", "macro_f1", "class_acc_std")
 #: Strategies that need the GAN stages (a binary target and a binary protected attribute).
 GAN_STRATEGIES = ("gan_complement", "gan_gz_only")
+#: Strategies that fill the small cells with interpolations of inverted real images (latent
+#: SMOTE) or of their pixels (the control); they need the GAN and the invert stage, any task.
+INTERPOLATION_STRATEGIES = ("latent_smote", "pixel_smote")
+#: How the invert stage finds latents (:mod:`facebalance.latent.invert`).
+INVERT_METHODS = ("encoder", "optimize", "both")
 #: Named tasks (param changes in :mod:`facebalance.presets`) that ``make repro`` can run.
-PRESETS = ("blond_male", "skin4", "race_gender", "hard", "age")
+PRESETS = ("blond_male", "skin4", "race_gender", "hard", "age", "age_smote")

@@ -30,6 +30,8 @@ from facebalance.choices import (
     EVAL_SPLITS,
     GAN_STRATEGIES,
     HEAD_METRICS,
+    INTERPOLATION_STRATEGIES,
+    INVERT_METHODS,
     PRESETS,
     REGRESSION_LOSSES,
     REWEIGHT_MODES,
@@ -246,6 +248,35 @@ class ComplementParams:
 
 
 @dataclass(frozen=True)
+class InvertParams:
+    """GAN inversion of the real images (latent_smote): an encoder, then optimisation."""
+
+    method: str = _opt("both", choices=INVERT_METHODS,
+                       doc="encoder: one pass; optimize: Adam from a random latent; both: "
+                           "Adam from the encoder's latent")
+    encoder_steps: int = _opt(1500, lo=1, doc="encoder training steps on (G(z), z)")
+    encoder_batch_size: int = _opt(128, lo=2)
+    encoder_lr: float = _opt(0.001, lo=0.0)
+    encoder_width: int = _opt(32, lo=4, hi=1024)
+    steps: int = _opt(30, lo=0, doc="Adam steps per image (optimize, both)")
+    lr: float = _opt(0.05, lo=0.0)
+    prior_weight: float = _opt(0.01, lo=0.0,
+                               doc="weight of (|z|/sqrt(d) - 1)^2, keeping latents on the "
+                                   "prior's shell")
+    batch_size: int = _opt(512, lo=1, doc="images optimised together")
+    n_test: int = _opt(1000, lo=0, doc="test images inverted for metrics/invert.json; 0: all")
+
+
+@dataclass(frozen=True)
+class InterpolateParams:
+    """latent_smote / pixel_smote: fill every cell below the mean cell size."""
+
+    contribution: list = _opt([0.1, 0.9], doc="range of the injected member's share "
+                                              "(paper: 0.1-0.9)")
+    batch_size: int = _opt(1024, lo=1)
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """Fairness evaluation on the balanced test split."""
 
@@ -287,6 +318,8 @@ class Params:
     sample: SampleParams = field(default_factory=SampleParams)
     boundaries: BoundaryParams = field(default_factory=BoundaryParams)
     complement: ComplementParams = field(default_factory=ComplementParams)
+    invert: InvertParams = field(default_factory=InvertParams)
+    interpolate: InterpolateParams = field(default_factory=InterpolateParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     compare: CompareParams = field(default_factory=CompareParams)
 
@@ -456,6 +489,12 @@ def _check_cross(p: Params) -> None:
         raise FacebalanceError(
             "params: augment.synthetic_weight = 0 gives generated images no weight; a "
             "synthetic_share needs it > 0")
+    lohi = p.interpolate.contribution
+    if (len(lohi) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                  for v in lohi) or not 0 <= lohi[0] <= lohi[1] <= 1):
+        raise FacebalanceError(
+            f"params: interpolate.contribution = {lohi!r} is invalid; expected [lo, hi] with "
+            "0 <= lo <= hi <= 1 (paper: [0.1, 0.9])")
     uses_pool = p.complement.selection == "all" and p.complement.min_distance == 0
     if uses_pool and p.complement.n_pairs > pool:
         raise FacebalanceError(
@@ -513,6 +552,11 @@ def _check_task(p: Params) -> None:
             f"params: strategies lists {', '.join(gan)}, which need a binary protected "
             f"attribute; dataset.protected = {d.protected!r} has more than two groups (the "
             "z/z' complement mirrors a face across one hyperplane)")
+    if p.gan.balance != "none" and t.kind != "binary" and (
+            gan or any(s in INTERPOLATION_STRATEGIES for s in p.strategies)):
+        raise FacebalanceError(
+            f"params: gan.balance = {p.gan.balance!r} balances target x protected cells of a "
+            f"binary task; task.kind is {t.kind!r}: use gan.balance: none")
     if t.kind == "regression" and "reweight" in p.strategies and (
             p.augment.reweight_mode == "independence"):
         raise FacebalanceError(

@@ -15,6 +15,8 @@ preset <name>`` validates the changed params first and prints or runs that comma
   the old defaults hurt; ``dataset.blond_cue`` below 1 makes it harder.
 - ``age``: age regression, UTKFace-like ages (most 20-35), 10-year groups; WMAE ("Fighting
   Ageism in datasets").
+- ``age_smote``: the ``age`` task with that paper's strategies: naive oversampling, latent
+  SMOTE (GAN inversion + interpolation in latent space) and its pixel-space control.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset.p_target_protected1": 0.15,
         "dataset.blond_cue": 1.0,
         "strategies": ["baseline", "reweight", "oversample", "gan_complement", "gan_gz_only"],
+    },
+    "age_smote": {
+        "dataset.target": "age",
+        "dataset.protected": "",
+        "dataset.age_profile": "utkface",
+        "task.kind": "regression",
+        "task.age_bins": [30, 40, 50, 60, 70],
+        "strategies": ["baseline", "oversample", "latent_smote", "pixel_smote"],
+        "compare.references": ["baseline", "pixel_smote"],
     },
     "age": {
         "dataset.target": "age",

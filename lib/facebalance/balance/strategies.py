@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebalance.choices import REWEIGHT_MODES
+from facebalance.choices import INTERPOLATION_STRATEGIES, REWEIGHT_MODES
 from facebalance.errors import FacebalanceError
 from facebalance.task import BINARY_TASK, TaskSpec, label_keys, present_cells
 
@@ -265,6 +265,36 @@ def _gan_gz_only(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: 
     return _with_synthetic(frame, pairs[pairs["member"] == "z"], 2 * synthetic_weight)
 
 
+def interpolated_rows(plan: pd.DataFrame, refs: pd.DataFrame) -> pd.DataFrame:
+    """Index rows of the interpolated images of a latent_smote / pixel_smote set.
+
+    Parameters
+    ----------
+    plan
+        ``plan.parquet`` of the interpolate stage: ``id``, ``label``..., ``group``.
+    refs
+        Image references (``path``, ``_file``, ``_row``, ``id``) of the chosen image set.
+    """
+    where = refs.drop_duplicates("id").set_index("id")[["path", "_file", "_row"]]
+    ids = plan["id"].to_numpy()
+    missing = ~pd.Index(ids).isin(where.index)
+    if missing.any():
+        raise FacebalanceError(
+            f"interpolated image {ids[missing][0]!r} is in plan.parquet but in no image shard")
+    return pd.concat([where.loc[ids].reset_index(), plan.drop(columns="id").reset_index(
+        drop=True)], axis=1)
+
+
+def _interpolated(frame: pd.DataFrame, *, interpolated: pd.DataFrame, **_: object
+                  ) -> pd.DataFrame:
+    # The new samples weigh 1 like the real ones: the cells are filled by count (paper).
+    cols = [c for c in frame.columns if c not in ("weight", "source")]
+    return pd.concat([frame.assign(weight=np.float32(1.0)),
+                      interpolated[cols].assign(weight=np.float32(1.0),
+                                                source="interpolated")],
+                     ignore_index=True)
+
+
 BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "baseline": _baseline,
     "reweight": _reweight,
@@ -275,6 +305,8 @@ BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "val_attention": _baseline,
     "gan_complement": _gan_complement,
     "gan_gz_only": _gan_gz_only,
+    "latent_smote": _interpolated,
+    "pixel_smote": _interpolated,
 }
 #: Strategies whose training set adds the generated z/z' pairs.
 PAIR_STRATEGIES = ("gan_complement", "gan_gz_only")
@@ -315,7 +347,8 @@ def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = 
         What the labels are; regression balances the age bins (``group``) alone.
     **options
         Strategy options (``seed``, ``reweight_mode``, ``oversample_to``; for
-        :data:`PAIR_STRATEGIES` ``pairs`` from :func:`pair_rows` and ``synthetic_weight``).
+        :data:`PAIR_STRATEGIES` ``pairs`` from :func:`pair_rows` and ``synthetic_weight``;
+        for :data:`INTERPOLATION_STRATEGIES` ``interpolated`` from :func:`interpolated_rows`).
 
     Returns
     -------
@@ -329,6 +362,9 @@ def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = 
             f"unknown strategy {strategy!r}; valid: {', '.join(BUILDERS)}") from None
     if strategy in PAIR_STRATEGIES and options.get("pairs") is None:
         raise FacebalanceError(f"strategy {strategy!r} needs the z/z' pairs (--pairs)")
+    if strategy in INTERPOLATION_STRATEGIES and options.get("interpolated") is None:
+        raise FacebalanceError(
+            f"strategy {strategy!r} needs the interpolated images (--interpolated)")
     extra = label_keys(task)[1:]
     needed = [c for c in INDEX_COLUMNS if c not in ("weight", "source")] + extra
     missing = [c for c in needed if c not in real.columns]

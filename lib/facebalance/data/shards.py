@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import io
 import logging
 import os
@@ -389,6 +390,24 @@ def shard_files(path: str | Path) -> list[Path]:
     if not files:
         raise FacebalanceError(f"shards: {path} holds no .parquet files")
     return files
+
+
+def shards_digest(paths: Sequence[str | Path]) -> str:
+    """SHA-256 of the bytes of every Parquet file of some shard directories.
+
+    A training index that points into generated shards stores it, so that new pixels under
+    the same ids (a retrained generator) change the index file and DVC retrains on them.
+    """
+    h = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        for f in files:
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
 
 
 def read_columns(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
