@@ -15,7 +15,7 @@ from facebalance.balance.strategies import (
     select_pairs,
     synthetic_summary,
 )
-from facebalance.choices import INTERPOLATION_STRATEGIES
+from facebalance.choices import GUIDED_STRATEGIES, INTERPOLATION_STRATEGIES
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import read_parquet, shards_digest, write_table_atomic
@@ -35,6 +35,7 @@ def main(
     generated: Annotated[Path | None, typer.Option(help="sampled G(z) shards")] = None,
     interpolated: Annotated[Path | None, typer.Option(
         help="interpolate stage output (latent_smote, pixel_smote)")] = None,
+    guided: Annotated[Path | None, typer.Option(help="guide stage output (guided)")] = None,
     report: Annotated[Path | None, typer.Option(
         help="JSON of the synthetic budget: pairs available, kept by the filters, used")] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
@@ -45,7 +46,7 @@ def main(
     task = task_from_params(p, train)
     real = pd.concat([train[["path", "_file", "_row", "id"]], task_labels(task, train)],
                      axis=1)
-    pair_index, budget, interp, synthetic_dirs = None, None, None, []
+    pair_index, budget, added, synthetic_dirs = None, None, {}, []
     if strategy in PAIR_STRATEGIES:
         if pairs is None or generated is None:
             raise FacebalanceError(f"augment: {strategy} needs --pairs and --generated")
@@ -67,13 +68,21 @@ def main(
         images = interpolated / ("latent" if strategy == "latent_smote" else "pixel")
         refs = (shard_refs(images, ["id"]) if len(plan)
                 else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-        interp = interpolated_rows(plan, refs)
+        added["interpolated"] = interpolated_rows(plan, refs)
         synthetic_dirs = [images]
+    if strategy in GUIDED_STRATEGIES:
+        if guided is None:
+            raise FacebalanceError(f"augment: {strategy} needs --guided")
+        made = read_parquet(guided / "guided.parquet", columns=["id", "label", "group"])
+        refs = (shard_refs(guided / "images", ["id"]) if len(made)
+                else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
+        added["guided"] = interpolated_rows(made, refs)
+        synthetic_dirs = [guided / "images"]
     index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,
                                  reweight_mode=p.augment.reweight_mode, pairs=pair_index,
                                  synthetic_weight=p.augment.synthetic_weight,
-                                 interpolated=interp)
+                                 **added)
     table = pa.Table.from_pandas(index, preserve_index=False)
     if synthetic_dirs:  # new pixels under the same ids must change this file (DVC retrains)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),

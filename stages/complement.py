@@ -1,5 +1,6 @@
 """complement: build z/z' pairs, generate and score G(z'), report flip rates, draw pairs."""
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -7,7 +8,7 @@ import numpy as np
 import torch
 import typer
 
-from facebalance.balance.strategies import auto_n_pairs
+from facebalance.balance.strategies import auto_n_pairs, budget_pairs
 from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import atomic_directory
@@ -43,8 +44,15 @@ def main(
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     models = load_attribute_classifiers(attr_models, device)
     target, protected = read_boundaries(boundaries)
-    n_pairs = c.n_pairs or auto_n_pairs(len(shard_refs(data / "train", ["id"])),
-                                        p.augment.synthetic_share, p.augment.synthetic_weight)
+    n_real = len(shard_refs(data / "train", ["id"]))
+    a = p.augment
+    n_pairs = c.n_pairs or auto_n_pairs(n_real, a.synthetic_share, a.synthetic_weight)
+    need = budget_pairs(n_real, a.synthetic_share, a.synthetic_weight)
+    if c.n_pairs and c.n_pairs < need:
+        logging.getLogger("complement").warning(
+            "complement.n_pairs = %d is below the %d pairs augment.synthetic_share = %g of "
+            "%d real images needs; the GAN strategies will train on less (0: auto)",
+            c.n_pairs, need, a.synthetic_share, n_real)
     spec = PairSpec(mode=c.mode, shell=c.shell, max_step=c.max_step, selection=c.selection,
                     min_distance=c.min_distance, n_pairs=n_pairs, batch_size=c.batch_size,
                     seed=derive_seed(p.base.seed, 7))

@@ -171,6 +171,16 @@ CLASSIC = ["baseline", "reweight"]
      r"dataset\.target and dataset\.protected are both 'male'; synthfaces draws a target as "
      r"its own groups only for skin"),
     ({"task": {"kind": "regression"}, "dataset": {"target": "age", "protected": ""},
+      "strategies": ["latent_smote"], "gan": {"balance": "oversample"}},
+     r"gan\.balance = 'oversample' balances target x protected cells of a binary task; "
+     r"task\.kind is 'regression': use gan\.balance: none"),
+    ({"interpolate": {"contribution": [0.9, 0.1]}},
+     r"interpolate\.contribution = \[0\.9, 0\.1\] is invalid; expected \[lo, hi\] with "
+     r"0 <= lo <= hi <= 1"),
+    ({"interpolate": {"contribution": [0.1]}}, r"interpolate\.contribution = \[0\.1\]"),
+    ({"invert": {"method": "gradient"}},
+     r"invert\.method = 'gradient' is invalid; valid values: encoder, optimize, both"),
+    ({"task": {"kind": "regression"}, "dataset": {"target": "age", "protected": ""},
       "strategies": CLASSIC, "augment": {"reweight_mode": "independence"}},
      r"augment\.reweight_mode = 'independence' has nothing to do for regression"),
 ])

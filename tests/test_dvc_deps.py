@@ -88,3 +88,18 @@ def test_the_import_walker_sees_function_level_imports() -> None:
     used = transitive_imports(REPO / "stages" / "prepare.py")
     assert LIB / "facebalance" / "data" / "convert.py" in used  # imported inside write_real
     assert LIB / "facebalance" / "errors.py" in used
+
+
+GENERATION_STAGES = ("train_gan", "sample", "invert", "interpolate")
+
+
+@pytest.mark.parametrize("name", GENERATION_STAGES)
+def test_generation_stages_do_not_depend_on_the_target_classifier(name: str) -> None:
+    """The expensive GAN-side stages never rerun for a change of train_target (its params,
+    checkpoints or training sets)."""
+    stage = dict(_stages())[name]
+    params = [p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])]
+    assert not [p for p in params if p.split(".")[0] in ("train_target", "evaluate",
+                                                         "compare", "strategies")]
+    assert not [d for d in stage["deps"] if d.startswith(("models/target", "data/trainsets",
+                                                          "data/scores"))]

@@ -21,8 +21,9 @@ def test_every_preset_is_valid_on_the_repository_params() -> None:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     kinds = {name: parse_params(apply_changes(data, changes)).task.kind
              for name, changes in PRESETS.items()}
-    assert kinds == {"blond_male": "binary", "skin4": "binary", "race_gender": "multitask",
-                     "hard": "binary", "age": "regression"}
+    assert kinds == {"blond_male": "binary", "skin4": "binary", "skin4_guided": "binary",
+                     "race_gender": "multitask",
+                     "hard": "binary", "age": "regression", "age_smote": "regression"}
 
 
 def test_set_args_keep_types_through_yaml() -> None:

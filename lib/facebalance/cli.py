@@ -183,7 +183,7 @@ def _run(cmd: list[str]) -> None:
 @app.command()
 def preset(
     name: Annotated[str, typer.Argument(
-        help="blond_male, skin4, race_gender, hard, age or age_smote")],
+        help="blond_male, skin4, skin4_guided, race_gender, hard, age or age_smote")],
     params: Annotated[Path, typer.Option(help="the params file the changes apply to")] = Path(
         "params.yaml"),
     temp: Annotated[bool, typer.Option(help="run in a temporary copy (--temp), leaving the "

@@ -29,6 +29,7 @@ from facebalance.choices import (
     COMPLEMENT_SHELLS,
     EVAL_SPLITS,
     GAN_STRATEGIES,
+    GUIDED_STRATEGIES,
     HEAD_METRICS,
     INTERPOLATION_STRATEGIES,
     INVERT_METHODS,
@@ -277,6 +278,21 @@ class InterpolateParams:
 
 
 @dataclass(frozen=True)
+class GuidedParams:
+    """guided: one latent direction per group; fresh latents walk into small groups."""
+
+    n_fit: int = _opt(4000, lo=10, doc="generated images the group classifier labels to fit "
+                                       "the directions")
+    c: float = _opt(1.0, lo=0.0, doc="inverse regularization of the logistic regression")
+    step: float = _opt(0.5, lo=0.0, doc="step length along a direction")
+    max_steps: int = _opt(12, lo=0, doc="steps before a latent that never reaches its "
+                                        "group is dropped")
+    to: str = _opt("mean", choices=("mean", "max"),
+                   doc="the group size every smaller group is brought to")
+    batch_size: int = _opt(512, lo=1, doc="fresh latents walked at a time")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """Fairness evaluation on the balanced test split."""
 
@@ -320,6 +336,7 @@ class Params:
     complement: ComplementParams = field(default_factory=ComplementParams)
     invert: InvertParams = field(default_factory=InvertParams)
     interpolate: InterpolateParams = field(default_factory=InterpolateParams)
+    guided: GuidedParams = field(default_factory=GuidedParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     compare: CompareParams = field(default_factory=CompareParams)
 
@@ -552,6 +569,12 @@ def _check_task(p: Params) -> None:
             f"params: strategies lists {', '.join(gan)}, which need a binary protected "
             f"attribute; dataset.protected = {d.protected!r} has more than two groups (the "
             "z/z' complement mirrors a face across one hyperplane)")
+    guided = [s for s in p.strategies if s in GUIDED_STRATEGIES]
+    if guided and t.kind != "binary":
+        raise FacebalanceError(
+            f"params: strategies lists guided, which labels its generated faces with the "
+            f"binary target classifier (train_attr@target); task.kind is {t.kind!r}: use a "
+            "binary target, or latent_smote (any task kind)")
     if p.gan.balance != "none" and t.kind != "binary" and (
             gan or any(s in INTERPOLATION_STRATEGIES for s in p.strategies)):
         raise FacebalanceError(

@@ -15,6 +15,8 @@ preset <name>`` validates the changed params first and prints or runs that comma
   the old defaults hurt; ``dataset.blond_cue`` below 1 makes it harder.
 - ``age``: age regression, UTKFace-like ages (most 20-35), 10-year groups; WMAE ("Fighting
   Ageism in datasets").
+- ``skin4_guided``: the ``skin4`` task with guided group directions (arXiv 2308.03495)
+  beside the baseline and plain oversampling (the z/z' complements need two groups).
 - ``age_smote``: the ``age`` task with that paper's strategies: naive oversampling, latent
   SMOTE (GAN inversion + interpolation in latent space) and its pixel-space control.
 """
@@ -39,6 +41,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "strategies": CLASSIC,
         "compare.references": ["baseline"],
     },
+    "skin4_guided": {
+        "dataset.protected": "skin",
+        "dataset.skin_shares": SKIN_SHARES,
+        "dataset.p_target_given_group": [0.30, 0.15, 0.06, 0.03],
+        "strategies": ["baseline", "oversample", "guided"],
+        "compare.references": ["baseline", "oversample"],
+    },
     "race_gender": {
         "dataset.target": "skin",
         "dataset.protected": "skin",
@@ -56,15 +65,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset.blond_cue": 1.0,
         "strategies": ["baseline", "reweight", "oversample", "gan_complement", "gan_gz_only"],
     },
-    "age_smote": {
-        "dataset.target": "age",
-        "dataset.protected": "",
-        "dataset.age_profile": "utkface",
-        "task.kind": "regression",
-        "task.age_bins": [30, 40, 50, 60, 70],
-        "strategies": ["baseline", "oversample", "latent_smote", "pixel_smote"],
-        "compare.references": ["baseline", "pixel_smote"],
-    },
     "age": {
         "dataset.target": "age",
         "dataset.protected": "",
@@ -73,6 +73,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "task.age_bins": [30, 40, 50, 60, 70],
         "strategies": ["baseline", "oversample", "reweight", "val_attention"],
         "compare.references": ["baseline"],
+    },
+    "age_smote": {
+        "dataset.target": "age",
+        "dataset.protected": "",
+        "dataset.age_profile": "utkface",
+        "task.kind": "regression",
+        "task.age_bins": [30, 40, 50, 60, 70],
+        "strategies": ["baseline", "oversample", "latent_smote", "pixel_smote"],
+        "compare.references": ["baseline", "pixel_smote"],
     },
 }
 

@@ -185,6 +185,11 @@ def test_select_pairs_filters_then_takes_the_budget_in_order() -> None:
     assert len(few) == 100 and rep["pairs_used"] == 100
     every, _ = select_pairs(pairs, n_real=600, share=0.0, weight=4.0)
     assert len(every) == 1000
+    # No pair survives the filters: an error, not a silent baseline.
+    with pytest.raises(FacebalanceError, match=r"none of the 1000 z/z' pairs passes the "
+                                               r"filters \(label_margin 0\.5, confirm_flip "
+                                               r"False\); lower augment\.label_margin"):
+        select_pairs(pairs, n_real=600, share=0.5, weight=1.0, label_margin=0.5)
 
 
 def test_gan_strategies_weigh_the_budget_share_of_the_real_set() -> None:

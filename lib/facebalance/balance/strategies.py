@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebalance.choices import INTERPOLATION_STRATEGIES, REWEIGHT_MODES
+from facebalance.choices import GUIDED_STRATEGIES, INTERPOLATION_STRATEGIES, REWEIGHT_MODES
 from facebalance.errors import FacebalanceError
 from facebalance.task import BINARY_TASK, TaskSpec, label_keys, present_cells
 
@@ -192,6 +192,11 @@ def select_pairs(pairs: pd.DataFrame, *, n_real: int, share: float, weight: floa
         report["confirm_flip_kept"] = float(ok[keep].mean()) if keep.any() else 0.0
         keep &= ok
     chosen = pairs[keep]
+    if len(pairs) and chosen.empty:  # training on no synthetic image is not this strategy
+        raise FacebalanceError(
+            f"augment: none of the {len(pairs)} z/z' pairs passes the filters "
+            f"(label_margin {label_margin:g}, confirm_flip {confirm_flip}); lower "
+            "augment.label_margin or set augment.confirm_flip: false")
     need = budget_pairs(n_real, share, weight)
     if need:
         if len(chosen) < need:
@@ -266,12 +271,13 @@ def _gan_gz_only(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: 
 
 
 def interpolated_rows(plan: pd.DataFrame, refs: pd.DataFrame) -> pd.DataFrame:
-    """Index rows of the interpolated images of a latent_smote / pixel_smote set.
+    """Index rows of added images: a latent_smote / pixel_smote set, or the guided images.
 
     Parameters
     ----------
     plan
-        ``plan.parquet`` of the interpolate stage: ``id``, ``label``..., ``group``.
+        ``plan.parquet`` of the interpolate stage, or ``guided.parquet`` (without ``z``):
+        ``id``, ``label``..., ``group``.
     refs
         Image references (``path``, ``_file``, ``_row``, ``id``) of the chosen image set.
     """
@@ -285,14 +291,21 @@ def interpolated_rows(plan: pd.DataFrame, refs: pd.DataFrame) -> pd.DataFrame:
         drop=True)], axis=1)
 
 
-def _interpolated(frame: pd.DataFrame, *, interpolated: pd.DataFrame, **_: object
-                  ) -> pd.DataFrame:
-    # The new samples weigh 1 like the real ones: the cells are filled by count (paper).
+def _with_rows(frame: pd.DataFrame, rows: pd.DataFrame, source: str) -> pd.DataFrame:
+    # New samples weigh 1 like the real ones: the groups are filled by count (both papers).
     cols = [c for c in frame.columns if c not in ("weight", "source")]
     return pd.concat([frame.assign(weight=np.float32(1.0)),
-                      interpolated[cols].assign(weight=np.float32(1.0),
-                                                source="interpolated")],
+                      rows[cols].assign(weight=np.float32(1.0), source=source)],
                      ignore_index=True)
+
+
+def _interpolated(frame: pd.DataFrame, *, interpolated: pd.DataFrame, **_: object
+                  ) -> pd.DataFrame:
+    return _with_rows(frame, interpolated, "interpolated")
+
+
+def _guided(frame: pd.DataFrame, *, guided: pd.DataFrame, **_: object) -> pd.DataFrame:
+    return _with_rows(frame, guided, "generated")
 
 
 BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
@@ -307,6 +320,7 @@ BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "gan_gz_only": _gan_gz_only,
     "latent_smote": _interpolated,
     "pixel_smote": _interpolated,
+    "guided": _guided,
 }
 #: Strategies whose training set adds the generated z/z' pairs.
 PAIR_STRATEGIES = ("gan_complement", "gan_gz_only")
@@ -348,7 +362,8 @@ def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = 
     **options
         Strategy options (``seed``, ``reweight_mode``, ``oversample_to``; for
         :data:`PAIR_STRATEGIES` ``pairs`` from :func:`pair_rows` and ``synthetic_weight``;
-        for :data:`INTERPOLATION_STRATEGIES` ``interpolated`` from :func:`interpolated_rows`).
+        for :data:`INTERPOLATION_STRATEGIES` ``interpolated`` from :func:`interpolated_rows`;
+        for ``guided`` ``guided``, the same kind of rows of the guided images).
 
     Returns
     -------
@@ -362,6 +377,8 @@ def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = 
             f"unknown strategy {strategy!r}; valid: {', '.join(BUILDERS)}") from None
     if strategy in PAIR_STRATEGIES and options.get("pairs") is None:
         raise FacebalanceError(f"strategy {strategy!r} needs the z/z' pairs (--pairs)")
+    if strategy in GUIDED_STRATEGIES and options.get("guided") is None:
+        raise FacebalanceError(f"strategy {strategy!r} needs the guided images (--guided)")
     if strategy in INTERPOLATION_STRATEGIES and options.get("interpolated") is None:
         raise FacebalanceError(
             f"strategy {strategy!r} needs the interpolated images (--interpolated)")

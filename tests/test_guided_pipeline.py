@@ -1,0 +1,71 @@
+"""guided end to end: a tiny `skin4_guided` pipeline (4 skin groups) through DVC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facebalance.data.shards import read_columns, read_parquet
+from facebalance.models.classifier import load_checkpoint
+
+from .dvcproject import dvc, new_project, ran
+from .test_smote_pipeline import _preset
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "dataset": {"n_train": 800, "n_val": 160, "n_test": 240, "rows_per_file": 400,
+                "row_group_size": 100},
+    "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
+    "train_attr": {"epochs": 3, "width": 8},
+    "evaluate": {"bootstrap": 40},
+    "gan": {"steps": 300, "width": 16},
+    "guided": {"n_fit": 600, "batch_size": 64},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("skin4_guided")
+    changes = _preset("skin4_guided")
+    for section, values in TINY.items():
+        changes[section] = {**changes.get(section, {}), **values}
+    new_project(root, changes)
+    stages = ran(dvc(root, "repro", "compare").stdout)
+    assert {"train_attr@protected", "train_gan", "guide", "augment_guided",
+            "train_target@guided"} <= stages
+    assert not stages & {"sample", "score", "boundaries", "complement", "invert"}
+    return root
+
+
+def test_small_groups_reach_the_mean_size_with_agreeing_images(project: Path) -> None:
+    report = json.loads((project / "metrics/guided.json").read_text())
+    counts = report["real_counts"]
+    size = report["group_size"]
+    assert size == int(np.ceil(np.mean(list(counts.values()))))
+    small = {g for g, n in counts.items() if n < size}
+    assert set(report["groups"]) == small and small
+    for g, r in report["groups"].items():
+        assert r["needed"] == size - counts[g] and r["made"] == r["needed"]
+        assert 0 < r["hit_rate"] <= 1 and r["mean_step_length"] >= 0
+        assert r["agreement"] >= 0.9  # the stored images, rescored after the PNG round trip
+    table = read_parquet(project / "data/guided/guided.parquet")
+    assert len(table) == report["new_images"] == sum(r["made"] for r in report["groups"].values())
+    ids = read_columns(project / "data/guided/images", ["id"])["id"]
+    assert ids.tolist() == table["id"].tolist()
+    index = read_parquet(project / "data/trainsets/guided.parquet")
+    assert len(index) == 800 + len(table)
+    assert (index["source"] == "generated").sum() == len(table)
+    groups = np.bincount(index["group"], minlength=4)
+    assert groups.min() >= size
+
+
+def test_the_protected_classifier_has_one_output_per_group(project: Path) -> None:
+    _, config, meta = load_checkpoint(project / "models/attr/protected.pt")
+    assert config.num_outputs == 4 and meta["classes"] == 4
+    rep = json.loads((project / "metrics/attr/protected.json").read_text())
+    assert rep["ap"] is None and set(rep["by_group"]) == {f"skin={g}" for g in range(4)}
+    assert "| guided | 2 |" in (project / "metrics/compare.md").read_text()
