@@ -36,6 +36,8 @@ def main(
     interpolated: Annotated[Path | None, typer.Option(
         help="interpolate stage output (latent_smote, pixel_smote)")] = None,
     guided: Annotated[Path | None, typer.Option(help="guide stage output (guided)")] = None,
+    partners: Annotated[Path | None, typer.Option(
+        help="complement_real stage output (gan_complement_real)")] = None,
     report: Annotated[Path | None, typer.Option(
         help="JSON of the synthetic budget: pairs available, kept by the filters, used")] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
@@ -70,6 +72,14 @@ def main(
                 else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
         added["interpolated"] = interpolated_rows(plan, refs)
         synthetic_dirs = [images]
+    if strategy == "gan_complement_real":
+        if partners is None:
+            raise FacebalanceError(f"augment: {strategy} needs --partners")
+        made = read_parquet(partners / "partners.parquet", columns=["id", "label", "group"])
+        refs = (shard_refs(partners / "images", ["id"]) if len(made)
+                else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
+        added["partners"] = interpolated_rows(made, refs)
+        synthetic_dirs = [partners / "images"]
     if strategy in GUIDED_STRATEGIES:
         if guided is None:
             raise FacebalanceError(f"augment: {strategy} needs --guided")

@@ -5,7 +5,8 @@ import the algorithms, and a change to one reruns only the stages that run it.
 """
 
 STRATEGIES = ("baseline", "reweight", "oversample", "mixup", "cutmix", "val_attention",
-              "gan_complement", "gan_gz_only", "latent_smote", "pixel_smote", "guided")
+              "gan_complement", "gan_gz_only", "gan_complement_real", "latent_smote",
+              "pixel_smote", "guided")
 REWEIGHT_MODES = ("equal_cells", "independence", "within_class")
 BOUNDARY_METHODS = ("svm", "logistic")
 COMPLEMENT_MODES = ("paper", "perp", "on_hyperplane")
@@ -47,7 +48,7 @@ GUARD_METRICS = {
 #: Per-head metrics of a multitask model's extra targets.
 HEAD_METRICS = ("accuracy", "macro_f1", "class_acc_std")
 #: Strategies that need the GAN stages (a binary target and a binary protected attribute).
-GAN_STRATEGIES = ("gan_complement", "gan_gz_only")
+GAN_STRATEGIES = ("gan_complement", "gan_gz_only", "gan_complement_real")
 #: Strategies that fill the small cells with interpolations of inverted real images (latent
 #: SMOTE) or of their pixels (the control); they need the GAN and the invert stage, any task.
 INTERPOLATION_STRATEGIES = ("latent_smote", "pixel_smote")

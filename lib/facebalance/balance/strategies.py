@@ -308,6 +308,12 @@ def _guided(frame: pd.DataFrame, *, guided: pd.DataFrame, **_: object) -> pd.Dat
     return _with_rows(frame, guided, "generated")
 
 
+def _gan_complement_real(frame: pd.DataFrame, *, partners: pd.DataFrame,
+                         synthetic_weight: float = 1.0, **_: object) -> pd.DataFrame:
+    # G(z') of inverted real faces, each with its real face's target label.
+    return _with_synthetic(frame, partners, synthetic_weight)
+
+
 BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "baseline": _baseline,
     "reweight": _reweight,
@@ -321,6 +327,7 @@ BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
     "latent_smote": _interpolated,
     "pixel_smote": _interpolated,
     "guided": _guided,
+    "gan_complement_real": _gan_complement_real,
 }
 #: Strategies whose training set adds the generated z/z' pairs.
 PAIR_STRATEGIES = ("gan_complement", "gan_gz_only")
@@ -377,6 +384,9 @@ def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = 
             f"unknown strategy {strategy!r}; valid: {', '.join(BUILDERS)}") from None
     if strategy in PAIR_STRATEGIES and options.get("pairs") is None:
         raise FacebalanceError(f"strategy {strategy!r} needs the z/z' pairs (--pairs)")
+    if strategy == "gan_complement_real" and options.get("partners") is None:
+        raise FacebalanceError(
+            f"strategy {strategy!r} needs the complements of the real images (--partners)")
     if strategy in GUIDED_STRATEGIES and options.get("guided") is None:
         raise FacebalanceError(f"strategy {strategy!r} needs the guided images (--guided)")
     if strategy in INTERPOLATION_STRATEGIES and options.get("interpolated") is None:
