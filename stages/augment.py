@@ -70,7 +70,7 @@ def main(
         images = interpolated / ("latent" if strategy == "latent_smote" else "pixel")
         refs = (shard_refs(images, ["id"]) if len(plan)
                 else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-        added["interpolated"] = interpolated_rows(plan, refs)
+        added["interpolated"] = interpolated_rows(plan, refs, str(interpolated / "plan.parquet"))
         synthetic_dirs = [images]
     if strategy == "gan_complement_real":
         if partners is None:
@@ -78,15 +78,18 @@ def main(
         made = read_parquet(partners / "partners.parquet", columns=["id", "label", "group"])
         refs = (shard_refs(partners / "images", ["id"]) if len(made)
                 else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-        added["partners"] = interpolated_rows(made, refs)
+        added["partners"] = interpolated_rows(made, refs,
+                                              str(partners / "partners.parquet"))
         synthetic_dirs = [partners / "images"]
     if strategy in GUIDED_STRATEGIES:
         if guided is None:
             raise FacebalanceError(f"augment: {strategy} needs --guided")
-        made = read_parquet(guided / "guided.parquet", columns=["id", "label", "group"])
+        made = read_parquet(guided / "guided.parquet", columns=["id", "label", "group", "agrees"])
+        # Only faces the group classifier still puts in their group as stored (PNG).
+        made = made[made["agrees"]].drop(columns="agrees")
         refs = (shard_refs(guided / "images", ["id"]) if len(made)
                 else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-        added["guided"] = interpolated_rows(made, refs)
+        added["guided"] = interpolated_rows(made, refs, str(guided / "guided.parquet"))
         synthetic_dirs = [guided / "images"]
     index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,

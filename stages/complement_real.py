@@ -17,10 +17,10 @@ from facebalance.balance.strategies import budget_pairs
 from facebalance.config import load_params
 from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import atomic_directory, write_table_atomic
-from facebalance.errors import FacebalanceError
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.boundaries import read_boundaries
 from facebalance.latent.complement import complement_latents
+from facebalance.latent.invert import train_positions
 from facebalance.latent.sampling import generate_shards, latents_table, read_latents
 from facebalance.models.classifier import load_attribute_classifiers
 from facebalance.models.gan import generate_uint8, load_generator
@@ -49,11 +49,7 @@ def main(
     t, g = p.dataset.target, p.dataset.protected
     train = shard_refs(data / "train", ["id", t, g])
     frame, z_all = read_latents(latents)
-    pos = pd.Index(frame["id"]).get_indexer(train["id"])
-    if (pos < 0).any():
-        missing = train["id"].iloc[int(np.argmax(pos < 0))]
-        raise FacebalanceError(f"{latents} has no latent for training image {missing!r}; "
-                               "rerun the invert stage on this data")
+    pos = train_positions(frame, train["id"], latents)
     # One partner per chosen real image: the synthetic_share budget in images (a pair of
     # the sampled version is two images; here the real face is the other half).
     n = 2 * budget_pairs(len(train), a.synthetic_share, a.synthetic_weight) or len(train)

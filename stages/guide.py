@@ -47,11 +47,11 @@ def main(
     device = setup(p.base)
     g = p.guided
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
-    models = load_attribute_classifiers(attr_models, device)
     train = shard_refs(data / "train", ["id", *param_columns(p)])
     task = task_from_params(p, train)
     counts = np.bincount(group_ids(task, train))
     k = len(counts)
+    models = load_attribute_classifiers(attr_models, device, protected_groups=k)
     size = int(np.ceil(counts.mean())) if g.to == "mean" else int(counts.max())
     quotas = {grp: size - int(n) for grp, n in enumerate(counts) if n < size}
     classify = image_groups(gen, models["protected"], p.sample.batch_size)
@@ -78,7 +78,8 @@ def main(
         agrees = (prot.argmax(1) if k > 2 else (prot[:, 0] >= 0.5).astype(np.int64)) == grp
         write_table_atomic(latents_table(ids, z, derive_seed(p.base.seed, 16), {
             "label": (target >= 0.5).astype(np.int8), "group": grp, "steps": steps,
-            "target_score": target.astype(np.float32)}), tmp / "guided.parquet")
+            "target_score": target.astype(np.float32), "agrees": agrees}),
+            tmp / "guided.parquet")
         rows = [generate_uint8(gen, torch.from_numpy(z[grp == q][:8]).to(device))
                 for q in sorted(quotas) if (grp == q).any()]
     names = group_names(task, np.arange(k))

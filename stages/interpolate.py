@@ -11,7 +11,6 @@ import typer
 from facebalance.config import load_params
 from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import atomic_directory, write_table_atomic
-from facebalance.errors import FacebalanceError
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.interpolate import (
     mix,
@@ -20,6 +19,7 @@ from facebalance.latent.interpolate import (
     smote_plan,
     write_pixel_mixes,
 )
+from facebalance.latent.invert import train_positions
 from facebalance.latent.sampling import generate_shards, read_latents
 from facebalance.models.gan import generate_uint8, load_generator
 from facebalance.runtime import derive_seed, run_app, setup, write_json
@@ -57,11 +57,7 @@ def main(
     lo, hi = p.interpolate.contribution
     plan, report = smote_plan(cells, derive_seed(p.base.seed, 13), lo, hi)
     frame, z = read_latents(latents)
-    pos = pd.Index(frame["id"]).get_indexer(train["id"])
-    if (pos < 0).any():
-        missing = train["id"].iloc[int(np.argmax(pos < 0))]
-        raise FacebalanceError(f"{latents} has no latent for training image {missing!r}; "
-                               "rerun the invert stage on this data")
+    pos = train_positions(frame, train["id"], latents)
     z = z[pos]
     new = smote_labels(task, labels, plan)
     ids = [f"interp-{i:07d}" for i in range(len(plan))]

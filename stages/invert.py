@@ -89,9 +89,11 @@ def main(
         "split": rows["split"].to_numpy(), "group": rows["group"].to_numpy(np.int64),
         **{c: errors[c].to_numpy() for c in errors.columns}})
     # Outputs last: a failure above leaves the previous ones as they were.
-    with atomic_directory(encoder_dir) as tmp:
+    with atomic_directory(encoder_dir) as tmp:  # never empty: DVC tracks empty dirs badly
         if enc is not None:
             save_encoder(tmp / "encoder.pt", enc, {"params": as_dict(v)})
+        write_json(tmp / "encoder.json", {"method": v.method, "encoder": enc is not None,
+                                          **summary.get("encoder", {})})
     write_latents(out, table)
     write_json(metrics, summary)
     save_png(image_grid(np.concatenate(panels), len(pick), pad=1), figure,

@@ -76,7 +76,10 @@ def main(
     (out,) = predict_outputs([net], ShardDataset(test, {}), device, task)
     y = test[attr].to_numpy()
     pred = (out[:, 0] >= 0.5).astype(np.int8) if k == 2 else out.argmax(axis=1)
-    rates = group_rates(y, pred, test[group].to_numpy()).frame()
+    groups = test[group].to_numpy()
+    by_group = ({g: float(a) for g, a in group_rates(y, pred, groups).frame()["accuracy"].items()}
+                if k == 2 else {g: accuracy(y[groups == g], pred[groups == g])
+                                for g in np.unique(groups)})
     # Outputs last: a failure above leaves the previous ones as they were.
     save_checkpoint(model, net, config, {"attribute": attr, "which": which, "seed": seed,
                                          "classes": k})
@@ -84,7 +87,7 @@ def main(
         "attribute": attr,
         "accuracy": accuracy(y, pred),
         "ap": average_precision(y, out[:, 0]) if k == 2 else None,
-        "by_group": {f"{group}={g}": float(a) for g, a in rates["accuracy"].items()},
+        "by_group": {f"{group}={g}": float(a) for g, a in by_group.items()},
     })
     write_csv(history, pd.DataFrame(hist))
 

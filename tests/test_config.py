@@ -178,6 +178,12 @@ CLASSIC = ["baseline", "reweight"]
      r"interpolate\.contribution = \[0\.9, 0\.1\] is invalid; expected \[lo, hi\] with "
      r"0 <= lo <= hi <= 1"),
     ({"interpolate": {"contribution": [0.1]}}, r"interpolate\.contribution = \[0\.1\]"),
+    ({"guided": {"step": 0.0}}, r"guided\.step = 0\.0 is invalid; expected > 0"),
+    ({"guided": {"c": 0}}, r"guided\.c = 0(\.0)? is invalid; expected > 0"),
+    ({"task": {"kind": "regression"}, "dataset": {"target": "age", "protected": ""},
+      "strategies": ["baseline", "guided"]},
+     r"strategies lists guided, which labels its generated faces with the binary target "
+     r"classifier"),
     ({"invert": {"method": "gradient"}},
      r"invert\.method = 'gradient' is invalid; valid values: encoder, optimize, both"),
     ({"task": {"kind": "regression"}, "dataset": {"target": "age", "protected": ""},

@@ -325,7 +325,9 @@ class Params:
     dataset: DatasetParams = field(default_factory=DatasetParams)
     task: TaskParams = field(default_factory=TaskParams)
     presets: list = field(default_factory=lambda: ["blond_male"])
-    strategies: list = field(default_factory=lambda: list(STRATEGIES))
+    # The default pipeline's strategies (params.yaml); the latent-inversion and guided ones
+    # run in their presets (age_smote, skin4_guided) or when listed.
+    strategies: list = field(default_factory=lambda: list(STRATEGIES[:8]))
     train_attr: AttrParams = field(default_factory=AttrParams)
     train_target: ClassifierParams = field(
         default_factory=lambda: ClassifierParams(epochs=3, seeds=[0, 1, 2]))
@@ -506,6 +508,10 @@ def _check_cross(p: Params) -> None:
         raise FacebalanceError(
             "params: augment.synthetic_weight = 0 gives generated images no weight; a "
             "synthetic_share needs it > 0")
+    for key in ("step", "c"):
+        if getattr(p.guided, key) <= 0:
+            raise FacebalanceError(
+                f"params: guided.{key} = {getattr(p.guided, key)!r} is invalid; expected > 0")
     lohi = p.interpolate.contribution
     if (len(lohi) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                   for v in lohi) or not 0 <= lohi[0] <= lohi[1] <= 1):

@@ -142,6 +142,7 @@ def test_pixel_mixes_round_trip_into_a_training_index(tmp_path: Path) -> None:
     assert (index["path"].iloc[12:] == str(tmp_path / "pixel")).all()
     with pytest.raises(FacebalanceError, match="needs the interpolated images"):
         build_training_index("latent_smote", real, task=task)
-    with pytest.raises(FacebalanceError, match=r"'nope' is in plan\.parquet but in no image"):
+    with pytest.raises(FacebalanceError, match=r"'nope' is in plan\.parquet but in no image "
+                                               r"shard of \['.*pixel'\]"):
         interpolated_rows(pd.DataFrame({"id": ["nope"], "label": [1.0], "group": [0]}),
                           shard_refs(tmp_path / "pixel", ["id"]))

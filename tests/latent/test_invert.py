@@ -16,6 +16,7 @@ from facebalance.latent.invert import (
     optimize_latents,
     prior_penalty,
     reconstruction_error,
+    train_positions,
 )
 from facebalance.latent.sampling import generate_shards, sample_latents
 from facebalance.models.encoder import (
@@ -75,8 +76,22 @@ def test_inversion_beats_a_random_latent_on_generated_images(gen: Generator) -> 
                                reconstruction_error(gen, out["z"], x).numpy(), rtol=1e-5)
 
 
-def test_encoder_learns_the_generator_inverse_and_round_trips(gen: Generator,
-                                                              tmp_path: Path) -> None:
+class LinearGenerator(torch.nn.Module):
+    """tanh of a random linear map of z: images that carry their latent (an untrained
+    DCGAN's are nearly constant, with nothing for an encoder to read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = GanConfig(latent_dim=8)
+        self.a = torch.nn.Linear(8, 3 * 32 * 32)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.a(z)).view(-1, 3, 32, 32)
+
+
+def test_encoder_learns_the_generator_inverse_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    gen = LinearGenerator().eval()
     cfg = EncoderConfig(image_size=32, latent_dim=8, width=8)
     untrained = Encoder(cfg).eval()
     enc, history = train_encoder(gen, cfg, EncoderTrainConfig(steps=90, batch_size=32,
@@ -89,7 +104,7 @@ def test_encoder_learns_the_generator_inverse_and_round_trips(gen: Generator,
     with torch.no_grad():
         err_trained = (enc(x) - z).pow(2).mean()
         err_untrained = (untrained(x) - z).pow(2).mean()
-    assert err_trained < 0.8 * err_untrained and err_trained < 0.8  # prior variance is 1
+    assert err_trained < 0.5 * err_untrained and err_trained < 0.5  # prior variance is 1
     save_encoder(tmp_path / "e.pt", enc, {"note": "t"})
     back = load_encoder(tmp_path / "e.pt")
     with torch.no_grad():
@@ -161,3 +176,16 @@ def test_error_summary_matches_a_loop() -> None:
         assert out[split]["worst_group_ratio"] == pytest.approx(max(ratios))
     no_encoder = error_summary(frame.assign(error_encoder=np.nan), {})
     assert no_encoder["test"]["error_encoder"] is None
+
+
+def test_train_positions_align_latents_with_training_rows() -> None:
+    frame = pd.DataFrame({"id": ["t1", "a", "b", "c"], "split": ["test", "train", "train",
+                                                                 "train"]})
+    pos = train_positions(frame, pd.Series(["c", "a", "b"]), "lat.parquet")
+    np.testing.assert_array_equal(pos, [3, 1, 2])
+    with pytest.raises(FacebalanceError, match=r"lat\.parquet has no latent for training "
+                                               r"image 't1'"):  # a test latent is not one
+        train_positions(frame, pd.Series(["a", "t1"]), "lat.parquet")
+    twice = pd.concat([frame, frame.iloc[[1]]], ignore_index=True)
+    with pytest.raises(FacebalanceError, match=r"lat\.parquet: training image 'a' has two"):
+        train_positions(twice, pd.Series(["a"]), "lat.parquet")

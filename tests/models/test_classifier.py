@@ -8,6 +8,7 @@ from facebalance.errors import FacebalanceError
 from facebalance.models.classifier import (
     ClassifierConfig,
     build_classifier,
+    load_attribute_classifiers,
     load_checkpoint,
     load_initial_weights,
     save_checkpoint,
@@ -94,3 +95,15 @@ def test_a_truncated_or_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
                            r"torch file \(.*\); it may be truncated") as info:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(info.value)
+
+
+def test_attribute_classifiers_must_have_the_outputs_a_stage_needs(tmp_path: Path) -> None:
+    for role, outputs in (("target", 1), ("protected", 4)):
+        cfg = ClassifierConfig(width=4, num_outputs=outputs)
+        save_checkpoint(tmp_path / f"{role}.pt", build_classifier(cfg), cfg, {})
+    models = load_attribute_classifiers(tmp_path, protected_groups=4)  # guided: K groups
+    with torch.no_grad():
+        assert models["protected"](torch.zeros(1, 3, 32, 32)).shape == (1, 4)
+    with pytest.raises(FacebalanceError, match=r"protected\.pt has 4 outputs; this stage "
+                                               r"needs 1 \(a binary attribute\)"):
+        load_attribute_classifiers(tmp_path)  # the z/z' stages: binary only

@@ -270,7 +270,8 @@ def _gan_gz_only(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: 
     return _with_synthetic(frame, pairs[pairs["member"] == "z"], 2 * synthetic_weight)
 
 
-def interpolated_rows(plan: pd.DataFrame, refs: pd.DataFrame) -> pd.DataFrame:
+def interpolated_rows(plan: pd.DataFrame, refs: pd.DataFrame, source: str = "plan.parquet"
+                      ) -> pd.DataFrame:
     """Index rows of added images: a latent_smote / pixel_smote set, or the guided images.
 
     Parameters
@@ -280,13 +281,16 @@ def interpolated_rows(plan: pd.DataFrame, refs: pd.DataFrame) -> pd.DataFrame:
         ``id``, ``label``..., ``group``.
     refs
         Image references (``path``, ``_file``, ``_row``, ``id``) of the chosen image set.
+    source
+        The table's file, for the error message.
     """
     where = refs.drop_duplicates("id").set_index("id")[["path", "_file", "_row"]]
     ids = plan["id"].to_numpy()
     missing = ~pd.Index(ids).isin(where.index)
     if missing.any():
         raise FacebalanceError(
-            f"interpolated image {ids[missing][0]!r} is in plan.parquet but in no image shard")
+            f"image {ids[missing][0]!r} is in {source} but in no image shard of "
+            f"{sorted(set(refs['path'].astype(str))) or 'its (empty) image folder'}")
     return pd.concat([where.loc[ids].reset_index(), plan.drop(columns="id").reset_index(
         drop=True)], axis=1)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,13 +159,15 @@ def invert_dataset(gen: nn.Module, encoder: nn.Module | None, dataset: ShardData
     n, d = len(dataset), gen.cfg.latent_dim
     z_all = np.empty((n, d), dtype=np.float32)
     errors = {c: np.full(n, np.nan, dtype=np.float32) for c in ERROR_COLUMNS}
-    rng = torch.Generator().manual_seed(seed)
+    # Drawn up front, so each image's random latent does not depend on the batch size.
+    z_random_all = torch.from_numpy(
+        np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32))
     bar = tqdm(total=n, desc="invert", unit="img", disable=not progress, mininterval=2.0)
     for start in range(0, n, cfg.batch_size):
         idx = list(range(start, min(n, start + cfg.batch_size)))
         images, _ = dataset.__getitems__(idx)
         x = to_float(images).to(device)
-        z_random = torch.randn(len(idx), d, generator=rng).to(device)
+        z_random = z_random_all[idx].to(device)
         out = invert_batch(gen, encoder, x, z_random, cfg)
         z_all[idx] = out["z"].cpu().numpy()
         for c in ERROR_COLUMNS:
@@ -173,6 +176,29 @@ def invert_dataset(gen: nn.Module, encoder: nn.Module | None, dataset: ShardData
         bar.update(len(idx))
     bar.close()
     return z_all, pd.DataFrame(errors)
+
+
+def train_positions(frame: pd.DataFrame, ids: pd.Series, path: str | Path) -> np.ndarray:
+    """Row of each training image ``ids`` in an inverted-latents table (its ``split ==
+    "train"`` rows), so latents line up with the prepared training rows.
+
+    Raises
+    ------
+    FacebalanceError
+        Naming ``path``, when an id is missing or repeated among the train latents.
+    """
+    rows = np.flatnonzero(frame["split"].to_numpy() == "train")
+    index = pd.Index(frame["id"].to_numpy()[rows])
+    if not index.is_unique:
+        dup = index[index.duplicated()][0]
+        raise FacebalanceError(f"{path}: training image {dup!r} has two latents; rerun the "
+                               "invert stage")
+    pos = index.get_indexer(ids)
+    if (pos < 0).any():
+        missing = ids.iloc[int(np.argmax(pos < 0))]
+        raise FacebalanceError(f"{path} has no latent for training image {missing!r}; rerun "
+                               "the invert stage on this data")
+    return rows[pos]
 
 
 def error_summary(frame: pd.DataFrame, group_names: dict[int, str]) -> dict[str, object]:

@@ -204,8 +204,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     return model.to(device).eval(), config, ckpt.get("meta", {})
 
 
-def load_attribute_classifiers(directory: str | Path, device: str | torch.device = "cpu"
-                               ) -> dict[str, nn.Module]:
-    """The ``train_attr`` classifiers of a directory: ``{"target": ..., "protected": ...}``."""
-    return {role: load_checkpoint(Path(directory) / f"{role}.pt", device)[0]
-            for role in ("target", "protected")}
+def load_attribute_classifiers(directory: str | Path, device: str | torch.device = "cpu",
+                               protected_groups: int = 2) -> dict[str, nn.Module]:
+    """The ``train_attr`` classifiers of a directory: ``{"target": ..., "protected": ...}``.
+
+    ``target`` must have one logit; ``protected`` one logit for ``protected_groups`` 2 (what
+    the z/z' stages need), else that many. A mismatch (a K-group classifier where a binary
+    one is needed, or a stale file) is an error naming the checkpoint.
+    """
+    out = {}
+    for role, want in (("target", 1), ("protected", 1 if protected_groups == 2
+                                        else protected_groups)):
+        path = Path(directory) / f"{role}.pt"
+        model, config, _ = load_checkpoint(path, device)
+        if config.num_outputs != want:
+            raise FacebalanceError(
+                f"{path} has {config.num_outputs} outputs; this stage needs {want} ("
+                + ("a binary attribute" if want == 1 else f"{want} groups") + "); the z/z' "
+                "stages need a binary target and a binary protected attribute")
+        out[role] = model
+    return out
