@@ -1,0 +1,192 @@
+"""Face-pair verification: pair features and error rates, as pure array functions.
+
+A verifier gives each pair of faces a *score* (higher: more likely the same person) and
+accepts a pair when the score is at least a threshold. On ``same`` (1 for a genuine pair
+of one identity, 0 for an impostor pair of two):
+
+- FMR (false match rate, = FAR): share of impostor pairs accepted;
+- FNMR (false non-match rate, = 1 - TAR): share of genuine pairs rejected;
+- EER: the rate where FMR = FNMR; TAR at FAR f: the genuine acceptance at the lowest
+  threshold whose FMR is at most f;
+- per group (NIST FRVT): FMR and FNMR of the pairs of each group at *one global*
+  threshold, and the max/min ratio across groups.
+
+Pair features (after Taigman et al., DeepFace) of embeddings ``a`` and ``b``:
+chi-square ``(a - b)^2 / (a + b)`` on non-negative features, ``|a - b|``, ``a * b`` and the
+cosine. Embeddings with negative values (FaceNet's L2-normalized ones) enter the
+chi-square as their positive and negative parts side by side, ``[max(f, 0), max(-f, 0)]``,
+which is non-negative and keeps every coordinate's information.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facebalance.errors import FacebalanceError
+
+#: Pair feature kinds of :func:`pair_features`, in their column order.
+PAIR_FEATURES = ("chi2", "absdiff", "product", "cosine")
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise FacebalanceError(
+            f"verification: pair embeddings must be two (n, d) arrays of one shape, got "
+            f"{a.shape} and {b.shape}")
+    return a, b
+
+
+def split_signs(f: np.ndarray) -> np.ndarray:
+    """``[max(f, 0), max(-f, 0)]`` along the last axis: a non-negative copy of ``f``."""
+    return np.concatenate([np.maximum(f, 0), np.maximum(-f, 0)], axis=-1)
+
+
+def chi_square(a: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Per-coordinate chi-square distance ``(a - b)^2 / (a + b)`` of non-negative features
+    (0 where both are 0); negative inputs are first split by sign (:func:`split_signs`)."""
+    a, b = _pair(a, b)
+    if (a < 0).any() or (b < 0).any():
+        a, b = split_signs(a), split_signs(b)
+    den = a + b
+    return np.where(den > eps, (a - b) ** 2 / np.maximum(den, eps), 0.0)
+
+
+def cosine(a: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Cosine similarity of each pair, ``(n,)``."""
+    a, b = _pair(a, b)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(na * nb, eps)
+
+
+def pair_features(a: np.ndarray, b: np.ndarray,
+                  kinds: tuple[str, ...] = PAIR_FEATURES) -> np.ndarray:
+    """The features a verification head reads, ``(n, D)``, in the order of ``kinds``."""
+    x, y = _pair(a, b)
+    parts = []
+    for kind in kinds:
+        if kind == "chi2":
+            parts.append(chi_square(x, y))
+        elif kind == "absdiff":
+            parts.append(np.abs(x - y))
+        elif kind == "product":
+            parts.append(x * y)
+        elif kind == "cosine":
+            parts.append(cosine(x, y)[:, None])
+        else:
+            raise FacebalanceError(
+                f"unknown pair feature {kind!r}; valid: {', '.join(PAIR_FEATURES)}")
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _labels(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores, same = np.asarray(scores, dtype=np.float64), np.asarray(same).astype(bool)
+    if scores.shape != same.shape or scores.ndim != 1:
+        raise FacebalanceError(
+            f"verification: scores {scores.shape} and labels {same.shape} must be two "
+            "arrays of one length")
+    if same.all() or not same.any():
+        raise FacebalanceError("verification: rates need genuine and impostor pairs both")
+    return scores, same
+
+
+def match_rates(scores: np.ndarray, same: np.ndarray, threshold: float
+                ) -> tuple[float, float]:
+    """``(FMR, FNMR)`` when pairs with ``score >= threshold`` are accepted."""
+    scores, same = _labels(scores, same)
+    accept = scores >= threshold
+    return float(accept[~same].mean()), float((~accept[same]).mean())
+
+
+def roc(scores: np.ndarray, same: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FMR, TAR (= 1 - FNMR) and the thresholds, one point per distinct score (highest
+    first), starting at (0, 0) with threshold +inf."""
+    scores, same = _labels(scores, same)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], same[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # end of each tie block
+    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+    fmr = np.r_[0.0, fp / (~same).sum()]
+    tar = np.r_[0.0, tp / same.sum()]
+    return fmr, tar, np.r_[np.inf, s[last]]
+
+
+def auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Area under the ROC: the probability that a genuine pair scores above an impostor
+    pair (ties count half), from ranks."""
+    scores, same = _labels(scores, same)
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    s = scores[order]
+    # Average ranks of ties.
+    start = np.r_[0, np.flatnonzero(np.diff(s) != 0) + 1]
+    end = np.r_[start[1:], len(s)]
+    avg = (start + end - 1) / 2.0 + 1
+    ranks[order] = np.repeat(avg, end - start)
+    n_pos, n_neg = same.sum(), (~same).sum()
+    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> float:
+    """The EER: FMR and FNMR interpolated linearly between ROC points where they cross."""
+    fmr, tar, _ = roc(scores, same)
+    fnmr = 1 - tar
+    diff = fnmr - fmr  # decreasing from 1 to <= 0 along the ROC
+    k = int(np.argmax(diff <= 0))
+    if k == 0:
+        return float(fmr[0])
+    d0, d1 = diff[k - 1], diff[k]
+    t = d0 / (d0 - d1) if d0 != d1 else 0.0
+    return float(fmr[k - 1] + t * (fmr[k] - fmr[k - 1]))
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    """The TAR at the lowest threshold whose FMR is at most ``far``."""
+    fmr, tar, _ = roc(scores, same)
+    return float(tar[fmr <= far].max())
+
+
+def threshold_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> float:
+    """The lowest threshold whose FMR is at most ``far``."""
+    fmr, _, thr = roc(scores, same)
+    return float(thr[fmr <= far].min())
+
+
+def f1_score(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """F1 of "same person" at a threshold."""
+    scores, same = _labels(scores, same)
+    accept = scores >= threshold
+    tp = (accept & same).sum()
+    return float(2 * tp / (accept.sum() + same.sum()))
+
+
+def group_match_rates(scores: np.ndarray, same: np.ndarray, groups: np.ndarray,
+                      threshold: float) -> dict[str, object]:
+    """FMR and FNMR of each group's pairs at one global threshold, and their spread.
+
+    Returns
+    -------
+    dict
+        ``by_group`` ``{group: {"fmr", "fnmr", "n_genuine", "n_impostor"}}`` and, over the
+        groups with both kinds of pairs, ``fmr_ratio`` / ``fnmr_ratio`` (max / min; None
+        when the min is 0) and ``fmr_gap`` / ``fnmr_gap`` (max - min).
+    """
+    scores, same = np.asarray(scores, np.float64), np.asarray(same).astype(bool)
+    groups = np.asarray(groups)
+    by_group: dict[str, dict[str, float | int | None]] = {}
+    for g in np.unique(groups):
+        m = groups == g
+        gen, imp = m & same, m & ~same
+        accept = scores >= threshold
+        by_group[str(g)] = {
+            "fmr": float(accept[imp].mean()) if imp.any() else None,
+            "fnmr": float((~accept[gen]).mean()) if gen.any() else None,
+            "n_genuine": int(gen.sum()), "n_impostor": int(imp.sum())}
+    out: dict[str, object] = {"by_group": by_group}
+    for rate in ("fmr", "fnmr"):
+        v = np.array([r[rate] for r in by_group.values() if r[rate] is not None])
+        out[f"{rate}_gap"] = float(v.max() - v.min()) if len(v) else None
+        out[f"{rate}_ratio"] = (float(v.max() / v.min()) if len(v) and v.min() > 0
+                                else None)
+    return out

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+
+from facebalance.errors import FacebalanceError
+from facebalance.metrics.verification import (
+    auc,
+    chi_square,
+    cosine,
+    equal_error_rate,
+    f1_score,
+    group_match_rates,
+    match_rates,
+    pair_features,
+    roc,
+    split_signs,
+    tar_at_far,
+    threshold_at_far,
+)
+
+
+def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    same = rng.random(n) < 0.4
+    scores = np.round(rng.normal(same * 1.5, 1.0), 1)  # rounded: ties on purpose
+    return scores, same
+
+
+def test_chi_square_matches_a_loop_and_splits_negative_values() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random((4, 5)), rng.random((4, 5))
+    b[0, 0] = a[0, 0] = 0.0
+    loop = np.zeros((4, 5))
+    for i in range(4):
+        for j in range(5):
+            s = a[i, j] + b[i, j]
+            loop[i, j] = 0.0 if s == 0 else (a[i, j] - b[i, j]) ** 2 / s
+    np.testing.assert_allclose(chi_square(a, b), loop)
+    f, g = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    out = chi_square(f, g)
+    assert out.shape == (3, 8) and (out >= 0).all()
+    np.testing.assert_allclose(out, chi_square(split_signs(f), split_signs(g)))
+    np.testing.assert_allclose(split_signs(np.array([[1.0, -2.0]])), [[1.0, 0.0, 0.0, 2.0]])
+
+
+def test_pair_features_and_cosine() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.random((6, 3)), rng.random((6, 3))
+    feats = pair_features(a, b)
+    assert feats.shape == (6, 3 + 3 + 3 + 1) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats[:, 3:6], np.abs(a - b), rtol=1e-6)
+    np.testing.assert_allclose(feats[:, 6:9], a * b, rtol=1e-6)
+    loop = [a[i] @ b[i] / np.linalg.norm(a[i]) / np.linalg.norm(b[i]) for i in range(6)]
+    np.testing.assert_allclose(cosine(a, b), loop)
+    np.testing.assert_allclose(feats[:, 9], loop, rtol=1e-6)
+    with pytest.raises(FacebalanceError, match="unknown pair feature 'l2'"):
+        pair_features(a, b, ("l2",))
+    with pytest.raises(FacebalanceError, match=r"two \(n, d\) arrays of one shape"):
+        pair_features(a, b[:, :2])
+
+
+def test_rates_roc_auc_against_loops() -> None:
+    scores, same = _scores(300, 2)
+    fmr, fnmr = match_rates(scores, same, 0.7)
+    pairs = list(zip(scores, same, strict=True))
+    assert fmr == pytest.approx(np.mean([s >= 0.7 for s, y in pairs if not y]))
+    assert fnmr == pytest.approx(np.mean([s < 0.7 for s, y in pairs if y]))
+    rf, rt, thr = roc(scores, same)
+    for k in range(1, len(thr)):  # every ROC point is the rates at its threshold
+        f, n = match_rates(scores, same, thr[k])
+        assert rf[k] == pytest.approx(f) and rt[k] == pytest.approx(1 - n)
+    assert (rf[0], rt[0], rf[-1], rt[-1]) == (0.0, 0.0, 1.0, 1.0)
+    pos, neg = scores[same], scores[~same]
+    pairs = [(p > q) + 0.5 * (p == q) for p in pos for q in neg]
+    assert auc(scores, same) == pytest.approx(np.mean(pairs))
+    assert auc(scores, same) == pytest.approx(np.trapezoid(rt, rf))
+    # TAR at FAR: the best TAR among thresholds whose FMR is at most the FAR.
+    for far in (0.01, 0.1, 0.3):
+        best = max(1 - match_rates(scores, same, t)[1] for t in np.unique(scores)
+                   if match_rates(scores, same, t)[0] <= far)
+        assert tar_at_far(scores, same, far) == pytest.approx(best)
+        assert match_rates(scores, same, threshold_at_far(scores, same, far))[0] <= far
+    tp = np.sum((scores >= 0.7) & same)
+    assert f1_score(scores, same, 0.7) == pytest.approx(
+        2 * tp / (2 * tp + np.sum((scores >= 0.7) & ~same) + np.sum((scores < 0.7) & same)))
+
+
+def test_equal_error_rate_where_the_rates_cross() -> None:
+    scores, same = _scores(2000, 3)
+    eer = equal_error_rate(scores, same)
+    grid = np.linspace(scores.min(), scores.max(), 400)
+    rates = np.array([match_rates(scores, same, t) for t in grid])
+    k = np.argmin(np.abs(rates[:, 0] - rates[:, 1]))
+    assert eer == pytest.approx(rates[k].mean(), abs=0.02)
+    perfect = equal_error_rate(np.array([0.0, 0.1, 0.9, 1.0]), np.array([0, 0, 1, 1]))
+    assert perfect == 0.0
+
+
+def test_group_rates_at_one_threshold_against_a_loop() -> None:
+    scores, same = _scores(600, 4)
+    groups = np.random.default_rng(5).choice(["a", "b", "c"], 600)
+    out = group_match_rates(scores, same, groups, 0.7)
+    for g in "abc":
+        m = groups == g
+        f, n = match_rates(scores[m], same[m], 0.7)
+        assert out["by_group"][g]["fmr"] == pytest.approx(f)
+        assert out["by_group"][g]["fnmr"] == pytest.approx(n)
+    fmrs = [out["by_group"][g]["fmr"] for g in "abc"]
+    assert out["fmr_ratio"] == pytest.approx(max(fmrs) / min(fmrs))
+    assert out["fmr_gap"] == pytest.approx(max(fmrs) - min(fmrs))
+    with pytest.raises(FacebalanceError, match="genuine and impostor pairs both"):
+        match_rates(scores[same], same[same], 0.0)
