@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from facebalance.data.face_pairs import PAIR_COLUMNS, identity_pairs
+from facebalance.errors import FacebalanceError
+
+
+def _images(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, n_ident in (("train", 40), ("test", 12)):
+        for i in range(n_ident):
+            group = i % 3
+            for k in range(int(rng.integers(1, 5))):
+                rows.append({"id": f"{split}-{i}-{k}", "identity": f"{split}-{i}",
+                             "group": group, "split": split})
+    return pd.DataFrame(rows)
+
+
+def test_pairs_are_balanced_by_group_and_never_cross_splits() -> None:
+    images = _images()
+    pairs = identity_pairs(images, n_per_group=30, seed=0, cross_share=0.5)
+    assert list(pairs.columns) == list(PAIR_COLUMNS)
+    info = images.set_index("id")
+    for col in ("a", "b"):
+        pairs[f"ident_{col}"] = info.loc[pairs[f"id_{col}"], "identity"].to_numpy()
+        pairs[f"group_{col}"] = info.loc[pairs[f"id_{col}"], "group"].to_numpy()
+        pairs[f"split_{col}"] = info.loc[pairs[f"id_{col}"], "split"].to_numpy()
+    for col in ("split_a", "split_b"):
+        assert (pairs[col] == pairs["split"]).all()
+    genuine = pairs[pairs["same"] == 1]
+    assert (genuine["ident_a"] == genuine["ident_b"]).all()
+    assert (genuine["id_a"] != genuine["id_b"]).all()
+    impostor = pairs[pairs["same"] == 0]
+    assert (impostor["ident_a"] != impostor["ident_b"]).all()
+    within = pairs[pairs["group"] >= 0]
+    assert (within["group_a"] == within["group"]).all() and (within["group_b"] ==
+                                                             within["group"]).all()
+    counts = within.groupby(["split", "group", "same"]).size()
+    assert (counts == 30).all() and len(counts) == 2 * 3 * 2
+    cross = pairs[pairs["group"] == -1]
+    assert len(cross) == 2 * 45 and (cross["group_a"] != cross["group_b"]).all()
+    again = identity_pairs(images, n_per_group=30, seed=0, cross_share=0.5)
+    pd.testing.assert_frame_equal(pairs[list(PAIR_COLUMNS)], again)
+
+
+def test_bad_identities_are_named() -> None:
+    images = _images()
+    leak = images.copy()
+    leak.loc[leak.index[-1], "identity"] = "train-0"
+    with pytest.raises(FacebalanceError, match="identity 'train-0' occurs in more than one"):
+        identity_pairs(leak, 5, 0)
+    single = images[images["id"].str.endswith("-0")]  # one image per identity
+    with pytest.raises(FacebalanceError, match="0 with two images; it needs both"):
+        identity_pairs(single, 5, 0)
