@@ -4,6 +4,7 @@ import pytest
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.verification import (
     auc,
+    best_threshold,
     chi_square,
     cosine,
     equal_error_rate,
@@ -109,3 +110,13 @@ def test_group_rates_at_one_threshold_against_a_loop() -> None:
     assert out["fmr_gap"] == pytest.approx(max(fmrs) - min(fmrs))
     with pytest.raises(FacebalanceError, match="genuine and impostor pairs both"):
         match_rates(scores[same], same[same], 0.0)
+
+
+def test_best_threshold_maximizes_accuracy_against_a_scan() -> None:
+    scores, same = _scores(500, 6)
+    t = best_threshold(scores, same)
+    def acc(th: float) -> float:
+        return float(np.mean((scores >= th) == same))
+    scan = max(acc(th) for th in np.r_[np.unique(scores), np.inf])
+    assert acc(t) == pytest.approx(scan)
+    assert best_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 0.5

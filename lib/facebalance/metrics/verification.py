@@ -190,3 +190,17 @@ def group_match_rates(scores: np.ndarray, same: np.ndarray, groups: np.ndarray,
         out[f"{rate}_ratio"] = (float(v.max() / v.min()) if len(v) and v.min() > 0
                                 else None)
     return out
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The threshold with the highest accuracy on these pairs (chosen on the val pairs and
+    then applied, unchanged, to test): the midpoint between two adjacent distinct scores."""
+    fmr, tar, thr = roc(scores, same)
+    n_pos, n_neg = np.asarray(same).astype(bool).sum(), (~np.asarray(same).astype(bool)).sum()
+    acc = (tar * n_pos + (1 - fmr) * n_neg) / (n_pos + n_neg)
+    k = int(np.argmax(acc))
+    if k == 0:  # reject everything
+        return float(thr[1] + 1.0)
+    if k + 1 < len(thr):
+        return float((thr[k] + thr[k + 1]) / 2)  # accepts thr[k], rejects the next score
+    return float(thr[k] - 1.0)
