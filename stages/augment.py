@@ -26,6 +26,14 @@ from facebalance.task import param_columns, task_from_params, task_labels
 app = typer.Typer(add_completion=False)
 
 
+def _added_rows(table: pd.DataFrame, table_path: Path, images: Path) -> pd.DataFrame:
+    """Index rows of the generated images a table lists (``id``, labels, ``group``); an
+    empty table has no shards to read."""
+    refs = (shard_refs(images, ["id"]) if len(table)
+            else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
+    return interpolated_rows(table, refs, str(table_path))
+
+
 @app.command()
 def main(
     strategy: Annotated[str, typer.Option(help="balancing strategy")],
@@ -68,18 +76,14 @@ def main(
             raise FacebalanceError(f"augment: {strategy} needs --interpolated")
         plan = read_parquet(interpolated / "plan.parquet")
         images = interpolated / ("latent" if strategy == "latent_smote" else "pixel")
-        refs = (shard_refs(images, ["id"]) if len(plan)
-                else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-        added["interpolated"] = interpolated_rows(plan, refs, str(interpolated / "plan.parquet"))
+        added["interpolated"] = _added_rows(plan, interpolated / "plan.parquet", images)
         synthetic_dirs = [images]
     if strategy == "gan_complement_real":
         if partners is None:
             raise FacebalanceError(f"augment: {strategy} needs --partners")
         made = read_parquet(partners / "partners.parquet", columns=["id", "label", "group"])
-        refs = (shard_refs(partners / "images", ["id"]) if len(made)
-                else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-        added["partners"] = interpolated_rows(made, refs,
-                                              str(partners / "partners.parquet"))
+        added["partners"] = _added_rows(made, partners / "partners.parquet",
+                                        partners / "images")
         synthetic_dirs = [partners / "images"]
     if strategy in GUIDED_STRATEGIES:
         if guided is None:
@@ -87,9 +91,7 @@ def main(
         made = read_parquet(guided / "guided.parquet", columns=["id", "label", "group", "agrees"])
         # Only faces the group classifier still puts in their group as stored (PNG).
         made = made[made["agrees"]].drop(columns="agrees")
-        refs = (shard_refs(guided / "images", ["id"]) if len(made)
-                else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-        added["guided"] = interpolated_rows(made, refs, str(guided / "guided.parquet"))
+        added["guided"] = _added_rows(made, guided / "guided.parquet", guided / "images")
         synthetic_dirs = [guided / "images"]
     index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
                                  oversample_to=p.augment.oversample_to,
