@@ -59,3 +59,13 @@ GUIDED_STRATEGIES = ("guided",)
 INVERT_METHODS = ("encoder", "optimize", "both")
 #: Named tasks (param changes in :mod:`facebalance.presets`) that ``make repro`` can run.
 PRESETS = ("blond_male", "skin4", "skin4_guided", "race_gender", "hard", "age", "age_smote")
+#: Face embedders of the verification task (:mod:`facebalance.models.embedder`).
+EMBED_MODELS = ("facenet", "dlib")
+#: Networks ``embed.weights: train`` trains on the prepared identities.
+EMBED_BACKBONES = ("small_resnet", "inception_resnet_v1")
+#: dlib's alignment: 5-point landmarks in the face crop, dlib's detector first, or none.
+EMBED_ALIGN = ("landmarks", "detect", "none")
+#: Pair features of the verification head (:func:`facebalance.metrics.verification.pair_features`).
+VERIFY_FEATURES = ("chi2", "absdiff", "product", "cosine")
+#: Headline metrics of each verifier (``metrics/verify.json``).
+VERIFY_METRICS = ("auc", "accuracy", "f1", "eer", "tar_at_far")

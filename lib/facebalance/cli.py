@@ -1,4 +1,5 @@
-"""The ``facebalance`` command: information, sample grids, params checks, metrics tables."""
+"""The ``facebalance`` command: information, sample grids, params checks, metrics tables,
+face-pair verification."""
 
 from __future__ import annotations
 
@@ -304,6 +305,95 @@ def choose_share(
     else:
         typer.echo(f"chosen: augment.synthetic_share = {best:g} (lowest validation "
                    f"Δ{fairness} of the unflagged shares)")
+
+
+def load_face(path: Path, image_size: int, crop: int, align: str, margin: float,
+              max_pixels: int) -> np.ndarray:
+    """One image prepared as ``prepare`` prepares a dataset's images: the MTCNN face crop
+    (``dataset.align: mtcnn``) or the centre square (``dataset.crop``), at ``image_size``.
+
+    Raises
+    ------
+    FacebalanceError
+        One line naming the file: missing, unreadable or corrupt, or no face found.
+    """
+    from PIL import Image
+
+    from facebalance.data.convert import (
+        ImageRefused,
+        MtcnnDetector,
+        face_box,
+        load_cropped,
+        open_rgb,
+    )
+
+    path = Path(path)
+    try:
+        if align == "mtcnn":
+            im = open_rgb(path, path.parent, max_pixels)
+            box = MtcnnDetector()([im])[0]
+            if box is None:
+                raise FacebalanceError(f"{path}: no face found (MTCNN, dataset.align: mtcnn)")
+            square = face_box(box, margin, *im.size)
+            return np.asarray(im.resize((image_size,) * 2, Image.Resampling.BILINEAR,
+                                        box=square))
+        return load_cropped(path, crop, image_size, path.parent, max_pixels)
+    except FacebalanceError:
+        raise
+    except FileNotFoundError:
+        raise FacebalanceError(f"{path}: no such file") from None
+    except ImageRefused as err:
+        raise FacebalanceError(f"{path}: {err}") from None
+    except Exception as err:  # Pillow raises many unrelated types for bad bytes
+        raise FacebalanceError(
+            f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+@app.command()
+def verify(
+    image1: Annotated[Path, typer.Argument(help="first face image")],
+    image2: Annotated[Path, typer.Argument(help="second face image")],
+    embedder: Annotated[Path, typer.Option(help="embed stage output")] = Path("models/embed"),
+    head: Annotated[Path, typer.Option(help="verify stage output")] = Path(
+        "models/verify/head.json"),
+    params: Annotated[Path, typer.Option(help="params file (how images are prepared)")] = Path(
+        "params.yaml"),
+    verifier: Annotated[str, typer.Option(help="head (pair features) or cosine")] = "head",
+) -> None:
+    """Same person or not: the trained embedder and head on two images, prepared (cropped,
+    aligned, resized) as the pipeline prepares its images."""
+    import torch
+
+    from facebalance.config import load_params
+    from facebalance.models.embedder import NoFaceError, load_embedder
+    from facebalance.models.pair_head import load_verifier
+    from facebalance.models.verifier import score_pairs
+
+    try:
+        if verifier not in ("head", "cosine"):
+            raise FacebalanceError(f"--verifier {verifier!r}; valid: head, cosine")
+        p = load_params(params)
+        d = p.dataset
+        model, cfg = load_embedder(embedder)
+        pair_head, thresholds = load_verifier(head)
+        faces = [load_face(f, cfg.image_size, d.crop, d.align, d.align_margin, d.max_pixels)
+                 for f in (image1, image2)]
+        vectors = []
+        for f, face in zip((image1, image2), faces, strict=True):
+            x = torch.from_numpy(np.ascontiguousarray(face[None]).copy())
+            try:
+                vectors.append(model.embed(x, strict=True) if cfg.model == "dlib"
+                               else model.embed(x))
+            except NoFaceError:
+                raise FacebalanceError(f"{f}: no face found (dlib, embed.align: detect)") from None
+        score = float(score_pairs(pair_head, vectors[0], vectors[1])[verifier][0])
+    except FacebalanceError as err:
+        _fail(err)
+    threshold = thresholds[verifier]
+    same = score >= threshold
+    label = "P(same)" if verifier == "head" else "cosine"
+    typer.echo(f"{'same person' if same else 'different people'}: {label} {score:.3f}, "
+               f"threshold {threshold:.3f} ({verifier}, chosen on the val pairs)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

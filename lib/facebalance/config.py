@@ -27,6 +27,9 @@ from facebalance.choices import (
     BOUNDARY_METHODS,
     COMPLEMENT_MODES,
     COMPLEMENT_SHELLS,
+    EMBED_ALIGN,
+    EMBED_BACKBONES,
+    EMBED_MODELS,
     EVAL_SPLITS,
     GAN_STRATEGIES,
     GUIDED_STRATEGIES,
@@ -39,6 +42,7 @@ from facebalance.choices import (
     STRATEGIES,
     TASK_KINDS,
     TASK_METRICS,
+    VERIFY_FEATURES,
 )
 from facebalance.errors import FacebalanceError
 
@@ -315,6 +319,55 @@ class CompareParams:
                                   "baseline's beyond noise, or whose fairness metric is worse")
 
 
+@dataclass(frozen=True)
+class EmbedParams:
+    """Face embeddings for verification (``embed``): facenet-pytorch or dlib."""
+
+    model: str = _opt("facenet", choices=EMBED_MODELS,
+                      doc="facenet: InceptionResnetV1 or a smaller backbone; dlib: dlib's "
+                          "pretrained 128-d ResNet descriptor (pip install '.[dlib]')")
+    weights: str = _opt("train", doc="facenet: vggface2 | casia-webface (facenet-pytorch's "
+                                     "cached files) | PATH (a state dict) | train (on the "
+                                     "prepared training identities)")
+    backbone: str = _opt("small_resnet", choices=EMBED_BACKBONES,
+                         doc="weights: train: the network trained (embedding = its layer "
+                             "before the identity logits)")
+    width: int = _opt(32, lo=4, hi=512, doc="small_resnet width (embedding size 4 x width)")
+    input_size: int = _opt(160, lo=32, hi=512,
+                           doc="inception_resnet_v1: faces are resized to this side")
+    epochs: int = _opt(8, lo=1)
+    batch_size: int = _opt(128, lo=2)
+    lr: float = _opt(0.003, lo=0.0)
+    weight_decay: float = _opt(0.0005, lo=0.0)
+    augment: bool = _opt(True, doc="random flips and 2-pixel shifts while training")
+    holdout: float = _opt(0.2, lo=0.0, hi=0.9,
+                          doc="weights: train: share of the training identities kept out of "
+                              "the embedder's training; the head's training pairs come from "
+                              "them (pairs of seen identities look easier than new faces)")
+    align: str = _opt("landmarks", choices=EMBED_ALIGN,
+                      doc="dlib: landmarks (5-point, inside the prepared face crop) | detect "
+                          "(dlib's face detector first) | none (the crop as it is)")
+    embed_batch_size: int = _opt(256, lo=1, doc="images embedded at a time")
+    cache_mb: int = _opt(2048, lo=0, doc="decode the training images in memory below this")
+
+
+@dataclass(frozen=True)
+class VerifyParams:
+    """Pair verification (``verify``): pairs, the pair head and its metrics."""
+
+    pairs_per_group: int = _opt(500, lo=1, doc="identity pairs: genuine pairs per group and "
+                                               "split (as many impostors)")
+    cross_share: float = _opt(0.25, lo=0.0, hi=4.0,
+                              doc="impostor pairs across groups, as a share of the "
+                                  "within-group ones (overall rates only)")
+    groups: list = _opt(["skin", "male", "age_group"],
+                        doc="columns whose per-group FMR/FNMR are reported; pairs are "
+                            "balanced by the first")
+    group_file: str = _opt("", doc="real data: CSV mapping identity to group columns")
+    features: list = _opt(list(VERIFY_FEATURES), doc="pair features of the head")
+    c: float = _opt(1.0, lo=0.0, doc="inverse regularization of the logistic head")
+    fars: list = _opt([0.01, 0.001], doc="false accept rates the TAR is reported at")
+    bootstrap: int = _opt(500, lo=10, doc="resamples of the test pairs")
 
 
 @dataclass(frozen=True)
@@ -341,6 +394,8 @@ class Params:
     guided: GuidedParams = field(default_factory=GuidedParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     compare: CompareParams = field(default_factory=CompareParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    verify: VerifyParams = field(default_factory=VerifyParams)
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -489,6 +544,7 @@ def _check_cross(p: Params) -> None:
             f"params: dataset.root is empty; dataset.name = {p.dataset.name!r} needs the "
             "folder the dataset ships in")
     _check_task(p)
+    _check_verify(p)
     for section in ("train_attr", "train_target"):
         _check_int_list(f"{section}.seeds", getattr(p, section).seeds)
     if p.compare.metrics:
@@ -524,6 +580,25 @@ def _check_cross(p: Params) -> None:
             f"params: complement.n_pairs = {p.complement.n_pairs} exceeds the {pool} latents "
             "left after boundary fitting (sample.n - boundaries.n_fit - boundaries.n_val); "
             "raise sample.n or use complement.selection: targeted")
+
+
+def _check_verify(p: Params) -> None:
+    """The embed / verify sections."""
+    e, v = p.embed, p.verify
+    if e.model == "facenet" and not e.weights:
+        raise FacebalanceError(
+            "params: embed.weights is empty; expected vggface2, casia-webface, a path to a "
+            "state dict, or train")
+    if e.model == "dlib" and e.weights != "train":
+        raise FacebalanceError(
+            f"params: embed.weights = {e.weights!r} is for embed.model: facenet; dlib's "
+            "descriptor ships with its weights (leave embed.weights: train)")
+    if v.groups:  # empty: no per-group rates (real data without group columns)
+        _check_list("verify.groups", v.groups, lambda g: isinstance(g, str) and g,
+                    "expected column names")
+    _check_choice_list("verify.features", v.features, VERIFY_FEATURES)
+    _check_list("verify.fars", v.fars, lambda f: isinstance(f, float) and 0 < f < 1,
+                "expected false accept rates between 0 and 1 (e.g. 0.01)")
 
 
 def task_metrics(p: Params) -> tuple[str, ...]:

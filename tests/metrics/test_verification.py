@@ -7,16 +7,27 @@ from facebalance.metrics.verification import (
     best_threshold,
     chi_square,
     cosine,
+    eer_from_roc,
     equal_error_rate,
     f1_score,
     group_match_rates,
+    group_rates_weighted,
     match_rates,
+    max_min_ratio,
     pair_features,
+    rates_at_threshold,
     roc,
     split_signs,
     tar_at_far,
+    tar_at_far_from_roc,
     threshold_at_far,
+    verifier_metrics,
+    weighted_auc,
+    weighted_roc,
 )
+from facebalance.metrics.bootstrap import bootstrap_weights
+from facebalance.choices import VERIFY_FEATURES
+from facebalance.metrics.verification import PAIR_FEATURES
 
 
 def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,3 +131,59 @@ def test_best_threshold_maximizes_accuracy_against_a_scan() -> None:
     scan = max(acc(th) for th in np.r_[np.unique(scores), np.inf])
     assert acc(t) == pytest.approx(scan)
     assert best_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 0.5
+
+
+def test_pair_features_are_the_params_choices() -> None:
+    assert PAIR_FEATURES == VERIFY_FEATURES
+
+
+def test_weighted_metrics_equal_the_plain_ones_on_each_resample() -> None:
+    """A weight row of counts is the resample itself: every weighted metric equals the
+    plain function on the pairs repeated that often (a loop over resamples)."""
+    scores, same = _scores(300, 3)
+    w = np.vstack([np.ones(300, int), bootstrap_weights(300, 20, seed=1)])
+    fmr, tar = weighted_roc(scores, same, w)
+    aucs, eers = weighted_auc(scores, same, w), eer_from_roc(fmr, tar)
+    rates = rates_at_threshold(scores, same, 0.7, w)
+    for r in range(len(w)):
+        idx = np.repeat(np.arange(300), w[r])
+        s, y = scores[idx], same[idx]
+        f0, t0, _ = roc(s, y)
+        # The weighted ROC has a point for every distinct score of all pairs; the resample's
+        # own ROC visits a subset of them with the same values.
+        keep = np.r_[True, np.diff(fmr[r]) + np.diff(tar[r]) > 0]
+        np.testing.assert_allclose(np.c_[fmr[r][keep], tar[r][keep]], np.c_[f0, t0])
+        assert aucs[r] == pytest.approx(auc(s, y))
+        assert eers[r] == pytest.approx(equal_error_rate(s, y))
+        for far in (0.01, 0.1):
+            assert tar_at_far_from_roc(fmr[r:r + 1], tar[r:r + 1], far)[0] == pytest.approx(
+                tar_at_far(s, y, far))
+        m, nm = match_rates(s, y, 0.7)
+        assert rates["fmr"][r] == pytest.approx(m) and rates["fnmr"][r] == pytest.approx(nm)
+        assert rates["f1"][r] == pytest.approx(f1_score(s, y, 0.7))
+        assert rates["accuracy"][r] == pytest.approx(((s >= 0.7) == y).mean())
+
+
+def test_verifier_metrics_keys_and_shapes() -> None:
+    scores, same = _scores(200, 4)
+    out = verifier_metrics(scores, same, 0.5, (0.01, 0.001), bootstrap_weights(200, 7))
+    assert sorted(out) == sorted(["auc", "accuracy", "f1", "fmr", "fnmr", "eer",
+                                  "tar_at_far_0.01", "tar_at_far_0.001"])
+    assert all(v.shape == (7,) for v in out.values())
+
+
+def test_weighted_group_rates_against_a_loop() -> None:
+    scores, same = _scores(400, 5)
+    groups = np.random.default_rng(6).integers(-1, 3, 400)  # -1: cross-group pairs
+    w = bootstrap_weights(400, 5, seed=2)
+    names, rates = group_rates_weighted(scores, same, groups, 0.6, w)
+    assert names == [0, 1, 2]
+    for r in range(len(w)):
+        idx = np.repeat(np.arange(400), w[r])
+        plain = group_match_rates(scores[idx], same[idx], groups[idx], 0.6)["by_group"]
+        for j, g in enumerate(names):
+            assert rates["fmr"][r, j] == pytest.approx(plain[str(g)]["fmr"])
+            assert rates["fnmr"][r, j] == pytest.approx(plain[str(g)]["fnmr"])
+    ratio = max_min_ratio(rates["fmr"])
+    np.testing.assert_allclose(ratio, rates["fmr"].max(1) / rates["fmr"].min(1))
+    assert np.isnan(max_min_ratio(np.array([[0.0, 0.2]])))[0]

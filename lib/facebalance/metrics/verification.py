@@ -204,3 +204,116 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     if k + 1 < len(thr):
         return float((thr[k] + thr[k + 1]) / 2)  # accepts thr[k], rejects the next score
     return float(thr[k] - 1.0)
+
+
+# Bootstrap: every metric above on many resamples of the pairs at once. A resample is a row
+# of count weights (metrics.bootstrap.bootstrap_weights); weights of ones give the plain
+# metric, integer weights the metric of the pairs repeated that often.
+
+
+def weighted_roc(scores: np.ndarray, same: np.ndarray, weights: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """FMR and TAR of each weight row, ``(R, m + 1)``: one point per distinct score (highest
+    first), starting at (0, 0), as :func:`roc` for weights ``(R, n)``."""
+    scores, same = _labels(scores, same)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s) != 0) + 1]  # first row of each tie block
+    wg, wi = w[:, order] * same[order], w[:, order] * ~same[order]
+    tp = np.cumsum(np.add.reduceat(wg, starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(wi, starts, axis=1), axis=1)
+    zero = np.zeros((len(w), 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fmr = np.hstack([zero, fp / fp[:, -1:]])
+        tar = np.hstack([zero, tp / tp[:, -1:]])
+    return fmr, tar
+
+
+def weighted_auc(scores: np.ndarray, same: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`auc` of each weight row ``(R,)`` (ties count half)."""
+    scores, same = _labels(scores, same)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s) != 0) + 1]
+    pos = np.add.reduceat(w[:, order] * same[order], starts, axis=1)
+    neg = np.add.reduceat(w[:, order] * ~same[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # impostor weight scoring below each block
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def eer_from_roc(fmr: np.ndarray, tar: np.ndarray) -> np.ndarray:
+    """The equal error rate of each ROC row, interpolated as :func:`equal_error_rate`."""
+    diff = (1 - tar) - fmr
+    k = np.argmax(diff <= 0, axis=1)
+    rows = np.arange(len(fmr))
+    km = np.maximum(k - 1, 0)
+    d0, d1 = diff[rows, km], diff[rows, k]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(d0 != d1, d0 / (d0 - d1), 0.0)
+    out = fmr[rows, km] + t * (fmr[rows, k] - fmr[rows, km])
+    return np.where(k == 0, fmr[:, 0], out)
+
+
+def tar_at_far_from_roc(fmr: np.ndarray, tar: np.ndarray, far: float) -> np.ndarray:
+    """The TAR at the lowest threshold whose FMR is at most ``far``, per ROC row."""
+    return np.where(fmr <= far, tar, 0.0).max(axis=1)
+
+
+def rates_at_threshold(scores: np.ndarray, same: np.ndarray, threshold: float,
+                       weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, F1, FMR and FNMR of each weight row at one threshold, ``{name: (R,)}``."""
+    scores, same = _labels(scores, same)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    accept = scores >= threshold
+    tp, fn = w @ (accept & same), w @ (~accept & same)
+    fp, tn = w @ (accept & ~same), w @ (~accept & ~same)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"accuracy": (tp + tn) / (tp + fn + fp + tn),
+                "f1": 2 * tp / (2 * tp + fp + fn),
+                "fmr": fp / (fp + tn), "fnmr": fn / (fn + tp)}
+
+
+def verifier_metrics(scores: np.ndarray, same: np.ndarray, threshold: float,
+                     fars: tuple[float, ...], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every headline metric of a verifier on each weight row: ``auc``, ``eer``,
+    ``tar_at_far_<f>``, and at ``threshold`` ``accuracy``, ``f1``, ``fmr``, ``fnmr``."""
+    fmr, tar = weighted_roc(scores, same, weights)
+    out = {"auc": weighted_auc(scores, same, weights),
+           **rates_at_threshold(scores, same, threshold, weights),
+           "eer": eer_from_roc(fmr, tar)}
+    for far in fars:
+        out[f"tar_at_far_{far:g}"] = tar_at_far_from_roc(fmr, tar, far)
+    return out
+
+
+def group_rates_weighted(scores: np.ndarray, same: np.ndarray, groups: np.ndarray,
+                         threshold: float, weights: np.ndarray
+                         ) -> tuple[list, dict[str, np.ndarray]]:
+    """Per-group FMR and FNMR of each weight row at one global threshold.
+
+    Pairs of group ``-1`` (two faces of different groups) count in no group. Returns the
+    group values and ``{"fmr": (R, G), "fnmr": (R, G)}`` (NaN where a group has no pair of
+    that kind in a resample).
+    """
+    scores, same = np.asarray(scores, np.float64), np.asarray(same).astype(bool)
+    groups = np.asarray(groups)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    values = [g for g in np.unique(groups) if g != -1]
+    accept = scores >= threshold
+    onehot = np.stack([groups == g for g in values], axis=1).astype(np.float64)  # (n, G)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fmr = (w @ (onehot * (accept & ~same)[:, None])) / (w @ (onehot * ~same[:, None]))
+        fnmr = (w @ (onehot * (~accept & same)[:, None])) / (w @ (onehot * same[:, None]))
+    return values, {"fmr": fmr, "fnmr": fnmr}
+
+
+def max_min_ratio(rates: np.ndarray) -> np.ndarray:
+    """Max / min across groups (last axis) of each row; NaN where the min is 0 or a group
+    is undefined (NIST FRVT's ratio of the worst to the best group)."""
+    rates = np.atleast_2d(rates)
+    lo, hi = rates.min(axis=1), rates.max(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(lo > 0, hi / lo, np.nan)

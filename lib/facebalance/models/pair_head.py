@@ -67,3 +67,21 @@ def load_pair_head(path: str | Path) -> PairHead:
         raise FacebalanceError(f"pair head {path} does not exist") from None
     except (ValueError, KeyError, TypeError) as err:
         raise FacebalanceError(f"{path} is not a pair head JSON ({err})") from None
+
+
+def save_verifier(path: str | Path, head: PairHead, thresholds: dict[str, float],
+                  task: dict) -> None:
+    """The head, each verifier's decision threshold (chosen on val) and the task, as JSON."""
+    atomic_write_bytes(path, json.dumps({**asdict(head), "thresholds": thresholds,
+                                         "task": task}, indent=1).encode())
+
+
+def load_verifier(path: str | Path) -> tuple[PairHead, dict[str, float]]:
+    """The head and thresholds written by :func:`save_verifier`; errors name the file."""
+    head = load_pair_head(path)
+    try:
+        data = json.loads(Path(path).read_text())
+        thresholds = {str(k): float(v) for k, v in data["thresholds"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise FacebalanceError(f"{path} has no verification thresholds ({err})") from None
+    return head, thresholds

@@ -1,0 +1,92 @@
+"""embed: face embeddings of every prepared image (verification).
+
+``embed.model: facenet`` with ``weights: train`` trains the embedder on the training
+identities (all but the ``embed.holdout`` share, whose pairs train the verification head);
+named or file weights and ``dlib`` embed with pretrained networks.
+"""
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from facebalance.config import as_dict, load_params
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import atomic_directory
+from facebalance.models.embedder import (
+    DlibEmbedder,
+    EmbedderConfig,
+    TorchEmbedder,
+    embed_dataset,
+    embedding_rows,
+    embeddings_table,
+    holdout_identities,
+    named_facenet,
+    save_embedder,
+    train_embedder,
+    write_embeddings,
+)
+from facebalance.runtime import derive_seed, run_app, setup, write_json
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    data: Annotated[Path, typer.Option(help="prepared shards (train/, val/, test/)")],
+    model_dir: Annotated[Path, typer.Option(help="directory to write the embedder to")],
+    out: Annotated[Path, typer.Option(help="embeddings Parquet to write")],
+    metrics: Annotated[Path, typer.Option(help="embedding summary JSON")],
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Embed train, val and test; train the embedder first when embed.weights is train."""
+    p = load_params(params)
+    device = setup(p.base)
+    e = p.embed
+    train_embedder_here = e.model == "facenet" and e.weights == "train"
+    rows = embedding_rows(data, need_identity=train_embedder_here)
+    summary: dict = {"model": e.model, "weights": e.weights}
+    net = None
+    if train_embedder_here:
+        seed = derive_seed(p.base.seed, 20)
+        rows["head_fit"] = holdout_identities(rows, e.holdout, seed)
+        fit = rows[(rows["split"] == "train") & ~rows["head_fit"]]
+        net, cfg, history = train_embedder(fit, e, image_size=p.base.image_size, seed=seed,
+                                           device=device)
+        summary["training"] = {"images": len(fit), "identities": int(fit["identity"].nunique()),
+                               "holdout_identities": int(rows.loc[rows["head_fit"]
+                                                                  & (rows["split"] == "train"),
+                                                                  "identity"].nunique()),
+                               "epochs": e.epochs, "final_loss": history[-1]["loss"],
+                               "seconds": float(sum(h["seconds"] for h in history))}
+        embedder = TorchEmbedder(net, cfg.dim, device)
+    elif e.model == "facenet":
+        net, cfg = named_facenet(e, p.base.image_size)
+        embedder = TorchEmbedder(net, cfg.dim, device)
+        rows["head_fit"] = True
+    else:
+        embedder = DlibEmbedder(e.align)
+        cfg = EmbedderConfig(model="dlib", backbone="dlib_resnet", weights="", width=0,
+                             input_size=150, image_size=p.base.image_size, dim=128,
+                             align=e.align)
+        rows["head_fit"] = True
+    t0 = time.perf_counter()
+    vectors = embed_dataset(embedder, ShardDataset(rows, {}, cache_mb=e.cache_mb),
+                            e.embed_batch_size)
+    seconds = time.perf_counter() - t0
+    summary |= {"dim": cfg.dim, "images": {s: int((rows["split"] == s).sum())
+                                           for s in ("train", "val", "test")},
+                "embed_seconds": seconds,
+                "images_per_second": len(rows) / max(seconds, 1e-9),
+                "no_face": getattr(embedder, "no_face", 0), "params": as_dict(e)}
+    # Outputs last: a failure above leaves the previous ones as they were.
+    with atomic_directory(model_dir) as tmp:
+        save_embedder(tmp, cfg, net, {"params": as_dict(e)})
+    write_embeddings(out, embeddings_table(rows, np.asarray(vectors)))
+    write_json(metrics, summary)
+
+
+if __name__ == "__main__":
+    run_app(app)
