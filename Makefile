@@ -19,10 +19,10 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,dlib]"
 	# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2 but runs with these: no deps.
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
-	$(BIN)/python -c "import torchvision, facenet_pytorch, facebalance"
+	$(BIN)/python -c "import torchvision, facenet_pytorch, dlib, facebalance"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_latent.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_invert.py
+	$(BIN)/python benchmarks/bench_embed.py
 
 clean-venv:
 	rm -rf $(VENV)

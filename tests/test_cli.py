@@ -107,3 +107,50 @@ def test_choose_share_prints_one_experiment_per_share_and_refuses_a_bad_grid() -
     assert "-S dataset.n_train=9000" in lines[1] and lines[1].endswith(" compare")
     bad = runner.invoke(app, ["choose-share", "--grid", "0,x", "--dry-run"])
     assert bad.exit_code == 1 and "expected positive numbers" in bad.output
+
+
+def _tiny_verifier(root: Path) -> None:
+    """A random small_resnet embedder and a head fitted on its embeddings of random pairs."""
+    import numpy as np
+    import torch
+
+    from facebalance.models.classifier import SmallResNet
+    from facebalance.models.embedder import EmbedderConfig, NetEmbedder, save_embedder
+    from facebalance.models.pair_head import fit_pair_head, save_verifier
+
+    torch.manual_seed(0)
+    net = NetEmbedder(SmallResNet(16, 1).features, None).eval()
+    save_embedder(root / "embed", EmbedderConfig(width=16, dim=64), net, {})
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 64)), rng.normal(size=(40, 64))
+    head = fit_pair_head(a, b, np.arange(40) % 2)
+    save_verifier(root / "head.json", head, {"head": 0.5, "cosine": 0.1}, {})
+
+
+def test_verify_prints_a_decision_and_bad_images_are_one_line(tmp_path: Path) -> None:
+    import numpy as np
+
+    from facebalance.data import synthfaces
+
+    _tiny_verifier(tmp_path)
+    table = synthfaces.sample_attributes(synthfaces.SplitSpec(n=2, balanced=True), 0, "t")
+    for i, im in enumerate(synthfaces.render(table, 32, 0)):
+        Image.fromarray(im).save(tmp_path / f"{i}.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
+    base = ["verify", "--embedder", str(tmp_path / "embed"), "--head",
+            str(tmp_path / "head.json"), "--params", str(REPO / "params.yaml")]
+    res = runner.invoke(app, [*base, str(tmp_path / "0.png"), str(tmp_path / "1.png")])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith(("same person: P(same) ", "different people: P(same) "))
+    res = runner.invoke(app, [*base, "--verifier", "cosine", str(tmp_path / "0.png"),
+                              str(tmp_path / "0.png")])
+    assert res.output.startswith("same person: cosine 1.000"), res.output  # one face twice
+    for bad, why in (("bad.jpg", "not a readable image"), ("none.png", "no such file")):
+        res = runner.invoke(app, [*base, str(tmp_path / "0.png"), str(tmp_path / bad)])
+        assert res.exit_code == 1
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / bad}: {why}")
+    res = runner.invoke(app, [*base[:2], str(tmp_path / "nothing"), *base[3:],
+                              str(tmp_path / "0.png"), str(tmp_path / "1.png")])
+    assert res.exit_code == 1 and "run the embed stage" in res.output
+    assert len(np.atleast_1d(res.output.strip().splitlines())) == 1

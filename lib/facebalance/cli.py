@@ -212,13 +212,14 @@ def preset(
 def repro(
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
-    """Run the presets listed in params (``presets``): ``blond_male`` is ``dvc repro compare``
-    of the workspace; every other one a DVC experiment in a temporary copy."""
+    """Run the presets listed in params (``presets``): ``blond_male`` is ``dvc repro compare
+    verify`` of the workspace; every other one a DVC experiment in a temporary copy."""
     from facebalance.config import load_params
 
     try:
         names = load_params(params).presets
-        commands = [["dvc", "repro", "compare"] if n == "blond_male"
+        # blond_male: the attribute pipeline and, beside it on the same images, verification.
+        commands = [["dvc", "repro", "compare", "verify"] if n == "blond_male"
                     else _preset_command(n, params, True) for n in names]
     except FacebalanceError as err:
         _fail(err)

@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 
+from facebalance.choices import VERIFY_FEATURES
 from facebalance.errors import FacebalanceError
+from facebalance.metrics.bootstrap import bootstrap_weights
 from facebalance.metrics.verification import (
+    PAIR_FEATURES,
     auc,
     best_threshold,
     chi_square,
@@ -25,9 +28,6 @@ from facebalance.metrics.verification import (
     weighted_auc,
     weighted_roc,
 )
-from facebalance.metrics.bootstrap import bootstrap_weights
-from facebalance.choices import VERIFY_FEATURES
-from facebalance.metrics.verification import PAIR_FEATURES
 
 
 def _scores(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,12 +58,16 @@ def test_pair_features_and_cosine() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.random((6, 3)), rng.random((6, 3))
     feats = pair_features(a, b)
-    assert feats.shape == (6, 3 + 3 + 3 + 1) and feats.dtype == np.float32
-    np.testing.assert_allclose(feats[:, 3:6], np.abs(a - b), rtol=1e-6)
-    np.testing.assert_allclose(feats[:, 6:9], a * b, rtol=1e-6)
+    assert feats.shape == (6, 6 + 3 + 3 + 1) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats[:, :3], chi_square(a, b), rtol=1e-6)
+    assert (feats[:, 3:6] == 0).all()  # non-negative embeddings: no negative part
+    np.testing.assert_allclose(feats[:, 6:9], np.abs(a - b), rtol=1e-6)
+    np.testing.assert_allclose(feats[:, 9:12], a * b, rtol=1e-6)
+    # The width is the same whether or not the embeddings hold negative values.
+    assert pair_features(a - 0.5, b).shape == feats.shape
     loop = [a[i] @ b[i] / np.linalg.norm(a[i]) / np.linalg.norm(b[i]) for i in range(6)]
     np.testing.assert_allclose(cosine(a, b), loop)
-    np.testing.assert_allclose(feats[:, 9], loop, rtol=1e-6)
+    np.testing.assert_allclose(feats[:, 12], loop, rtol=1e-6)
     with pytest.raises(FacebalanceError, match="unknown pair feature 'l2'"):
         pair_features(a, b, ("l2",))
     with pytest.raises(FacebalanceError, match=r"two \(n, d\) arrays of one shape"):

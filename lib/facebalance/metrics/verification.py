@@ -61,12 +61,16 @@ def cosine(a: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 def pair_features(a: np.ndarray, b: np.ndarray,
                   kinds: tuple[str, ...] = PAIR_FEATURES) -> np.ndarray:
-    """The features a verification head reads, ``(n, D)``, in the order of ``kinds``."""
+    """The features a verification head reads, ``(n, D)``, in the order of ``kinds``:
+    ``chi2`` has ``2d`` columns (positive and negative parts; zeros for non-negative
+    embeddings), ``absdiff`` and ``product`` ``d`` each, ``cosine`` one."""
     x, y = _pair(a, b)
     parts = []
     for kind in kinds:
         if kind == "chi2":
-            parts.append(chi_square(x, y))
+            # Always split by sign, so the width never depends on whether this batch happens
+            # to hold a negative value (a head fitted on one must read the other).
+            parts.append(chi_square(split_signs(x), split_signs(y)))
         elif kind == "absdiff":
             parts.append(np.abs(x - y))
         elif kind == "product":

@@ -1,0 +1,130 @@
+"""Verification end to end through DVC: synthfaces with a trained embedder, the CLI on the
+result, and dlib's descriptor on generated pairs and on the LFW-format fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from facebalance.cli import app
+from facebalance.data.shards import read_parquet
+
+from .data.realdata import make_lfw
+from .dvcproject import commit, dvc, new_project, ran
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "dataset": {"n_train": 960, "n_val": 320, "n_test": 480, "rows_per_file": 400,
+                "row_group_size": 100},
+    "embed": {"width": 16, "epochs": 6},
+    "verify": {"pairs_per_group": 60, "bootstrap": 50},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("verify")
+    new_project(root, TINY)
+    proc = dvc(root, "repro", "verify")
+    assert ran(proc.stdout) == {"prepare", "embed", "verify"}  # no attribute stage
+    return root
+
+
+def test_outputs_metrics_and_identities_per_split(project: Path) -> None:
+    head = json.loads((project / "metrics/verify.json").read_text())
+    assert set(head) == {"head", "cosine"}
+    for v in head.values():
+        assert v["auc"] > 0.55  # better than chance on faces never seen in training
+        assert {"eer", "f1", "tar_at_far_0.01", "fmr_ratio_skin", "fnmr_ratio_male"} <= set(v)
+    report = json.loads((project / "metrics/verify/report.json").read_text())
+    assert report["task"] == {"kind": "verification", "pairs": "identities",
+                              "groups": ["skin", "male", "age_group"]}
+    assert set(report["verifiers"]["head"]["by_group"]["skin"]) == {"0", "1", "2", "3"}
+    emb = read_parquet(project / "data/embeddings.parquet", ["id", "split", "identity"])
+    assert emb.groupby("identity")["split"].nunique().max() == 1
+    assert (project / "metrics/verify/roc.png").stat().st_size > 1000
+    roc = pd.read_csv(project / "metrics/plots/verify_roc.csv")
+    assert set(roc["verifier"]) == {"head", "cosine"}
+    diff = dvc(project, "metrics", "show").stdout
+    assert "verify.json" in diff and "head.auc" in diff
+
+
+def _write(project: Path, image_id: str, out: Path) -> Path:
+    from facebalance.data.shards import read_columns
+
+    for split in ("test", "val", "train"):
+        frame = read_columns(project / "data/prepared" / split, ["id", "image"])
+        hit = frame[frame["id"] == image_id]
+        if len(hit):
+            out.write_bytes(hit["image"].iloc[0])
+            return out
+    raise AssertionError(image_id)
+
+
+def test_cli_round_trips_on_one_identity_and_on_two(project: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI prepares an image as the pipeline did: on the test pairs the pipeline scored
+    best (a genuine pair) and worst (an impostor pair) it gives the same score and the
+    decision at the val threshold."""
+    scored = read_parquet(project / "data/verify/test_pairs.parquet")
+    genuine = scored[scored["same"] == 1].sort_values("score_head").iloc[-1]
+    impostor = scored[scored["same"] == 0].sort_values("score_head").iloc[0]
+    monkeypatch.chdir(project)
+    runner = CliRunner()
+    for row, word in ((genuine, "same person"), (impostor, "different people")):
+        a = _write(project, row["id_a"], tmp_path / f"{row['id_a']}.png")
+        b = _write(project, row["id_b"], tmp_path / f"{row['id_b']}.png")
+        res = runner.invoke(app, ["verify", str(a), str(b)])
+        assert res.exit_code == 0, res.output
+        assert res.output.startswith(word), res.output
+        assert f"P(same) {row['score_head']:.3f}" in res.output
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    res = runner.invoke(app, ["verify", str(a), str(bad)])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not a readable image")
+    res = runner.invoke(app, ["verify", str(a), str(tmp_path / "missing.png")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    assert "missing.png: no such file" in res.output
+
+
+def test_dlib_on_generated_pairs(project: Path) -> None:
+    pytest.importorskip("dlib")
+    commit(project)
+    proc = dvc(project, "exp", "run", "--temp", "-n", "dlib", "-S", "embed.model=dlib",
+               "-S", "dataset.n_train=160", "-S", "dataset.n_val=80", "-S",
+               "dataset.n_test=80", "-S", "verify.pairs_per_group=20", "verify")
+    assert {"embed", "verify"} <= ran(proc.stdout)
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert '"dlib"' in text and "verify.json" in text
+
+
+def test_dlib_on_the_lfw_fixture_through_the_loader(tmp_path: Path) -> None:
+    pytest.importorskip("dlib")
+    make_lfw(tmp_path / "lfw")
+    groups = pd.DataFrame({"identity": [f"Person_{k:02d}" for k in range(20)] + ["Loner"],
+                           "race": ["A", "B"] * 10 + ["A"]})
+    groups.to_csv(tmp_path / "groups.csv", index=False)
+    root = tmp_path / "project"
+    root.mkdir()
+    # LFW has no attribute columns: dataset.target / protected are left as they are, unused.
+    new_project(root, {"dataset": {"name": "lfw", "root": str(tmp_path / "lfw")},
+                       "embed": {"model": "dlib"},
+                       "verify": {"groups": ["race"], "group_file": str(tmp_path / "groups.csv"),
+                                  "bootstrap": 20}})
+    proc = dvc(root, "repro", "verify", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((root / "metrics/verify/report.json").read_text())
+    assert report["task"]["pairs"] == "pairs file"
+    assert report["n_pairs"] == {"train": 16, "val": 2, "test": 2}
+    emb = read_parquet(root / "data/embeddings.parquet", ["id"])
+    assert len(emb) == 42 and np.isfinite(report["verifiers"]["head"]["metrics"]["auc"]
+                                          ["value"])
