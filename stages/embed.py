@@ -5,6 +5,7 @@ identities (all but the ``embed.holdout`` share, whose pairs train the verificat
 named or file weights and ``dlib`` embed with pretrained networks.
 """
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,7 @@ from facebalance.models.embedder import (
 from facebalance.runtime import derive_seed, run_app, setup, write_json
 
 app = typer.Typer(add_completion=False)
+log = logging.getLogger(__name__)
 
 
 @app.command()
@@ -46,8 +48,19 @@ def main(
     device = setup(p.base)
     e = p.embed
     train_embedder_here = e.model == "facenet" and e.weights == "train"
-    rows = embedding_rows(data, need_identity=train_embedder_here)
+    rows = embedding_rows(data, need_identity=False)
     summary: dict = {"model": e.model, "weights": e.weights}
+    if (rows["identity"] == "").all() and not (data / "pairs.parquet").is_file():
+        # An attribute-only dataset (folder + CSV without identities): nothing to verify,
+        # and `dvc repro` of the attribute pipeline must not fail for it.
+        reason = "the prepared images have no identity column and there is no pairs file"
+        log.warning("embed: skipped: %s", reason)
+        with atomic_directory(model_dir) as tmp:
+            write_json(tmp / "embedder.json", {"skipped": reason})
+        write_embeddings(out, embeddings_table(rows.iloc[:0].assign(head_fit=True),
+                                               np.zeros((0, 1), np.float32)))
+        write_json(metrics, {**summary, "skipped": reason})
+        return
     net = None
     if train_embedder_here:
         seed = derive_seed(p.base.seed, 20)

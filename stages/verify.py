@@ -7,15 +7,17 @@ are drawn from the identities (synthfaces: balanced by the first ``verify.groups
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from facebalance.config import as_dict, load_params
-from facebalance.data.shards import atomic_write_bytes, write_table_atomic
+from facebalance.data.shards import atomic_directory, atomic_write_bytes, write_table_atomic
 from facebalance.models.embedder import read_embeddings
 from facebalance.models.pair_head import save_verifier
 from facebalance.models.verifier import (
     VerifyConfig,
     attach_groups,
+    empty_png,
     headline,
     load_pairs,
     markdown_table,
@@ -46,6 +48,18 @@ def main(
     setup(p.base)
     v = p.verify
     rows, vectors = read_embeddings(embeddings)
+    if not len(rows):  # embed skipped a dataset without identities
+        reason = "no embeddings (the dataset has no identities; see metrics/embed.json)"
+        skipped = {"task": {"kind": "verification"}, "skipped": reason}
+        with atomic_directory(model_dir) as tmp:
+            write_json(tmp / "skipped.json", skipped)
+        write_table_atomic(pd.DataFrame({"id_a": [], "id_b": [], "same": []}), scores)
+        write_json(report, skipped)
+        write_json(metrics, {"skipped": reason})
+        atomic_write_bytes(table, f"verification skipped: {reason}\n".encode())
+        write_csv(roc, pd.DataFrame({"verifier": [], "fmr": [], "tar": []}))
+        atomic_write_bytes(figure, empty_png())
+        return
     rows = attach_groups(rows, data, v.groups, v.group_file)
     seed = derive_seed(p.base.seed, 21)
     pairs, source = load_pairs(data, rows, v.groups, v.pairs_per_group, seed, v.cross_share)
@@ -56,8 +70,9 @@ def main(
             **full, "params": as_dict(v)}
     points = roc_points(scored)
     # Outputs last: a failure above leaves the previous ones as they were.
-    save_verifier(model_dir / "head.json", head, thresholds,
-                  {"kind": "verification", "features": list(v.features)})
+    with atomic_directory(model_dir) as tmp:
+        save_verifier(tmp / "head.json", head, thresholds,
+                      {"kind": "verification", "features": list(v.features)})
     write_table_atomic(scored, scores)
     write_json(report, full)
     write_json(metrics, headline(full))
