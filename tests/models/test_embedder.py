@@ -125,3 +125,40 @@ def test_dlib_descriptor_embeds_aligned_chips() -> None:
     plain = DlibEmbedder("none").embed(x)
     assert not np.allclose(out, plain)  # the landmarks moved the chips
     np.testing.assert_allclose(DlibEmbedder("landmarks").embed(x), out)  # deterministic
+
+
+def test_inception_resnet_v1_trains_as_the_embedder(tiny_prepared: Path) -> None:
+    rows = embedding_rows(tiny_prepared, need_identity=True)
+    fit = rows[rows["split"] == "train"].iloc[:24]
+    params = EmbedParams(backbone="inception_resnet_v1", input_size=96, epochs=1,
+                         batch_size=12, augment=False)
+    net, cfg, history = train_embedder(fit, params, image_size=32, seed=0,
+                                       device=torch.device("cpu"))
+    assert cfg.dim == 512 and cfg.backbone == "inception_resnet_v1" and len(history) == 1
+    assert not hasattr(net.net, "logits")  # the identity logits are not part of it
+    out = TorchEmbedder(net, cfg.dim, torch.device("cpu")).embed(
+        torch.zeros((2, 32, 32, 3), dtype=torch.uint8))
+    assert out.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_dlib_detector_counts_or_refuses_a_face_it_cannot_find() -> None:
+    pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
+    from facebalance.models.embedder import NoFaceError
+
+    blank = torch.full((1, 64, 64, 3), 128, dtype=torch.uint8)
+    emb = DlibEmbedder("detect")
+    assert emb.embed(blank).shape == (1, 128) and emb.no_face == 1  # whole crop used
+    with pytest.raises(NoFaceError):
+        emb.embed(blank, strict=True)
+
+
+def test_embedder_without_identities(tmp_path: Path) -> None:
+    from facebalance.data.shards import write_table_atomic
+
+    (tmp_path / "train").mkdir()
+    write_table_atomic(__import__("pandas").DataFrame({"id": ["a"], "image": [b""]}),
+                       tmp_path / "train" / "part-00000.parquet")
+    with pytest.raises(FacebalanceError, match="have no identity column"):
+        embedding_rows(tmp_path, need_identity=True)
+    assert embedding_rows(tmp_path, need_identity=False)["identity"].tolist() == [""]
