@@ -8,7 +8,12 @@ import typer
 from facebalance.config import load_params
 from facebalance.data.shards import read_parquet
 from facebalance.errors import FacebalanceError
-from facebalance.latent.boundaries import Boundary, boundary_accuracy, fit_boundary
+from facebalance.latent.boundaries import (
+    Boundary,
+    boundary_accuracy,
+    fit_boundary,
+    fit_group_boundaries,
+)
 from facebalance.latent.sampling import read_latents
 from facebalance.runtime import derive_seed, run_app, write_json
 
@@ -45,6 +50,11 @@ def main(
         }
     bt, bg = (Boundary.from_dict(result[r]) for r in ("target", "protected"))
     report["cos_target_protected"] = float(bt.w @ bg.w)
+    if b.domain_dependent:  # one target boundary per protected group (by its classifier)
+        result["target_by_group"], report["target_by_group"] = fit_group_boundaries(
+            z, (score["target"].to_numpy() >= 0.5).astype(int),
+            (score["protected"].to_numpy() >= 0.5).astype(int), b, bg,
+            derive_seed(p.base.seed, 6))
     write_json(out, result)
     write_json(metrics, report)
 

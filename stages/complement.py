@@ -13,7 +13,7 @@ from facebalance.config import load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import atomic_directory
 from facebalance.figures import image_grid, save_png
-from facebalance.latent.boundaries import read_boundaries
+from facebalance.latent.boundaries import read_boundaries, read_group_boundaries
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool
 from facebalance.latent.sampling import read_latent_arrays
 from facebalance.models.classifier import load_attribute_classifiers
@@ -44,6 +44,7 @@ def main(
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     models = load_attribute_classifiers(attr_models, device)
     target, protected = read_boundaries(boundaries)
+    by_group = read_group_boundaries(boundaries) if p.boundaries.domain_dependent else None
     n_real = len(shard_refs(data / "train", ["id"]))
     a = p.augment
     n_pairs = c.n_pairs or auto_n_pairs(n_real, a.synthetic_share, a.synthetic_weight)
@@ -65,7 +66,7 @@ def main(
         rare = rarest_cell(train[t].to_numpy(), train[g].to_numpy())
     with atomic_directory(out) as tmp:  # the pair set appears whole or not at all
         report = make_pairs(gen, models, target, protected, spec, tmp, device=device,
-                            pool=pool, rare_cell=rare)
+                            pool=pool, rare_cell=rare, target_by_group=by_group)
         # Figure: 16 pairs, G(z) above G(z'), drawn before any output is replaced.
         _, pair_z = read_latent_arrays(tmp / "pairs.parquet", ("z", "z_prime"))
         z, zp = pair_z["z"], pair_z["z_prime"]

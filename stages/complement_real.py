@@ -18,7 +18,7 @@ from facebalance.config import load_params
 from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import atomic_directory, write_table_atomic
 from facebalance.figures import image_grid, save_png
-from facebalance.latent.boundaries import read_boundaries
+from facebalance.latent.boundaries import read_boundaries, read_group_boundaries
 from facebalance.latent.complement import complement_latents
 from facebalance.latent.invert import train_positions
 from facebalance.latent.sampling import generate_shards, latents_table, read_latents
@@ -57,8 +57,9 @@ def main(
         len(train), size=min(n, len(train)), replace=False))
     target_b, protected_b = read_boundaries(boundaries)
     z = z_all[pos[chosen]]
+    by_group = read_group_boundaries(boundaries) if p.boundaries.domain_dependent else None
     zp = complement_latents(z, target_b, protected_b, mode=c.mode, shell=c.shell,
-                            max_step=c.max_step).astype(np.float32)
+                            max_step=c.max_step, target_by_group=by_group).astype(np.float32)
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     models = load_attribute_classifiers(attr_models, device)
     real = train.iloc[chosen].reset_index(drop=True)

@@ -231,6 +231,9 @@ class BoundaryParams:
     n_val: int = _opt(2000, lo=0, doc="next latents held out to report accuracy")
     method: str = _opt("svm", choices=BOUNDARY_METHODS)
     c: float = _opt(1.0, lo=0.0)
+    domain_dependent: bool = _opt(
+        False, doc="also fit one target boundary per protected group; complements keep the "
+                   "target score across them (the paper's extension)")
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,35 @@ def test_one_class_labels_are_reported() -> None:
         fit_boundary(np.zeros((10, 3)), np.ones(10))
     with pytest.raises(FacebalanceError, match="unknown boundary method 'tree'"):
         fit_boundary(np.eye(4), np.array([0, 1, 0, 1]), method="tree")
+
+
+def test_group_boundaries_recover_a_planted_target_direction_per_group(tmp_path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from facebalance.latent.boundaries import (
+        Boundary,
+        fit_group_boundaries,
+        read_group_boundaries,
+    )
+
+    rng = np.random.default_rng(0)
+    d = 10
+    z = rng.normal(size=(4000, d))
+    groups = (z[:, 0] > 0).astype(int)  # protected: the first axis
+    # The target is read off axis 1 in group 0 and off axis 2 in group 1.
+    target = np.where(groups == 1, z[:, 2] > 0.2, z[:, 1] > -0.1).astype(int)
+    params = SimpleNamespace(n_fit=3000, n_val=1000, method="logistic", c=10.0)
+    protected = Boundary(np.eye(d)[0], 0.0)
+    found, report = fit_group_boundaries(z, target, groups, params, protected, seed=0)
+    w0, w1 = (np.asarray(f["w"]) for f in found)
+    assert abs(w0[1]) > 0.95 and abs(w1[2]) > 0.95
+    assert report["group0"]["accuracy_val"] > 0.95 and report["group1"]["accuracy_val"] > 0.95
+    assert abs(report["cos_between"]) < 0.2
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"target_by_group": found}))
+    t0, t1 = read_group_boundaries(path)
+    np.testing.assert_allclose(t0.w, w0)
+    np.testing.assert_allclose(t1.w, w1)
+    path.write_text(json.dumps({}))
+    assert read_group_boundaries(path) is None

@@ -101,3 +101,43 @@ def test_targeted_latents_fall_in_the_asked_cell() -> None:
     with pytest.raises(FacebalanceError, match="only 0 of 5 latents"):
         nowhere = Boundary(target.w, -100.0)  # nothing is on its positive side
         draw_latents(5, 12, nowhere, protected, seed=0, cell=(1, 0), chunk=100, max_draws=300)
+
+
+def _group_targets(d: int, seed: int) -> tuple[Boundary, Boundary]:
+    rng = np.random.default_rng(seed)
+    return (Boundary(_unit(rng.normal(size=d)), 0.1), Boundary(_unit(rng.normal(size=d)), -0.4))
+
+
+@pytest.mark.parametrize("mode", ["paper", "on_hyperplane"])
+def test_domain_dependent_is_the_closest_point_meeting_both_constraints(mode: str) -> None:
+    """Against a loop: for each latent, the minimum-norm step (lstsq) that mirrors (or
+    zeroes) the protected score and gives the other group's target boundary the score of
+    its own group's."""
+    target, protected = _boundaries(6, 0)
+    t0, t1 = _group_targets(6, 1)
+    z = np.random.default_rng(2).normal(size=(40, 6))
+    out = complement_latents(z, target, protected, mode, target_by_group=(t0, t1))
+    for i in range(len(z)):
+        d = protected.distance(z[i:i + 1])[0]
+        own, other = (t1, t0) if d > 0 else (t0, t1)
+        a = np.stack([protected.w, other.w])  # rows: the two constraint normals
+        want = np.array([-d if mode == "paper" else 0.0, own.distance(z[i:i + 1])[0]])
+        have = np.array([d, other.distance(z[i:i + 1])[0]])
+        step = np.linalg.lstsq(a, want - have, rcond=None)[0]  # minimum-norm solution
+        np.testing.assert_allclose(out[i], z[i] + step, atol=1e-9)
+        assert protected.distance(out[i:i + 1])[0] == pytest.approx(want[0], abs=1e-9)
+        assert other.distance(out[i:i + 1])[0] == pytest.approx(want[1], abs=1e-9)
+
+
+def test_domain_dependent_with_one_shared_target_is_the_paper_formula() -> None:
+    target, protected = _boundaries(8, 3)
+    z = np.random.default_rng(4).normal(size=(30, 8))
+    np.testing.assert_allclose(
+        complement_latents(z, target, protected, target_by_group=(target, target)),
+        complement_latents(z, target, protected), atol=1e-9)
+    capped = complement_latents(z, target, protected, shell="cap", max_step=0.5,
+                                target_by_group=(target, target))
+    assert np.linalg.norm(capped - z, axis=1).max() <= 0.5 + 1e-9
+    with pytest.raises(FacebalanceError, match="target boundary of group 1 are parallel"):
+        complement_latents(z, target, protected,
+                           target_by_group=(target, Boundary(protected.w, 0.0)))

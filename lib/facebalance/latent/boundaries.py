@@ -68,6 +68,18 @@ def read_boundaries(path: str | Path) -> tuple[Boundary, Boundary]:
             "`dvc repro -f -s boundaries`") from None
 
 
+def read_group_boundaries(path: str | Path) -> tuple[Boundary, Boundary] | None:
+    """The domain-dependent target boundaries ``(t_0, t_1)`` of a boundaries file (fitted
+    with ``boundaries.domain_dependent``), or None when it has none."""
+    data = json.loads(Path(path).read_text())
+    if "target_by_group" not in data:
+        return None
+    try:
+        return tuple(Boundary.from_dict(d) for d in data["target_by_group"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise FacebalanceError(f"{path}: bad target_by_group ({err})") from None
+
+
 def fit_boundary(z: np.ndarray, labels: np.ndarray, method: str = "svm", c: float = 1.0,
                  seed: int = 0) -> Boundary:
     """Fit a linear boundary separating latents by a binary label, then normalize it.
@@ -120,3 +132,34 @@ def fit_boundary(z: np.ndarray, labels: np.ndarray, method: str = "svm", c: floa
 def boundary_accuracy(boundary: Boundary, z: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of latents on the side their label says."""
     return float(np.mean(boundary.predict(z) == np.asarray(labels).astype(np.int8)))
+
+
+def fit_group_boundaries(z: np.ndarray, target: np.ndarray, groups: np.ndarray, params: object,
+                         protected: Boundary, seed: int
+                         ) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Domain-dependent target boundaries: one fitted on the latents of each protected
+    group (``params``: ``n_fit``, ``n_val``, ``method``, ``c`` of the ``boundaries``
+    section), with their held-out accuracy within the group.
+
+    Returns
+    -------
+    boundaries, report
+        ``[t_0, t_1]`` as dicts, and per group the fitting size, positive rate, accuracy
+        and the cosines with the protected normal and between the two.
+    """
+    fit = slice(0, params.n_fit)
+    val = slice(params.n_fit, params.n_fit + params.n_val)
+    found, report = [], {}
+    for g in (0, 1):
+        rows = np.flatnonzero(groups[fit] == g)
+        vrows = params.n_fit + np.flatnonzero(groups[val] == g)
+        bnd = fit_boundary(z[rows], target[rows], params.method, params.c, seed)
+        found.append(bnd)
+        report[f"group{g}"] = {
+            "n_fit": len(rows), "positive_rate": float(target[rows].mean()),
+            "accuracy_fit": boundary_accuracy(bnd, z[rows], target[rows]),
+            "accuracy_val": (boundary_accuracy(bnd, z[vrows], target[vrows])
+                             if len(vrows) else None),
+            "cos_protected": float(bnd.w @ protected.w)}
+    report["cos_between"] = float(found[0].w @ found[1].w)
+    return [bnd.to_dict() for bnd in found], report

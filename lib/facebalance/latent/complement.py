@@ -11,6 +11,18 @@ score (``w_g . z' + b_g = -(w_g . z + b_g)``). Ablations of the paper: ``perp``
 step: protected score 0). Beyond the paper, ``shell`` keeps ``z'`` in distribution:
 ``rescale`` gives ``z'`` the norm of ``z`` (latents of a Gaussian prior live on a thin
 shell), ``cap`` limits the step length to ``max_step``.
+
+*Domain-dependent hyperplanes* (the paper's extension, gan-debiasing ``linear_dom_dep.py``):
+one target boundary per protected group, ``t_0`` and ``t_1``. For ``z`` on side ``g`` of
+the protected boundary, ``z'`` is the closest point to ``z`` with
+
+    w_g . z' + b_g = -(w_g . z + b_g)                 (protected mirrored)
+    w_{t_g'} . z' + b_{t_g'} = w_{t_g} . z + b_{t_g}   (the target score z has in its own
+                                                        group, now read by the other's)
+
+i.e. ``z' = z + W (W^T W)^{-1} r`` with ``W = [w_g, w_{t_g'}]`` and ``r`` the constraint
+residuals at ``z`` (the minimum-norm step; the paper iterates towards the same point).
+With ``t_0 = t_1 = t`` this is the paper formula above.
 """
 
 from __future__ import annotations
@@ -37,9 +49,38 @@ def complement_direction(target: Boundary, protected: Boundary) -> tuple[np.ndar
     return perp / norm, float(np.sqrt(max(0.0, 1.0 - cos**2)))
 
 
+def domain_dependent_step(z: np.ndarray, protected: Boundary,
+                          target_by_group: tuple[Boundary, Boundary],
+                          half: bool = False) -> np.ndarray:
+    """The step ``z' - z`` of the domain-dependent complement of every row (module
+    docstring); ``half``: land on the protected hyperplane instead of its mirror."""
+    z64 = np.asarray(z, dtype=np.float64)
+    dist = protected.distance(z64)
+    side = dist > 0
+    step = np.zeros_like(z64)
+    for g in (0, 1):
+        rows = np.flatnonzero(side == bool(g))
+        if not len(rows):
+            continue
+        own, other = target_by_group[g], target_by_group[1 - g]
+        w = np.stack([protected.w, other.w], axis=1)  # (d, 2)
+        gram = w.T @ w
+        if abs(np.linalg.det(gram)) < 1e-10:
+            raise FacebalanceError(
+                f"complement: the protected boundary and the target boundary of group "
+                f"{1 - g} are parallel; no step flips one and keeps the other")
+        zr = z64[rows]
+        want = np.stack([(0.0 if half else -1.0) * dist[rows], own.distance(zr)], axis=1)
+        have = np.stack([dist[rows], other.distance(zr)], axis=1)
+        step[rows] = (want - have) @ np.linalg.inv(gram).T @ w.T
+    return step
+
+
 def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
                        mode: str = "paper", shell: str = "none",
-                       max_step: float = 4.0) -> np.ndarray:
+                       max_step: float = 4.0,
+                       target_by_group: tuple[Boundary, Boundary] | None = None
+                       ) -> np.ndarray:
     """Complementary latents of every row of ``z`` in one vectorized expression.
 
     Parameters
@@ -55,6 +96,9 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
         ``max_step``).
     max_step
         Longest step for ``shell="cap"``.
+    target_by_group
+        Domain-dependent target boundaries ``(t_0, t_1)``; ``paper`` and ``on_hyperplane``
+        then keep the target score across the two (``perp`` ignores the target anyway).
 
     Returns
     -------
@@ -71,6 +115,17 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
     # Distances in float64 (cheap: one matrix-vector product); the (n, d) update stays in
     # the latents' dtype so float32 latents need no float64 copy.
     dist = (z @ protected.w.astype(dtype)).astype(np.float64) + protected.b  # (n,)
+    if target_by_group is not None and mode != "perp":
+        step = domain_dependent_step(z, protected, target_by_group,
+                                     half=mode == "on_hyperplane")
+        if shell == "cap":  # shorten the step to max_step, keeping its direction
+            length = np.linalg.norm(step, axis=1, keepdims=True)
+            step *= np.minimum(1.0, max_step / np.maximum(length, 1e-12))
+        out = (z + step).astype(dtype)
+        if shell == "rescale":
+            ratio = np.linalg.norm(z, axis=1) / np.maximum(np.linalg.norm(out, axis=1), 1e-12)
+            out *= ratio[:, None].astype(dtype)
+        return out
     if mode == "perp":
         direction, scale = protected.w, 2.0 * dist
     else:

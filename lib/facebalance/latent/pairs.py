@@ -61,8 +61,8 @@ def rarest_cell(labels: np.ndarray, groups: np.ndarray) -> tuple[int, int]:
 def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Boundary,
                protected: Boundary, spec: PairSpec, out: Path, *, device: torch.device,
                pool: tuple[pd.DataFrame, np.ndarray, pd.DataFrame] | None = None,
-               rare_cell: tuple[int, int] | None = None, progress: bool = True
-               ) -> dict[str, Any]:
+               rare_cell: tuple[int, int] | None = None, progress: bool = True,
+               target_by_group: tuple[Boundary, Boundary] | None = None) -> dict[str, Any]:
     """Complement source latents, generate and score the images, write the pair set.
 
     Parameters
@@ -91,6 +91,9 @@ def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Bounda
         their complements land in it.
     progress
         Show progress bars.
+    target_by_group
+        Domain-dependent target boundaries (``boundaries.domain_dependent``): the
+        complement keeps the target score across them.
 
     Returns
     -------
@@ -123,7 +126,8 @@ def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Bounda
     else:
         raise FacebalanceError(f"complement: unknown selection {spec.selection!r}")
 
-    z_prime = complement_latents(z, target, protected, spec.mode, spec.shell, spec.max_step)
+    z_prime = complement_latents(z, target, protected, spec.mode, spec.shell, spec.max_step,
+                                 target_by_group)
     id_zp = np.array([f"pair-{i:07d}-zp" for i in range(n)])
     generate_shards(gen, z_prime, list(id_zp), out / "images", device=device,
                     batch_size=spec.batch_size, progress=progress)
@@ -159,12 +163,29 @@ def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Bounda
         "flip_rate": float(flipped.mean()), "keep_rate": float(kept.mean()),
         "flip_and_keep": float((flipped & kept).mean()),
         "latent_flip_rate": float(np.mean(protected.predict(z) != protected.predict(z_prime))),
-        "latent_keep_rate": float(np.mean(target.predict(z) == target.predict(z_prime))),
+        "latent_keep_rate": latent_keep_rate(z, z_prime, target, protected, target_by_group),
+        "domain_dependent": target_by_group is not None,
         "norm_z_mean": float(norm_z.mean()), "norm_zprime_mean": float(norm_zp.mean()),
         "target_positive_rate": float(t_z.mean()),
         "cells_after": {f"target={t},protected={g}": int(np.sum((t_z == t) & (g_zp == g)))
                         for t in (0, 1) for g in (0, 1)},
     }
+
+
+def latent_keep_rate(z: np.ndarray, z_prime: np.ndarray, target: Boundary,
+                     protected: Boundary,
+                     target_by_group: tuple[Boundary, Boundary] | None = None) -> float:
+    """Share of pairs whose latent target side is kept: by the shared target boundary, or
+    with domain-dependent ones, by the boundary of each latent's own protected side."""
+    if target_by_group is None:
+        return float(np.mean(target.predict(z) == target.predict(z_prime)))
+
+    def side(latents: np.ndarray) -> np.ndarray:
+        g = protected.predict(latents)
+        return np.where(g == 1, target_by_group[1].predict(latents),
+                        target_by_group[0].predict(latents))
+
+    return float(np.mean(side(z) == side(z_prime)))
 
 
 def read_pool(latents: Path, scores: Path, skip: int) -> tuple[pd.DataFrame, np.ndarray,
