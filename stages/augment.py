@@ -9,8 +9,8 @@ import typer
 
 from facebalance.balance.strategies import (
     PAIR_STRATEGIES,
+    added_rows,
     build_training_index,
-    interpolated_rows,
     pair_rows,
     select_pairs,
     synthetic_summary,
@@ -31,7 +31,7 @@ def _added_rows(table: pd.DataFrame, table_path: Path, images: Path) -> pd.DataF
     empty table has no shards to read."""
     refs = (shard_refs(images, ["id"]) if len(table)
             else pd.DataFrame(columns=["path", "_file", "_row", "id"]))
-    return interpolated_rows(table, refs, str(table_path))
+    return added_rows(table, refs, str(table_path))
 
 
 @app.command()

@@ -19,9 +19,7 @@ from facebalance.models.gan import generate_uint8, load_generator
 from facebalance.models.train import predict_outputs
 from facebalance.runtime import derive_seed, run_app, setup, write_json
 from facebalance.task import (
-    BINARY_TASK,
-    Head,
-    TaskSpec,
+    classifier_task,
     group_ids,
     group_names,
     param_columns,
@@ -63,8 +61,7 @@ def main(
         directions, quotas, classify, step=g.step, max_steps=g.max_steps,
         batch_size=g.batch_size, seed=derive_seed(p.base.seed, 16), device=device)
     ids = [f"guided-{i:07d}" for i in range(len(z))]
-    protected_task = BINARY_TASK if k == 2 else TaskSpec(
-        kind="multiclass", heads=(Head("label", "multiclass", k),))
+    protected_task = classifier_task(k)
     with atomic_directory(out) as tmp:  # images and their table appear together
         generate_shards(gen, z, ids, tmp / "images", device=device,
                         batch_size=p.sample.batch_size,

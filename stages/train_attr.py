@@ -20,7 +20,7 @@ from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifier
 from facebalance.models.train import predict_outputs
 from facebalance.runtime import derive_seed, run_app, setup, write_csv, write_json
-from facebalance.task import BINARY_TASK, Head, TaskSpec
+from facebalance.task import classifier_task
 
 app = typer.Typer(add_completion=False)
 
@@ -63,8 +63,7 @@ def main(
     # A protected attribute of K > 2 groups (skin) gets a K-class classifier: the group
     # classifier of the guided strategy. The z/z' stages need both binary.
     k = group_classes(values, which, attr)
-    task = BINARY_TASK if k == 2 else TaskSpec(kind="multiclass",
-                                               heads=(Head("label", "multiclass", k),))
+    task = classifier_task(k)
     # reweight: every (target, protected) cell weighs the same, so the labeller of G(z)
     # cannot score well by leaning on the correlated attribute.
     refs["weight"] = (reweight_weights(refs["label"].to_numpy(), refs[other].to_numpy())

@@ -87,3 +87,11 @@ def test_present_cells_number_the_observed_label_group_pairs_in_order() -> None:
     loop = {cell: k for k, cell in enumerate(sorted(set(zip(label, group, strict=True))))}
     expected = [loop[(y, g)] for y, g in zip(label, group, strict=True)]
     assert present_cells(label, group).tolist() == expected
+
+
+def test_classifier_task_is_one_binary_or_one_multiclass_head() -> None:
+    from facebalance.task import BINARY_TASK, classifier_task
+
+    assert classifier_task(2) == BINARY_TASK
+    four = classifier_task(4)
+    assert four.kind == "multiclass" and four.num_outputs == 4 and four.target == "label"

@@ -10,3 +10,10 @@ class FacebalanceError(Exception):
 
 class CorruptImageError(FacebalanceError):
     """An image that cannot be decoded; the message names its id and shard file."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (torch's and Arrow's run to dozens of
+    lines), or its type's name when it has none."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -112,6 +112,14 @@ class TaskSpec:
 BINARY_TASK = TaskSpec()
 
 
+def classifier_task(n_classes: int, column: str = "label") -> TaskSpec:
+    """One binary head (``n_classes`` 2) or one ``n_classes``-way head: the task of an
+    attribute classifier (a K-group protected classifier, an identity classifier)."""
+    if n_classes == 2:
+        return BINARY_TASK if column == "label" else TaskSpec(heads=(Head(column, "binary"),))
+    return TaskSpec(kind="multiclass", heads=(Head(column, "multiclass", n_classes),))
+
+
 def _classes(values: pd.Series, column: str) -> int:
     """Number of classes of an integer label column with values ``0..C-1``."""
     v = values.to_numpy()

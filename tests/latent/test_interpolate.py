@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facebalance.balance.strategies import build_training_index, interpolated_rows
+from facebalance.balance.strategies import added_rows, build_training_index
 from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import ShardWriter, decode_image, encode_png_batch, read_columns
 from facebalance.errors import FacebalanceError
@@ -132,7 +132,7 @@ def test_pixel_mixes_round_trip_into_a_training_index(tmp_path: Path) -> None:
     for k, (a, b, alpha) in enumerate(plan[["a", "b", "alpha"]].itertuples(index=False)):
         np.testing.assert_array_equal(decode_image(stored["image"][k]),
                                       mix_pixels(images[[a]], images[[b]], np.array([alpha]))[0])
-    rows = interpolated_rows(columns.assign(id=ids), shard_refs(tmp_path / "pixel", ["id"]))
+    rows = added_rows(columns.assign(id=ids), shard_refs(tmp_path / "pixel", ["id"]))
     real = refs.assign(label=refs["age"].astype(np.float32), group=0)
     task = TaskSpec(kind="regression", age_bins=AGE_BINS)
     index = build_training_index("pixel_smote", real, task=task, interpolated=rows)
@@ -144,5 +144,5 @@ def test_pixel_mixes_round_trip_into_a_training_index(tmp_path: Path) -> None:
         build_training_index("latent_smote", real, task=task)
     with pytest.raises(FacebalanceError, match=r"'nope' is in plan\.parquet but in no image "
                                                r"shard of \['.*pixel'\]"):
-        interpolated_rows(pd.DataFrame({"id": ["nope"], "label": [1.0], "group": [0]}),
+        added_rows(pd.DataFrame({"id": ["nope"], "label": [1.0], "group": [0]}),
                           shard_refs(tmp_path / "pixel", ["id"]))

@@ -270,7 +270,7 @@ def _gan_gz_only(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: 
     return _with_synthetic(frame, pairs[pairs["member"] == "z"], 2 * synthetic_weight)
 
 
-def interpolated_rows(plan: pd.DataFrame, refs: pd.DataFrame, source: str = "plan.parquet"
+def added_rows(plan: pd.DataFrame, refs: pd.DataFrame, source: str = "plan.parquet"
                       ) -> pd.DataFrame:
     """Index rows of added images: a latent_smote / pixel_smote set, or the guided images.
 
@@ -373,7 +373,7 @@ def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = 
     **options
         Strategy options (``seed``, ``reweight_mode``, ``oversample_to``; for
         :data:`PAIR_STRATEGIES` ``pairs`` from :func:`pair_rows` and ``synthetic_weight``;
-        for :data:`INTERPOLATION_STRATEGIES` ``interpolated`` from :func:`interpolated_rows`;
+        for :data:`INTERPOLATION_STRATEGIES` ``interpolated`` from :func:`added_rows`;
         for ``guided`` ``guided``, the same kind of rows of the guided images).
 
     Returns

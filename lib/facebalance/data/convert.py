@@ -221,18 +221,18 @@ class ConvertStats:
 
     def warn(self, kind: str, entry: str) -> None:
         """Count a kept image worth a warning (``small``); log and keep the first few."""
-        self.warnings[kind] = self.warnings.get(kind, 0) + 1
-        shown = self.examples.setdefault(kind, [])
-        if len(shown) < _EXAMPLES:
-            shown.append(entry)
-            log.warning("prepare: %s image: %s", kind, entry)
+        self._count(self.warnings, kind, entry, f"{kind} image")
 
     def add(self, kind: str, entry: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
+        """Count a skipped image (``missing``, ``corrupt``...); log and keep the first few."""
+        self._count(self.errors, kind, entry, kind.replace("_", " "))
+
+    def _count(self, counter: dict[str, int], kind: str, entry: str, what: str) -> None:
+        counter[kind] = counter.get(kind, 0) + 1
         shown = self.examples.setdefault(kind, [])
         if len(shown) < _EXAMPLES:
             shown.append(entry)
-            log.warning("prepare: %s: %s", kind.replace("_", " "), entry)
+            log.warning("prepare: %s: %s", what, entry)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from facebalance.errors import CorruptImageError, FacebalanceError
+from facebalance.errors import CorruptImageError, FacebalanceError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -352,8 +352,8 @@ def parquet_errors(path: str | Path) -> Iterator[None]:
                                    ) from None
         if isinstance(err, PermissionError):  # the file is fine; its permissions are not
             raise
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FacebalanceError(UNREADABLE_PARQUET.format(path=path, reason=reason)) from None
+        raise FacebalanceError(UNREADABLE_PARQUET.format(path=path, reason=first_line(err))
+                               ) from None
 
 
 def open_parquet(path: str | Path) -> pq.ParquetFile:

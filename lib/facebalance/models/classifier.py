@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facebalance.errors import FacebalanceError
+from facebalance.errors import FacebalanceError, first_line
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,6 @@ UNSAFE_PICKLE = ("{what} {path} is not a facebalance checkpoint: it holds pickle
                  "(unpickling runs code); rebuild it with the stage that writes it")
 UNREADABLE = ("{what} {path} is not a readable torch file ({reason}); it may be truncated: "
               "rebuild it with the stage that writes it")
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (torch's run to dozens of lines)."""
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"}

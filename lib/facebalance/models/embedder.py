@@ -51,7 +51,7 @@ from facebalance.data.shards import (
 from facebalance.errors import FacebalanceError
 from facebalance.models.classifier import SmallResNet, load_weights_file, save_model
 from facebalance.models.train import TrainConfig, train_classifier
-from facebalance.task import Head, TaskSpec
+from facebalance.task import classifier_task
 
 #: facenet-pytorch's pretrained files (release v2.2.9) and their identity counts.
 FACENET_FILES = {"vggface2": ("20180402-114759-vggface2.pt", 8631),
@@ -231,7 +231,7 @@ def train_embedder(refs: pd.DataFrame, params: EmbedParams, *, image_size: int, 
         inner = _inception(n_ids)
         net = _Resized(inner, params.input_size)
         dim = 512
-    task = TaskSpec(kind="multiclass", heads=(Head("label", "multiclass", n_ids),))
+    task = classifier_task(n_ids)
     dataset = ShardDataset(refs, {"label": codes, "weight": np.ones(len(refs), np.float32)},
                            cache_mb=params.cache_mb)
     cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,

@@ -25,10 +25,9 @@ import torch
 from torch import nn
 
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
-from facebalance.errors import FacebalanceError
+from facebalance.errors import FacebalanceError, first_line
 from facebalance.models.classifier import (
     UNSAFE_PICKLE,
-    first_line,
     holds_pickled_code,
     save_model,
 )
