@@ -212,6 +212,21 @@ def bias_amplification(y_true: np.ndarray, y_pred: np.ndarray, sensitive_feature
     return _out(np.nanmean((pred - data) * sign, axis=(1, 2)), squeeze)
 
 
+def score_bins(scores: np.ndarray, bins: int) -> np.ndarray:
+    """``(n, bins)`` one-hot rows: which of ``bins`` equal bins of [0, 1] each score is in."""
+    idx = np.clip((np.asarray(scores) * bins).astype(int), 0, bins - 1)
+    onehot = np.zeros((len(idx), bins))
+    onehot[np.arange(len(idx)), idx] = 1.0
+    return onehot
+
+
+def smoothed_distribution(hist: np.ndarray, sigma: float) -> np.ndarray:
+    """Histograms (last axis) smoothed with a Gaussian of ``sigma`` bins, normalised and
+    offset by 1e-6, so a KL divergence between two of them is finite."""
+    h = gaussian_filter1d(hist, sigma, axis=-1, mode="reflect")
+    return _ratio(h, h.sum(axis=-1, keepdims=True)) + 1e-6
+
+
 def kl_divergence(y_true: np.ndarray, scores: np.ndarray, sensitive_features: np.ndarray,
                   sample_weight: np.ndarray | None = None, bins: int = 50,
                   sigma: float = 1.0) -> float | np.ndarray:
@@ -228,16 +243,13 @@ def kl_divergence(y_true: np.ndarray, scores: np.ndarray, sensitive_features: np
     groups = np.unique(g)
     if len(groups) != 2:
         raise FacebalanceError("metrics: kl_divergence needs exactly two groups")
-    idx = np.clip((scores * bins).astype(int), 0, bins - 1)
-    onehot = np.zeros((len(scores), bins))
-    onehot[np.arange(len(scores)), idx] = 1.0
+    onehot = score_bins(scores, bins)
     values = []
     for label in (1, 0):
         hists = []
         for grp in groups:
             mask = ((y_true == label) & (g == grp)).astype(np.float64)
-            h = gaussian_filter1d(w @ (onehot * mask[:, None]), sigma, axis=1, mode="reflect")
-            hists.append(_ratio(h, h.sum(axis=1, keepdims=True)) + 1e-6)
+            hists.append(smoothed_distribution(w @ (onehot * mask[:, None]), sigma))
         a, b = hists
         values += [np.sum(a * np.log(a / b), axis=1), np.sum(b * np.log(b / a), axis=1)]
     return _out(np.median(np.stack(values, axis=1), axis=1), squeeze)

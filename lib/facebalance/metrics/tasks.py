@@ -21,9 +21,15 @@ Formulas:
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
-from facebalance.metrics.fairness import _check, _out, _ratio, _weights
+from facebalance.metrics.fairness import (
+    _check,
+    _out,
+    _ratio,
+    _weights,
+    score_bins,
+    smoothed_distribution,
+)
 
 
 def _onehot(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -180,20 +186,13 @@ def kl_to_pooled(y_true: np.ndarray, scores: np.ndarray, sensitive_features: np.
     _check(y_true, scores, g)
     w, squeeze = _weights(sample_weight, len(y_true))
     groups = np.unique(g)
-    idx = np.clip((scores * bins).astype(int), 0, bins - 1)
-    bin1 = np.zeros((len(scores), bins))
-    bin1[np.arange(len(scores)), idx] = 1.0
+    bin1 = score_bins(scores, bins)
     per_class = []
     for label in (1, 0):
         in_class = (y_true == label).astype(np.float64)
         hists = np.stack([w @ (bin1 * (in_class * (g == grp))[:, None]) for grp in groups],
                          axis=1)  # (B, G, bins)
         pooled = hists.sum(axis=1, keepdims=True)
-
-        def norm(h: np.ndarray) -> np.ndarray:
-            h = gaussian_filter1d(h, sigma, axis=-1, mode="reflect")
-            return _ratio(h, h.sum(axis=-1, keepdims=True)) + 1e-6
-
-        a, b = norm(hists), norm(pooled)
+        a, b = smoothed_distribution(hists, sigma), smoothed_distribution(pooled, sigma)
         per_class.append(np.sum(a * np.log(a / b), axis=-1))
     return groups, _out_rows(np.mean(per_class, axis=0), squeeze)
