@@ -17,16 +17,11 @@ from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_directory
 from facebalance.models.embedder import (
-    DlibEmbedder,
-    EmbedderConfig,
-    TorchEmbedder,
+    build_embedder,
     embed_dataset,
     embedding_rows,
     embeddings_table,
-    holdout_identities,
-    named_facenet,
     save_embedder,
-    train_embedder,
     write_embeddings,
 )
 from facebalance.runtime import derive_seed, run_app, setup, write_json
@@ -47,7 +42,6 @@ def main(
     p = load_params(params)
     device = setup(p.base)
     e = p.embed
-    train_embedder_here = e.model == "facenet" and e.weights == "train"
     rows = embedding_rows(data, need_identity=False)
     summary: dict = {"model": e.model, "weights": e.weights}
     if (rows["identity"] == "").all() and not (data / "pairs.parquet").is_file():
@@ -61,30 +55,11 @@ def main(
                                                np.zeros((0, 1), np.float32)))
         write_json(metrics, {**summary, "skipped": reason})
         return
-    net = None
-    if train_embedder_here:
-        seed = derive_seed(p.base.seed, 20)
-        rows["head_fit"] = holdout_identities(rows, e.holdout, seed)
-        fit = rows[(rows["split"] == "train") & ~rows["head_fit"]]
-        net, cfg, history = train_embedder(fit, e, image_size=p.base.image_size, seed=seed,
-                                           device=device)
-        summary["training"] = {"images": len(fit), "identities": int(fit["identity"].nunique()),
-                               "holdout_identities": int(rows.loc[rows["head_fit"]
-                                                                  & (rows["split"] == "train"),
-                                                                  "identity"].nunique()),
-                               "epochs": e.epochs, "final_loss": history[-1]["loss"],
-                               "seconds": float(sum(h["seconds"] for h in history))}
-        embedder = TorchEmbedder(net, cfg.dim, device)
-    elif e.model == "facenet":
-        net, cfg = named_facenet(e, p.base.image_size)
-        embedder = TorchEmbedder(net, cfg.dim, device)
-        rows["head_fit"] = True
-    else:
-        embedder = DlibEmbedder(e.align)
-        cfg = EmbedderConfig(model="dlib", backbone="dlib_resnet", weights="", width=0,
-                             input_size=150, image_size=p.base.image_size, dim=128,
-                             align=e.align)
-        rows["head_fit"] = True
+    embedder, cfg, net, training = build_embedder(
+        rows, e, image_size=p.base.image_size, seed=derive_seed(p.base.seed, 20),
+        device=device)
+    if training:
+        summary["training"] = training
     t0 = time.perf_counter()
     vectors = embed_dataset(embedder, ShardDataset(rows, {}, cache_mb=e.cache_mb),
                             e.embed_batch_size)

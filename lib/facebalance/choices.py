@@ -67,5 +67,3 @@ EMBED_BACKBONES = ("small_resnet", "inception_resnet_v1")
 EMBED_ALIGN = ("landmarks", "detect", "none")
 #: Pair features of the verification head (:func:`facebalance.metrics.verification.pair_features`).
 VERIFY_FEATURES = ("chi2", "absdiff", "product", "cosine")
-#: Headline metrics of each verifier (``metrics/verify.json``).
-VERIFY_METRICS = ("auc", "accuracy", "f1", "eer", "tar_at_far")

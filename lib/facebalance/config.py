@@ -331,7 +331,7 @@ class EmbedParams:
                           "pretrained 128-d ResNet descriptor (pip install '.[dlib]')")
     weights: str = _opt("train", doc="facenet: vggface2 | casia-webface (facenet-pytorch's "
                                      "cached files) | PATH (a state dict) | train (on the "
-                                     "prepared training identities)")
+                                     "prepared training identities); ignored by dlib")
     backbone: str = _opt("small_resnet", choices=EMBED_BACKBONES,
                          doc="weights: train: the network trained (embedding = its layer "
                              "before the identity logits)")
@@ -592,10 +592,10 @@ def _check_verify(p: Params) -> None:
         raise FacebalanceError(
             "params: embed.weights is empty; expected vggface2, casia-webface, a path to a "
             "state dict, or train")
-    if e.model == "dlib" and e.weights != "train":
+    if e.model == "facenet" and e.weights == "train" and e.holdout == 0:
         raise FacebalanceError(
-            f"params: embed.weights = {e.weights!r} is for embed.model: facenet; dlib's "
-            "descriptor ships with its weights (leave embed.weights: train)")
+            "params: embed.holdout = 0 leaves no training identity the embedder has not "
+            "seen, so the pair head has no train pairs; expected > 0 (default 0.2)")
     if v.groups:  # empty: no per-group rates (real data without group columns)
         _check_list("verify.groups", v.groups, lambda g: isinstance(g, str) and g,
                     "expected column names")

@@ -54,3 +54,12 @@ def test_bad_identities_are_named() -> None:
     single = images[images["id"].str.endswith("-0")]  # one image per identity
     with pytest.raises(FacebalanceError, match="0 with two images; it needs both"):
         identity_pairs(single, 5, 0)
+
+
+def test_genuine_pairs_are_distinct_while_there_are_enough() -> None:
+    images = _images(1)
+    train = images[images["split"] == "train"]
+    pairs = identity_pairs(train, n_per_group=20, seed=3)
+    genuine = pairs[pairs["same"] == 1]
+    key = [tuple(sorted(ab)) for ab in zip(genuine["id_a"], genuine["id_b"], strict=True)]
+    assert len(set(key)) == len(key) == 3 * 20

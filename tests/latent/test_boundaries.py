@@ -71,4 +71,5 @@ def test_group_boundaries_recover_a_planted_target_direction_per_group(tmp_path)
     np.testing.assert_allclose(t0.w, w0)
     np.testing.assert_allclose(t1.w, w1)
     path.write_text(json.dumps({}))
-    assert read_group_boundaries(path) is None
+    with pytest.raises(FacebalanceError, match="has no domain-dependent target boundaries"):
+        read_group_boundaries(path)

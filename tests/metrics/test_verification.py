@@ -191,3 +191,16 @@ def test_weighted_group_rates_against_a_loop() -> None:
     ratio = max_min_ratio(rates["fmr"])
     np.testing.assert_allclose(ratio, rates["fmr"].max(1) / rates["fmr"].min(1))
     assert np.isnan(max_min_ratio(np.array([[0.0, 0.2]])))[0]
+
+
+def test_rates_of_a_resample_without_impostors_are_undefined() -> None:
+    scores = np.array([0.9, 0.8, 0.2, 0.1])
+    same = np.array([1, 1, 0, 0])
+    w = np.array([[1, 1, 1, 1], [2, 2, 0, 0]])  # the second resample has no impostor
+    fmr, tar = weighted_roc(scores, same, w)
+    assert eer_from_roc(fmr, tar)[0] == 0.0 and np.isnan(eer_from_roc(fmr, tar)[1])
+    far = tar_at_far_from_roc(fmr, tar, 0.01)
+    assert far[0] == 1.0 and np.isnan(far[1])
+    names, rates = group_rates_weighted(scores, same, np.full(4, -1), 0.5, w)
+    assert names == [] and rates["fmr"].shape == (2, 0)
+    assert np.isnan(max_min_ratio(rates["fmr"])).all()

@@ -120,12 +120,29 @@ def test_group_file_maps_identities_and_missing_groups_are_named(tmp_path: Path)
 def test_a_pairs_file_is_used_when_prepare_wrote_one(tmp_path: Path) -> None:
     from facebalance.data.shards import write_table_atomic
 
-    table = pd.DataFrame({"id_a": ["a"], "id_b": ["b"], "same": [1], "fold": [0],
-                          "split": ["train"], "line": [2]})
+    table = pd.DataFrame({"id_a": ["a", "a", "c", "e"], "id_b": ["b", "c", "d", "f"],
+                          "same": [1, 0, 1, 0], "fold": 0,
+                          "split": ["train", "train", "train", "test"], "line": 2})
     write_table_atomic(table, tmp_path / "pairs.parquet")
-    pairs, source = load_pairs(tmp_path, pd.DataFrame(), [], 10, 0, 0.0)
-    assert source == "pairs file" and pairs.columns.tolist() == ["id_a", "id_b", "same",
-                                                                 "split"]
+    rows = pd.DataFrame({"id": list("abcdef"),
+                         "split": ["train"] * 4 + ["test", "val"],
+                         "head_fit": [True, True, False, True, True, True]})
+    pairs, source = load_pairs(tmp_path, rows, [], 10, 0, 0.0)
+    assert source == "pairs file"
+    assert pairs.columns.tolist() == ["id_a", "id_b", "same", "split"]
+    # c: the embedder trained on it (no train pair for the head); f: in val, pair in test.
+    assert pairs[["id_a", "id_b"]].to_numpy().tolist() == [["a", "b"]]
+
+
+def test_the_identity_bootstrap_weighs_pairs_by_their_identity() -> None:
+    from facebalance.models.verifier import identity_bootstrap
+
+    rows = pd.DataFrame({"id": ["a1", "a2", "b1", "b2"], "identity": ["A", "A", "B", "B"]})
+    pairs = pd.DataFrame({"id_a": ["a1", "a2", "b1"], "id_b": ["a2", "b1", "b2"]})
+    w = identity_bootstrap(rows, pairs, 200, seed=0)
+    assert w.shape == (200, 3)
+    assert (w[:, 0] == w[:, 1]).all()  # both of A's pairs move together
+    assert (w.sum(axis=1) > 0).all() and not (w[:, 0] == w[:, 2]).all()
 
 
 def test_a_split_without_both_kinds_of_pairs_is_named() -> None:

@@ -2,7 +2,8 @@
 
 Within each split (identities never cross splits: synthfaces and the loaders name them per
 split, and :func:`identity_pairs` refuses an identity seen in two splits), every group
-gets the same number of genuine pairs (two distinct images of one identity of the group)
+gets the same number of genuine pairs (two distinct images of one identity of the group;
+no pair twice while the group has enough distinct ones)
 and of impostor pairs (images of two distinct identities of the group: the demographically
 matched impostors NIST FRVT measures false matches on). ``cross_share`` adds impostor pairs
 across groups, with group ``-1``: they count in the overall rates, not in a group's.
@@ -16,6 +17,22 @@ import pandas as pd
 from facebalance.errors import FacebalanceError
 
 PAIR_COLUMNS = ("id_a", "id_b", "same", "group", "split")
+
+
+def _distinct_genuine(rng: np.random.Generator, order: np.ndarray, starts: np.ndarray,
+                      counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` genuine pairs (row positions) of identities with ``counts`` >= 2 images at
+    ``order[starts:starts + counts]``: every unordered image pair is enumerated, and ``n``
+    of them are drawn without replacement when there are that many."""
+    parts_a, parts_b = [], []
+    for c in np.unique(counts):
+        p, q = np.triu_indices(int(c), 1)
+        base = starts[counts == c][:, None]
+        parts_a.append((base + p).ravel())
+        parts_b.append((base + q).ravel())
+    all_a, all_b = np.concatenate(parts_a), np.concatenate(parts_b)
+    pick = rng.choice(len(all_a), n, replace=len(all_a) < n)
+    return order[all_a[pick]], order[all_b[pick]]
 
 
 def identity_pairs(rows: pd.DataFrame, n_per_group: int, seed: int, *,
@@ -71,11 +88,9 @@ def identity_pairs(rows: pd.DataFrame, n_per_group: int, seed: int, *,
                     f"pairs: group {group} of split {split!r} has {len(counts)} identities, "
                     f"{len(multi)} with two images; it needs both at least "
                     "(genuine and impostor pairs)")
-            # Genuine: an identity with >= 2 images, two distinct images of it.
-            who = rng.choice(multi, n_per_group)
-            first = rng.integers(0, counts[who])
-            second = (first + rng.integers(1, counts[who])) % counts[who]
-            a, b = order[starts[who] + first], order[starts[who] + second]
+            # Genuine: two distinct images of one identity; distinct pairs while the group
+            # has enough of them, drawn with replacement only when it has fewer.
+            a, b = _distinct_genuine(rng, order, starts[multi], counts[multi], n_per_group)
             parts.append(pd.DataFrame({"id_a": ids[a], "id_b": ids[b], "same": 1,
                                        "group": int(group), "split": split}))
             # Impostor: two distinct identities of the group, one image of each.

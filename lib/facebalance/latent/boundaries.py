@@ -11,11 +11,15 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facebalance.choices import BOUNDARY_METHODS
 from facebalance.errors import FacebalanceError
+
+if TYPE_CHECKING:
+    from facebalance.config import BoundaryParams
 
 METHODS = BOUNDARY_METHODS
 
@@ -68,12 +72,20 @@ def read_boundaries(path: str | Path) -> tuple[Boundary, Boundary]:
             "`dvc repro -f -s boundaries`") from None
 
 
-def read_group_boundaries(path: str | Path) -> tuple[Boundary, Boundary] | None:
-    """The domain-dependent target boundaries ``(t_0, t_1)`` of a boundaries file (fitted
-    with ``boundaries.domain_dependent``), or None when it has none."""
+def read_group_boundaries(path: str | Path) -> tuple[Boundary, Boundary]:
+    """The domain-dependent target boundaries ``(t_0, t_1)`` of a boundaries file.
+
+    Raises
+    ------
+    FacebalanceError
+        Naming the file when it has none (fitted without ``boundaries.domain_dependent``)
+        or they are malformed.
+    """
     data = json.loads(Path(path).read_text())
     if "target_by_group" not in data:
-        return None
+        raise FacebalanceError(
+            f"{path} has no domain-dependent target boundaries; rerun the boundaries stage "
+            "with boundaries.domain_dependent: true (dvc repro)")
     try:
         return tuple(Boundary.from_dict(d) for d in data["target_by_group"])
     except (KeyError, TypeError, ValueError) as err:
@@ -134,8 +146,8 @@ def boundary_accuracy(boundary: Boundary, z: np.ndarray, labels: np.ndarray) -> 
     return float(np.mean(boundary.predict(z) == np.asarray(labels).astype(np.int8)))
 
 
-def fit_group_boundaries(z: np.ndarray, target: np.ndarray, groups: np.ndarray, params: object,
-                         protected: Boundary, seed: int
+def fit_group_boundaries(z: np.ndarray, target: np.ndarray, groups: np.ndarray,
+                         params: BoundaryParams, protected: Boundary, seed: int
                          ) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Domain-dependent target boundaries: one fitted on the latents of each protected
     group (``params``: ``n_fit``, ``n_val``, ``method``, ``c`` of the ``boundaries``
@@ -153,7 +165,12 @@ def fit_group_boundaries(z: np.ndarray, target: np.ndarray, groups: np.ndarray, 
     for g in (0, 1):
         rows = np.flatnonzero(groups[fit] == g)
         vrows = params.n_fit + np.flatnonzero(groups[val] == g)
-        bnd = fit_boundary(z[rows], target[rows], params.method, params.c, seed)
+        try:
+            bnd = fit_boundary(z[rows], target[rows], params.method, params.c, seed)
+        except FacebalanceError as err:
+            raise FacebalanceError(
+                f"boundaries.domain_dependent: the target boundary of protected group {g} "
+                f"({len(rows)} fitting latents): {err}") from None
         found.append(bnd)
         report[f"group{g}"] = {
             "n_fit": len(rows), "positive_rate": float(target[rows].mean()),

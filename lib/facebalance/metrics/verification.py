@@ -258,12 +258,16 @@ def eer_from_roc(fmr: np.ndarray, tar: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(d0 != d1, d0 / (d0 - d1), 0.0)
     out = fmr[rows, km] + t * (fmr[rows, k] - fmr[rows, km])
-    return np.where(k == 0, fmr[:, 0], out)
+    out = np.where(k == 0, fmr[:, 0], out)
+    # A resample without genuine or impostor pairs has no ROC (NaN rates): no EER.
+    return np.where(np.isnan(fmr).any(axis=1) | np.isnan(tar).any(axis=1), np.nan, out)
 
 
 def tar_at_far_from_roc(fmr: np.ndarray, tar: np.ndarray, far: float) -> np.ndarray:
-    """The TAR at the lowest threshold whose FMR is at most ``far``, per ROC row."""
-    return np.where(fmr <= far, tar, 0.0).max(axis=1)
+    """The TAR at the lowest threshold whose FMR is at most ``far``, per ROC row (NaN for
+    a row without genuine or impostor pairs)."""
+    out = np.where(fmr <= far, tar, 0.0).max(axis=1)
+    return np.where(np.isnan(fmr).any(axis=1) | np.isnan(tar).any(axis=1), np.nan, out)
 
 
 def rates_at_threshold(scores: np.ndarray, same: np.ndarray, threshold: float,
@@ -306,6 +310,9 @@ def group_rates_weighted(scores: np.ndarray, same: np.ndarray, groups: np.ndarra
     groups = np.asarray(groups)
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     values = [g for g in np.unique(groups) if g != -1]
+    if not values:  # every pair crosses groups
+        empty = np.zeros((len(w), 0))
+        return [], {"fmr": empty, "fnmr": empty.copy()}
     accept = scores >= threshold
     onehot = np.stack([groups == g for g in values], axis=1).astype(np.float64)  # (n, G)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -318,6 +325,8 @@ def max_min_ratio(rates: np.ndarray) -> np.ndarray:
     """Max / min across groups (last axis) of each row; NaN where the min is 0 or a group
     is undefined (NIST FRVT's ratio of the worst to the best group)."""
     rates = np.atleast_2d(rates)
+    if rates.shape[1] == 0:
+        return np.full(len(rates), np.nan)
     lo, hi = rates.min(axis=1), rates.max(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(lo > 0, hi / lo, np.nan)

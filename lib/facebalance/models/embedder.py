@@ -159,6 +159,7 @@ class TorchEmbedder:
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> np.ndarray:
+        """Unit embeddings ``(n, dim)`` of a uint8 NHWC batch."""
         return self.module(to_float(images).to(self.device)).float().cpu().numpy()
 
 
@@ -341,6 +342,8 @@ class DlibEmbedder:
         return np.asarray(self.dlib.get_face_chip(image, shape, size=DLIB_CHIP))
 
     def embed(self, images: torch.Tensor, strict: bool = False) -> np.ndarray:
+        """Unit descriptors ``(n, 128)`` of a uint8 NHWC batch; ``strict``: an image where
+        the detector (``align: detect``) finds no face raises :class:`NoFaceError`."""
         chips = [self.chip(im, strict) for im in images.numpy()]
         if not chips:
             return np.empty((0, self.dim), np.float32)
@@ -418,6 +421,46 @@ def read_embeddings(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     return table.drop_columns(["embedding"]).to_pandas(), vectors.astype(np.float32)
 
 
+def build_embedder(rows: pd.DataFrame, params: EmbedParams, *, image_size: int, seed: int,
+                   device: torch.device) -> tuple[Embedder, EmbedderConfig,
+                                                  NetEmbedder | None, dict[str, Any]]:
+    """The embedder ``params`` name, trained here when ``weights: train``.
+
+    Sets ``rows["head_fit"]``: with ``weights: train`` the held-out training identities
+    (:func:`holdout_identities`) and every val/test row; with pretrained weights every row.
+
+    Returns
+    -------
+    embedder, config, net, training
+        The embedder, what rebuilds it, its network (None for dlib) and a summary of the
+        training (empty when nothing was trained).
+    """
+    if params.model == "dlib":
+        rows["head_fit"] = True
+        cfg = EmbedderConfig(model="dlib", backbone="dlib_resnet", weights="", width=0,
+                             input_size=DLIB_CHIP, image_size=image_size, dim=128,
+                             align=params.align)
+        return DlibEmbedder(params.align), cfg, None, {}
+    if params.weights != "train":
+        rows["head_fit"] = True
+        net, cfg = named_facenet(params, image_size)
+        return TorchEmbedder(net, cfg.dim, device), cfg, net, {}
+    if (rows["identity"] == "").all():
+        raise FacebalanceError(
+            "embed: the prepared images have no identity column; embed.weights: train learns "
+            "from identities (use pretrained weights or embed.model: dlib)")
+    rows["head_fit"] = holdout_identities(rows, params.holdout, seed)
+    fit = rows[(rows["split"] == "train") & ~rows["head_fit"]]
+    net, cfg, history = train_embedder(fit, params, image_size=image_size, seed=seed,
+                                       device=device)
+    held = rows[rows["head_fit"] & (rows["split"] == "train")]
+    training = {"images": len(fit), "identities": int(fit["identity"].nunique()),
+                "holdout_identities": int(held["identity"].nunique()),
+                "epochs": params.epochs, "final_loss": history[-1]["loss"],
+                "seconds": float(sum(h["seconds"] for h in history))}
+    return TorchEmbedder(net, cfg.dim, device), cfg, net, training
+
+
 def embed_dataset(embedder: Embedder, dataset: ShardDataset, batch_size: int = 256
                   ) -> np.ndarray:
     """``(n, d)`` embeddings of every row of ``dataset``, in order (batches decoded once)."""
@@ -446,11 +489,17 @@ def load_embedder(directory: str | Path, device: torch.device | str = "cpu"
     path = directory / "embedder.json"
     try:
         data = json.loads(path.read_text())
-        cfg = EmbedderConfig(**data["config"])
     except FileNotFoundError:
         raise FacebalanceError(f"embedder {path} does not exist; run the embed stage "
                                "(dvc repro embed)") from None
-    except (ValueError, KeyError, TypeError) as err:
+    except ValueError as err:
+        raise FacebalanceError(f"{path} is not an embedder description ({err})") from None
+    if isinstance(data, dict) and "skipped" in data:
+        raise FacebalanceError(f"{path}: embed skipped this dataset ({data['skipped']}); "
+                               "there is no embedder to verify with")
+    try:
+        cfg = EmbedderConfig(**data["config"])
+    except (KeyError, TypeError) as err:
         raise FacebalanceError(f"{path} is not an embedder description ({err})") from None
     if cfg.model == "dlib":
         return DlibEmbedder(cfg.align), cfg
@@ -458,5 +507,10 @@ def load_embedder(directory: str | Path, device: torch.device | str = "cpu"
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise FacebalanceError(f"{directory / 'embedder.pt'} is not an embedder checkpoint")
     net = _embedding_net(cfg)
-    net.load_state_dict(ckpt["state_dict"])
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise FacebalanceError(
+            f"{directory / 'embedder.pt'} does not fit {path} ({first}); rerun embed") from None
     return TorchEmbedder(net, cfg.dim, torch.device(device)), cfg

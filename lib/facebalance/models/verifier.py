@@ -9,12 +9,14 @@ Two verifiers score every pair of embeddings ``(a, b)``:
 Each verifier's threshold is the one with the best accuracy on the val pairs; it is then
 applied unchanged to the test pairs, where every metric is measured: AUC, accuracy, F1,
 EER, TAR at the ``verify.fars``, and per group FMR / FNMR at that one global threshold
-(NIST FRVT) with their max / min ratio. Intervals come from one seeded bootstrap of the
-test pairs shared by both verifiers, so ``head - cosine`` is a paired difference.
+(NIST FRVT) with their max / min ratio. Intervals come from one seeded bootstrap over the
+test identities (:func:`identity_bootstrap`), shared by both verifiers, so
+``head - cosine`` is a paired difference.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ from facebalance.metrics.verification import (
 from facebalance.models.pair_head import PairHead, fit_pair_head
 
 VERIFIERS = ("head", "cosine")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ def attach_groups(rows: pd.DataFrame, data: str | Path, groups: Sequence[str],
 
     Text groups (``Black``, ``White``...) become numbers 0..K-1 in sorted order.
     """
+    if rows["id"].duplicated().any():
+        raise FacebalanceError(
+            f"verify: image id {rows.loc[rows['id'].duplicated(), 'id'].iloc[0]!r} occurs "
+            "twice in the embeddings; rerun prepare and embed")
     out = rows.copy()
     if group_file:
         path = Path(group_file)
@@ -89,17 +96,22 @@ def attach_groups(rows: pd.DataFrame, data: str | Path, groups: Sequence[str],
             raise FacebalanceError(
                 f"verify.group_file {path}: no 'identity' column; it has {list(mapping)}")
         cols = [g for g in groups if g in mapping.columns]
-        out = out.merge(mapping[["identity", *cols]].drop_duplicates("identity"),
-                        on="identity", how="left")
+        if mapping["identity"].duplicated().any():
+            first = mapping.loc[mapping["identity"].duplicated(), "identity"].iloc[0]
+            raise FacebalanceError(f"verify.group_file {path}: identity {first!r} is listed "
+                                   "twice")
+        out = out.merge(mapping[["identity", *cols]], on="identity", how="left")
     labels = []
     for split in out["split"].unique():
         frame = read_columns(Path(data) / str(split))
         keep = ["id", *[g for g in groups if g in frame.columns and g not in out.columns]]
         labels.append(frame[keep])
     if labels:
-        extra = pd.concat(labels, ignore_index=True)
+        extra = pd.concat(labels, ignore_index=True).drop_duplicates("id")
         if len(extra.columns) > 1:
             out = out.merge(extra, on="id", how="left")
+    if len(out) != len(rows):  # a merge that added rows would misalign the embeddings
+        raise FacebalanceError("verify: group columns do not map one to one onto the images")
     missing = [g for g in groups if g not in out.columns]
     if missing:
         raise FacebalanceError(
@@ -123,9 +135,28 @@ def load_pairs(data: str | Path, rows: pd.DataFrame, groups: Sequence[str],
     identities; and which of the two it is."""
     path = Path(data) / "pairs.parquet"
     if path.is_file():
-        pairs = read_parquet(path, ["id_a", "id_b", "same", "split"])
-        return pairs, "pairs file"
+        return usable_pairs(read_parquet(path, ["id_a", "id_b", "same", "split"]), rows), (
+            "pairs file")
     return synth_pairs(rows, groups, n_per_group, seed, cross_share), "identities"
+
+
+def usable_pairs(pairs: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The pairs of a pairs file whose two images sit in the pair's split, and, for train
+    pairs, are ``head_fit`` (not trained on by the embedder): a head fitted on pairs of
+    faces the embedder has learned reads new faces wrongly. The others are dropped and
+    logged."""
+    info = rows.set_index("id")
+    keep = np.ones(len(pairs), dtype=bool)
+    for col in ("id_a", "id_b"):
+        split = info["split"].reindex(pairs[col]).to_numpy()
+        fit = info["head_fit"].reindex(pairs[col]).fillna(False).to_numpy(bool)
+        keep &= split == pairs["split"].to_numpy()
+        keep &= (pairs["split"].to_numpy() != "train") | fit
+    if not keep.all():
+        log.warning("verify: %d of %d pairs of the pairs file dropped (an image in another "
+                    "split, or a train pair of faces the embedder trained on)",
+                    int((~keep).sum()), len(pairs))
+    return pairs[keep].reset_index(drop=True)
 
 
 def _lookup(rows: pd.DataFrame, embeddings: np.ndarray, pairs: pd.DataFrame
@@ -150,6 +181,21 @@ def _split(pairs: pd.DataFrame, split: str) -> pd.DataFrame:
             f"{int(len(same) - same.sum())} impostor pairs; it needs both (more identities "
             "with two images, or a pairs file with that split)")
     return part
+
+
+def identity_bootstrap(rows: pd.DataFrame, pairs: pd.DataFrame, n_resamples: int,
+                       seed: int) -> np.ndarray:
+    """``(n_resamples, len(pairs))`` count weights of a bootstrap over identities.
+
+    Pairs share faces and identities (an identity's genuine pairs, its impostor pairs), so
+    resampling pairs as if they were independent makes intervals too narrow. Each resample
+    draws identities with replacement and a pair weighs as often as the identity of its
+    first face was drawn.
+    """
+    identity = rows.set_index("id")["identity"]
+    cluster = pd.factorize(identity.reindex(pairs["id_a"]).to_numpy())[0]
+    n = int(cluster.max()) + 1 if len(cluster) else 0
+    return bootstrap_weights(n, n_resamples, seed)[:, cluster]
 
 
 def score_pairs(head: PairHead, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
@@ -190,8 +236,8 @@ def verify_pairs(rows: pd.DataFrame, embeddings: np.ndarray, pairs: pd.DataFrame
     thresholds = {v: best_threshold(val_scores[v], val["same"].to_numpy()) for v in VERIFIERS}
     test_scores = score_pairs(head, *_lookup(rows, embeddings, test))
     same = test["same"].to_numpy().astype(bool)
-    weights = np.vstack([np.ones(len(test)),
-                         bootstrap_weights(len(test), cfg.bootstrap, cfg.seed)])
+    weights = np.vstack([np.ones(len(test)), identity_bootstrap(rows, test, cfg.bootstrap,
+                                                                cfg.seed)])
     values = {v: verifier_metrics(test_scores[v], same, thresholds[v], cfg.fars, weights)
               for v in VERIFIERS}
     groups = {col: pair_group(rows, test, col) for col in group_columns}
