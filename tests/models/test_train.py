@@ -92,4 +92,5 @@ def test_cuda_without_cuda_is_one_line() -> None:
 def test_narrow_convolutions_train_in_nchw() -> None:
     """oneDNN crashes training 4-channel convs in channels_last on AVX2 CPUs (torch 2.14.1)."""
     assert memory_format(build_classifier(ClassifierConfig(width=4))) == torch.contiguous_format
+    assert memory_format(build_classifier(ClassifierConfig(width=8))) == torch.contiguous_format
     assert memory_format(build_classifier(ClassifierConfig(width=16))) == torch.channels_last

@@ -189,9 +189,11 @@ class ValAttention:
 
 
 #: Narrowest convolution run in channels_last. oneDNN in torch 2.14.1 on AVX2 CPUs (AMD
-#: EPYC, measured) corrupts memory ("double free or corruption", or a hang) when training
-#: a channels_last net with 4-channel convolutions; 8 and wider are fine.
-CHANNELS_LAST_MIN_WIDTH = 8
+#: EPYC, measured) corrupts memory ("double free or corruption", an abort or a segfault in
+#: backward, or a hang) when training a channels_last net with 4- or 8-channel
+#: convolutions (width 8: tests/models/test_evaluate.py aborted 3 times in 3 on
+#: 2026-12-02); the default width 16 keeps channels_last.
+CHANNELS_LAST_MIN_WIDTH = 16
 
 
 def memory_format(model: nn.Module) -> torch.memory_format:
