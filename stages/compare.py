@@ -9,12 +9,7 @@ import typer
 from facebalance.choices import GUARD_METRICS
 from facebalance.config import load_params
 from facebalance.data.shards import atomic_write_bytes
-from facebalance.metrics.compare import (
-    comparison_frame,
-    load_reports,
-    plot_comparison,
-    to_markdown,
-)
+from facebalance.metrics.compare import comparison_frame, plot_comparison, to_markdown
 from facebalance.metrics.paired import (
     compare_paired,
     guard_json,
@@ -25,6 +20,7 @@ from facebalance.metrics.paired import (
     report_task,
 )
 from facebalance.metrics.report import default_metrics
+from facebalance.results import load_reports, read_score_tables
 from facebalance.runtime import run_app, write_json
 
 app = typer.Typer(add_completion=False)
@@ -47,7 +43,8 @@ def main(
     metrics = p.compare.metrics or default_metrics(reports[p.strategies[0]])
     frame = comparison_frame(reports, metrics)
     markdown = to_markdown(frame)
-    diffs = compare_paired(scores_dir, reports, p.strategies, p.compare.references, metrics,
+    tables = read_score_tables(scores_dir, p.strategies)  # each file read once
+    diffs = compare_paired(tables, reports, p.strategies, p.compare.references, metrics,
                            n_bootstrap=p.evaluate.bootstrap, seed=p.base.seed)
     if len(diffs):
         markdown += "\n" + paired_markdown(diffs)
@@ -56,7 +53,7 @@ def main(
     guard: dict = {}
     if "baseline" in p.strategies and len(p.strategies) > 1:
         pair = GUARD_METRICS[report_task(reports, p.strategies).kind]
-        val = compare_paired(scores_dir, reports, p.strategies, ["baseline"], pair,
+        val = compare_paired(tables, reports, p.strategies, ["baseline"], pair,
                              n_bootstrap=p.evaluate.bootstrap, seed=p.base.seed, split="val")
         verdicts = guard_verdicts(val, *pair, tolerance=p.compare.guard_tolerance)
         markdown += "\n" + guard_markdown(val, verdicts, "baseline", p.compare.guard_tolerance)

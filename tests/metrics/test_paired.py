@@ -22,6 +22,7 @@ from facebalance.metrics.paired import (
     seed_mean_replicates,
     split_rows,
 )
+from facebalance.results import read_score_tables
 from facebalance.task import Head, TaskSpec
 
 BINARY = TaskSpec(heads=(Head("t", "binary"),), protected="p")
@@ -112,7 +113,7 @@ def test_different_test_images_are_refused() -> None:
                            task=BINARY, references=["a"])
 
 
-def test_compare_paired_reads_files_and_skips_absent_references(
+def test_compare_paired_skips_absent_references_and_a_missing_table_is_named(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(5)
     base = _table(rng, 100, seeds=2, miss_group1=0.3)
@@ -121,15 +122,15 @@ def test_compare_paired_reads_files_and_skips_absent_references(
     reports = {s: {"threshold": {"seed0": 0.5, "seed1": 0.5}, "task": BINARY.to_dict()}
                for s in ("baseline", "other")}
     with caplog.at_level(logging.WARNING):
-        diffs = compare_paired(tmp_path, reports, ["baseline", "other"],
+        diffs = compare_paired(read_score_tables(tmp_path, ["baseline", "other"]), reports,
+                               ["baseline", "other"],
                                ["baseline", "gan_gz_only"], ["deo", "ba", "kl"], n_bootstrap=20)
     assert diffs[["strategy", "reference", "metric"]].values.tolist() == [
         ["other", "baseline", "deo"]]  # BA and KL need more than scores
     assert "reference 'gan_gz_only' is not in strategies" in caplog.text
     with pytest.raises(FacebalanceError, match=r"missing\.parquet is missing; run "
                        r"evaluate@missing"):
-        compare_paired(tmp_path, {**reports, "missing": reports["baseline"]},
-                       ["baseline", "missing"], ["baseline"], ["deo"])
+        read_score_tables(tmp_path, ["baseline", "missing"])
 
 
 def _diff_rows(rows: list[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:
@@ -175,7 +176,8 @@ def test_compare_paired_reads_the_val_rows_for_the_guard(tmp_path: Path) -> None
         split="val")], ignore_index=True).to_parquet(tmp_path / "biased.parquet")
     reports = {s: {"threshold": {"seed0": 0.5, "seed1": 0.5}, "task": BINARY.to_dict()}
                for s in ("baseline", "biased")}
-    args = (tmp_path, reports, ["baseline", "biased"], ["baseline"], ["ap", "deo"])
+    args = (read_score_tables(tmp_path, ["baseline", "biased"]), reports,
+            ["baseline", "biased"], ["baseline"], ["ap", "deo"])
     on_test = compare_paired(*args, n_bootstrap=50).set_index("metric")
     assert on_test.at["deo", "diff"] == 0.0
     on_val = compare_paired(*args, n_bootstrap=50, split="val")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,21 +45,6 @@ def fmt(value: Any, digits: int = 3) -> str:
     """A metric value to ``digits`` decimals; an undefined one (None, NaN) as ``n/a``, never
     ``nan``."""
     return f"{float(value):.{digits}f}" if _finite(value) else "n/a"
-
-
-def load_reports(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Read each strategy's metrics JSON, naming a missing or malformed file."""
-    reports = {}
-    for name, path in paths.items():
-        try:
-            reports[name] = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise FacebalanceError(
-                f"compare: {path} is missing; is {name!r} in params 'strategies' and "
-                "evaluated?") from None
-        except json.JSONDecodeError as err:
-            raise FacebalanceError(f"compare: {path} is not valid JSON: {err}") from None
-    return reports
 
 
 def comparison_frame(reports: dict[str, dict[str, Any]], metrics: Sequence[str]) -> pd.DataFrame:

@@ -13,13 +13,11 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from facebalance.data.shards import read_parquet
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.bootstrap import bootstrap_weights
 from facebalance.metrics.compare import label, lower_is_better
@@ -153,17 +151,17 @@ def split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
     return table[table["split"] == split].drop(columns="split").reset_index(drop=True)
 
 
-def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, Any]],
-                   strategies: Sequence[str], references: Sequence[str],
-                   metrics: Sequence[str], *, n_bootstrap: int = 500,
-                   seed: int = 0, split: str = "test") -> pd.DataFrame:
+def compare_paired(tables: Mapping[str, pd.DataFrame],
+                   reports: Mapping[str, Mapping[str, Any]], strategies: Sequence[str],
+                   references: Sequence[str], metrics: Sequence[str], *,
+                   n_bootstrap: int = 500, seed: int = 0, split: str = "test") -> pd.DataFrame:
     """:func:`paired_differences` from ``evaluate``'s outputs.
 
-    Reads ``<scores_dir>/<strategy>.parquet`` (the rows of ``split``) and each report's task
-    and thresholds (calibrated on val, for either split).
-    References that are not among ``strategies`` are skipped with a warning; metrics that
-    need more than predictions (BA, KL) are left out. Returns an empty frame when nothing
-    is to compare.
+    ``tables`` are the strategies' score tables (val and test rows; the rows of ``split``
+    are used), ``reports`` their reports (task, and thresholds calibrated on val, for
+    either split). References that are not among ``strategies`` are skipped with a
+    warning; metrics that need more than predictions (BA, KL) are left out. Returns an
+    empty frame when nothing is to compare.
     """
     refs = [r for r in references if r in strategies]
     for r in references:
@@ -174,14 +172,9 @@ def compare_paired(scores_dir: str | Path, reports: Mapping[str, Mapping[str, An
     metrics = [m for m in metrics if m in paired_metrics(task)]
     if not refs or not metrics or len(strategies) < 2:
         return pd.DataFrame()
-    tables = {}
-    for s in strategies:
-        path = Path(scores_dir) / f"{s}.parquet"
-        if not path.is_file():
-            raise FacebalanceError(f"compare: {path} is missing; run evaluate@{s}")
-        tables[s] = split_rows(read_parquet(path), split)
+    rows = {s: split_rows(tables[s], split) for s in strategies}
     thresholds = {s: reports[s].get("threshold", {}) for s in strategies}
-    return paired_differences(tables, thresholds, task=task, references=refs,
+    return paired_differences(rows, thresholds, task=task, references=refs,
                               metrics=metrics, n_bootstrap=n_bootstrap, seed=seed)
 
 
