@@ -13,9 +13,9 @@ from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import atomic_directory, write_table_atomic
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.directions import group_directions, guide_to_quotas, image_groups
-from facebalance.latent.sampling import generate_shards, latents_table, sample_latents
+from facebalance.latent.sampling import generate_shards, latents_table, sample_prior
 from facebalance.models.classifier import load_attribute_classifiers
-from facebalance.models.gan import generate_uint8, load_generator
+from facebalance.models.gan import generate_uint8, load_generator, prior_latents
 from facebalance.models.train import predict_outputs
 from facebalance.runtime import derive_seed, run_app, setup, write_json
 from facebalance.task import (
@@ -53,13 +53,14 @@ def main(
     size = int(np.ceil(counts.mean())) if g.to == "mean" else int(counts.max())
     quotas = {grp: size - int(n) for grp, n in enumerate(counts) if n < size}
     classify = image_groups(gen, models["protected"], p.sample.batch_size)
-    z_fit = sample_latents(g.n_fit, gen.cfg.latent_dim, derive_seed(p.base.seed, 14))
+    z_fit = sample_prior(gen, g.n_fit, derive_seed(p.base.seed, 14))
     groups_fit = classify(torch.from_numpy(z_fit).to(device)).cpu().numpy()
     directions, fit_acc = group_directions(z_fit, groups_fit, k, c=g.c,
                                            seed=derive_seed(p.base.seed, 15))
     z, grp, steps, report = guide_to_quotas(
         directions, quotas, classify, step=g.step, max_steps=g.max_steps,
-        batch_size=g.batch_size, seed=derive_seed(p.base.seed, 16), device=device)
+        batch_size=g.batch_size, seed=derive_seed(p.base.seed, 16), device=device,
+        to_latent=lambda z: prior_latents(gen, z))
     ids = [f"guided-{i:07d}" for i in range(len(z))]
     protected_task = classifier_task(k)
     with atomic_directory(out) as tmp:  # images and their table appear together

@@ -9,7 +9,7 @@ from facebalance.config import load_params
 from facebalance.latent.sampling import (
     generate_shards,
     latents_table,
-    sample_latents,
+    sample_prior,
     write_latents,
 )
 from facebalance.models.gan import load_generator
@@ -30,7 +30,7 @@ def main(
     device = setup(p.base)
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     seed = derive_seed(p.base.seed, 5)
-    z = sample_latents(p.sample.n, gen.cfg.latent_dim, seed)
+    z = sample_prior(gen, p.sample.n, seed)
     ids = [f"gen-{i:07d}" for i in range(len(z))]
     # The heavy generation first: a failure in it leaves both outputs as they were.
     generate_shards(gen, z, ids, images, device=device, batch_size=p.sample.batch_size)

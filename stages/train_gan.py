@@ -55,7 +55,8 @@ def main(
                                              derive_seed(p.base.seed, 4, 1))]
         else:  # the labels are not needed (a regression task has no protected column)
             refs = shard_refs(data / "train", ["id"])
-        cfg = GanConfig(image_size=p.base.image_size, latent_dim=g.latent_dim, width=g.width)
+        cfg = GanConfig(image_size=p.base.image_size, latent_dim=g.latent_dim, width=g.width,
+                        mapping_layers=g.mapping_layers)
         train = GanTrainConfig(steps=g.steps, batch_size=g.batch_size, lr=g.lr, beta1=g.beta1,
                                ema=g.ema, seed=derive_seed(p.base.seed, 4))
         gen, curve = train_gan(ShardDataset(refs, {}), cfg, train, device)

@@ -213,6 +213,9 @@ class GanParams:
     balance: str = _opt("none", choices=("none", "oversample"),
                         doc="oversample: train on a stream with every target x protected cell "
                             "equally often, so the generator learns less of the skew")
+    mapping_layers: int = _opt(0, lo=0, hi=8,
+                               doc="> 0: a StyleGAN-style MLP maps z to w; boundaries, "
+                                   "complements, inversion and interpolation then work in w")
 
 
 @dataclass(frozen=True)

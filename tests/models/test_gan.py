@@ -64,3 +64,58 @@ def test_divergence_is_an_error(tiny_prepared: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(FacebalanceError, match="GAN training diverged at step 1"):
         train_gan(ds, GanConfig(latent_dim=8, width=4), GanTrainConfig(steps=3, batch_size=8),
                   torch.device("cpu"))
+
+
+def test_a_mapping_network_generator_is_seen_in_w(tmp_path: Path) -> None:
+    from facebalance.latent.invert import InvertConfig, invert_batch
+    from facebalance.latent.sampling import sample_latents, sample_prior
+    from facebalance.models.gan import (
+        WSpaceGenerator,
+        prior_latents,
+        prior_latents_numpy,
+        whiten,
+    )
+
+    torch.manual_seed(0)
+    full = Generator(GanConfig(latent_dim=16, width=8, mapping_layers=3)).eval()
+    z = torch.randn(5, 16)
+    with torch.no_grad():
+        np.testing.assert_allclose(full(z).numpy(),
+                                   full.synthesis(full.mapping(z)).numpy(), atol=1e-6)
+    save_generator(tmp_path / "g.pt", full, {})
+    gen = load_generator(tmp_path / "g.pt")
+    assert isinstance(gen, WSpaceGenerator) and gen.cfg.mapping_layers == 3
+    with torch.no_grad():
+        w = prior_latents(gen, z)
+        np.testing.assert_allclose(gen(w).numpy(), full(z).numpy(), atol=1e-6)
+        white = whiten(gen, prior_latents(gen, torch.randn(4000, 16)))
+    assert abs(float(white.mean())) < 0.1 and abs(float(white.std()) - 1) < 0.1
+    draws = sample_prior(gen, 7, seed=3)
+    np.testing.assert_allclose(
+        draws, prior_latents_numpy(gen, sample_latents(7, 16, 3)), atol=1e-6)
+    # Inversion works in w: images of w latents are found again. (An untrained DCGAN draws
+    # nearly constant images: a linear synthesis makes images that carry their latent.)
+    full.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3 * 32 * 32),
+                                   torch.nn.Tanh(), torch.nn.Unflatten(1, (3, 32, 32)))
+    view = WSpaceGenerator(full.eval())
+    torch.manual_seed(1)
+    with torch.no_grad():
+        x = view(prior_latents(view, torch.randn(8, 16)))
+    start = prior_latents(view, torch.randn(8, 16))
+    out = invert_batch(view, None, x, start,
+                       InvertConfig(method="optimize", steps=60, lr=0.05, prior_weight=0.01))
+    assert out["error"].mean() < 0.5 * out["error_random"].mean()
+
+
+def test_without_a_mapping_network_latents_are_z() -> None:
+    from facebalance.latent.sampling import sample_latents, sample_prior
+    from facebalance.models.gan import prior_latents, whiten
+
+    gen = Generator(GanConfig(latent_dim=16, width=8)).eval()
+    assert gen.mapping is None and "mapping" not in " ".join(gen.state_dict())
+    z = torch.randn(3, 16)
+    assert prior_latents(gen, z) is z and whiten(gen, z) is z
+    np.testing.assert_array_equal(sample_prior(gen, 9, seed=4), sample_latents(9, 16, 4))
+    # A checkpoint written before mapping_layers existed loads as before.
+    cfg = {"image_size": 32, "latent_dim": 16, "width": 8}
+    assert GanConfig(**cfg).mapping_layers == 0

@@ -27,6 +27,8 @@ With ``t_0 = t_1 = t`` this is the paper formula above.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from facebalance.choices import COMPLEMENT_MODES, COMPLEMENT_SHELLS
@@ -146,13 +148,15 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
 
 def draw_latents(n: int, dim: int, target: Boundary, protected: Boundary, *, seed: int,
                  cell: tuple[int, int] | None = None, min_distance: float = 0.0,
-                 chunk: int = 200_000, max_draws: int = 50_000_000) -> np.ndarray:
+                 chunk: int = 200_000, max_draws: int = 50_000_000,
+                 to_latent: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Rejection-sample prior latents by where the boundaries put them.
 
     ``cell=(t, g)`` keeps latents with ``target.predict == t`` and ``protected.predict == g``
     (ask for the cell *opposite* in the protected attribute to the one the complements
     should land in); ``min_distance`` keeps latents at least that far from the protected
-    boundary, whose complements flip clearly instead of staying ambiguous.
+    boundary, whose complements flip clearly instead of staying ambiguous. ``to_latent``
+    maps the N(0, I) draws to the generator's latents first (w of a mapping network).
 
     Returns
     -------
@@ -172,6 +176,8 @@ def draw_latents(n: int, dim: int, target: Boundary, protected: Boundary, *, see
                 f"complement: only {total} of {n} latents meet cell={cell}, "
                 f"min_distance={min_distance} after {drawn} draws")
         z = rng.standard_normal((chunk, dim), dtype=np.float32)
+        if to_latent is not None:  # w = mapping(z) for a mapping-network generator
+            z = to_latent(z)
         drawn += chunk
         keep = np.abs(protected.distance(z)) >= min_distance
         if cell is not None:

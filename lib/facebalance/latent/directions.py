@@ -132,8 +132,9 @@ def image_groups(gen: torch.nn.Module, classifier: torch.nn.Module,
 def guide_to_quotas(directions: np.ndarray, quotas: dict[int, int],
                     classify: Callable[[torch.Tensor], torch.Tensor], *, step: float,
                     max_steps: int, batch_size: int, seed: int, device: torch.device,
-                    max_draws: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                  dict[int, dict[str, float]]]:
+                    max_draws: int = 20,
+                    to_latent: Callable[[torch.Tensor], torch.Tensor] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, dict[str, float]]]:
     """Fresh latents walked into each group until it has its quota of hits.
 
     Parameters
@@ -153,6 +154,8 @@ def guide_to_quotas(directions: np.ndarray, quotas: dict[int, int],
     max_draws
         Give up on a group after drawing this many times its quota (a group the generator
         cannot reach); the report says how many it got.
+    to_latent
+        Maps the N(0, I) draws to the generator's latents (w of a mapping network).
 
     Returns
     -------
@@ -173,6 +176,8 @@ def guide_to_quotas(directions: np.ndarray, quotas: dict[int, int],
         direction = torch.from_numpy(directions[g])
         while made < need and drawn < max_draws * need:
             z0 = torch.randn(batch_size, d, generator=gen_rng).to(device)
+            if to_latent is not None:  # w = mapping(z) for a mapping-network generator
+                z0 = to_latent(z0)
             z, steps, hit = walk_to_group(z0, direction, g, classify, step=step,
                                           max_steps=max_steps)
             drawn += batch_size

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from facebalance.choices import INVERT_METHODS
 from facebalance.data.datasets import ShardDataset, to_float
 from facebalance.errors import FacebalanceError
+from facebalance.models.gan import prior_latents_numpy, whiten
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def optimize_latents(gen: nn.Module, x: torch.Tensor, z0: torch.Tensor, *, steps
     try:
         for _ in range(steps):
             per_image = (gen(z) - x).pow(2).mean(dim=(1, 2, 3))
-            if prior_weight > 0:
-                per_image = per_image + prior_weight * prior_penalty(z)
+            if prior_weight > 0:  # on the N(0, I) scale (w standardized)
+                per_image = per_image + prior_weight * prior_penalty(whiten(gen, z))
             opt.zero_grad(set_to_none=True)
             per_image.sum().backward()
             opt.step()
@@ -160,8 +161,8 @@ def invert_dataset(gen: nn.Module, encoder: nn.Module | None, dataset: ShardData
     z_all = np.empty((n, d), dtype=np.float32)
     errors = {c: np.full(n, np.nan, dtype=np.float32) for c in ERROR_COLUMNS}
     # Drawn up front, so each image's random latent does not depend on the batch size.
-    z_random_all = torch.from_numpy(
-        np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32))
+    z_random_all = torch.from_numpy(prior_latents_numpy(
+        gen, np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)))
     bar = tqdm(total=n, desc="invert", unit="img", disable=not progress, mininterval=2.0)
     for start in range(0, n, cfg.batch_size):
         idx = list(range(start, min(n, start + cfg.batch_size)))

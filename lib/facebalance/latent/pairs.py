@@ -34,6 +34,7 @@ from facebalance.latent.sampling import (
     read_latents,
     score_shards_by_name,
 )
+from facebalance.models.gan import prior_latents_numpy
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Bounda
                 raise FacebalanceError("complement: selection 'targeted' needs the rarest cell")
             cell = (rare_cell[0], 1 - rare_cell[1])
         z = draw_latents(n, len(target.w), target, protected, seed=spec.seed, cell=cell,
-                         min_distance=spec.min_distance)
+                         min_distance=spec.min_distance,
+                         to_latent=lambda draws: prior_latents_numpy(gen, draws))
         id_z = np.array([f"pair-{i:07d}-z" for i in range(n)])
         generate_shards(gen, z, list(id_z), out / "images_z", device=device,
                         batch_size=spec.batch_size, progress=progress)

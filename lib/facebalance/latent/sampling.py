@@ -22,10 +22,16 @@ from tqdm import tqdm
 from facebalance.data.datasets import ShardDataset, shard_refs
 from facebalance.data.shards import ShardWriter, encode_png_batch, read_arrow, write_table_atomic
 from facebalance.errors import FacebalanceError
-from facebalance.models.gan import generate_uint8
+from facebalance.models.gan import generate_uint8, prior_latents_numpy
 from facebalance.models.train import predict_proba
 
 log = logging.getLogger(__name__)
+
+
+def sample_prior(gen: nn.Module, n: int, seed: int) -> np.ndarray:
+    """``n`` seeded prior draws in the generator's latent space: :func:`sample_latents` of
+    its size, mapped to w when it has a mapping network."""
+    return prior_latents_numpy(gen, sample_latents(n, gen.cfg.latent_dim, seed))
 
 
 def sample_latents(n: int, dim: int, seed: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from torch import nn
 
 from facebalance.errors import FacebalanceError
 from facebalance.models.classifier import save_model
-from facebalance.models.gan import _n_up
+from facebalance.models.gan import _n_up, prior_latents
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ def train_encoder(gen: nn.Module, cfg: EncoderConfig, train: EncoderTrainConfig,
     history: list[dict[str, float]] = []
     window, start = 0.0, time.perf_counter()
     for step in range(1, train.steps + 1):
-        z = torch.randn(train.batch_size, cfg.latent_dim, device=device)
-        with torch.no_grad():
+        with torch.no_grad():  # (G(z), z) pairs, z in the generator's latent space (w)
+            z = prior_latents(gen, torch.randn(train.batch_size, cfg.latent_dim, device=device))
             x = gen(z)
         loss = nn.functional.mse_loss(enc(x), z)
         opt.zero_grad(set_to_none=True)

@@ -42,6 +42,7 @@ class GanConfig:
     image_size: int = 32
     latent_dim: int = 128
     width: int = 32
+    mapping_layers: int = 0  # > 0: a StyleGAN-style MLP maps z to w before the DCGAN
 
 
 def _n_up(image_size: int) -> int:
@@ -51,12 +52,31 @@ def _n_up(image_size: int) -> int:
     return n
 
 
+class MappingNetwork(nn.Module):
+    """StyleGAN's z -> w: z scaled to unit mean square, then ``layers`` x (linear, leaky
+    ReLU 0.2), keeping the size. w need not be Gaussian, so attributes the prior's
+    isotropy entangles can become linear in w (Karras et al., 2019)."""
+
+    def __init__(self, dim: int, layers: int) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for _ in range(layers):
+            blocks += [nn.Linear(dim, dim), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8))
+
+
 class Generator(nn.Module):
-    """z (B, latent_dim) -> images (B, 3, S, S) in [-1, 1]."""
+    """z (B, latent_dim) -> images (B, 3, S, S) in [-1, 1] (through w = mapping(z) when
+    ``cfg.mapping_layers`` > 0)."""
 
     def __init__(self, cfg: GanConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.mapping = (MappingNetwork(cfg.latent_dim, cfg.mapping_layers)
+                        if cfg.mapping_layers else None)
         n = _n_up(cfg.image_size)
         ch = [cfg.width * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 128, 64, 32
         layers: list[nn.Module] = [
@@ -69,7 +89,70 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
+        return self.synthesis(self.mapping(z) if self.mapping is not None else z)
+
+    def synthesis(self, w: torch.Tensor) -> torch.Tensor:
+        """Images of intermediate latents (``z`` itself without a mapping network)."""
+        return self.net(w[:, :, None, None])
+
+
+class WSpaceGenerator(nn.Module):
+    """A mapping-network generator as the latent stages see it: its latent is w.
+
+    ``forward(w)`` is the synthesis network, so boundaries, complements, inversion,
+    interpolation and guided walks all happen in w; :func:`prior_latents` draws w as
+    ``mapping(z)``, z ~ N(0, I). ``whiten`` standardizes w by its mean and spread over
+    10,000 prior draws (the inversion's prior penalty reads it: w has no Gaussian shell).
+    """
+
+    def __init__(self, gen: Generator, n_stats: int = 10000) -> None:
+        super().__init__()
+        if gen.mapping is None:
+            raise FacebalanceError("WSpaceGenerator needs a generator with a mapping network")
+        self.gen = gen.eval()
+        self.cfg = gen.cfg
+        with torch.no_grad():
+            z = torch.randn(n_stats, gen.cfg.latent_dim,
+                            generator=torch.Generator().manual_seed(0))
+            w = gen.mapping(z.to(next(gen.parameters()).device))
+        self.register_buffer("w_mean", w.mean(dim=0))
+        self.register_buffer("w_std", w.std(dim=0).clamp_min(1e-6))
+        self.train(False)  # a view for inference: never trained through
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.gen.synthesis(w)
+
+    def to_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """w = mapping(z)."""
+        return self.gen.mapping(z)
+
+    def whiten(self, w: torch.Tensor) -> torch.Tensor:
+        """w standardized per coordinate (about N(0, I)-scaled)."""
+        return (w - self.w_mean) / self.w_std
+
+
+def prior_latents(gen: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The latents the generator's stages work in for prior draws ``z`` ~ N(0, I): ``z``
+    itself, or w = mapping(z) for a :class:`WSpaceGenerator`."""
+    return gen.to_latent(z) if isinstance(gen, WSpaceGenerator) else z
+
+
+def whiten(gen: nn.Module, latent: torch.Tensor) -> torch.Tensor:
+    """Latents on the prior's N(0, I) scale: ``latent`` itself, or standardized w."""
+    return gen.whiten(latent) if isinstance(gen, WSpaceGenerator) else latent
+
+
+@torch.no_grad()
+def prior_latents_numpy(gen: nn.Module, z: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """:func:`prior_latents` of a float32 array of draws, batch by batch (numpy in and out;
+    ``z`` returned as it is without a mapping network)."""
+    if not isinstance(gen, WSpaceGenerator):
+        return z
+    device = gen.w_mean.device
+    return np.concatenate([
+        gen.to_latent(torch.from_numpy(np.ascontiguousarray(z[s:s + batch_size])).to(device)
+                      ).cpu().numpy() for s in range(0, len(z), batch_size)]
+        or [np.zeros((0, gen.cfg.latent_dim), np.float32)]).astype(np.float32)
 
 
 class Discriminator(nn.Module):
@@ -229,7 +312,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     A facebalance checkpoint (``torch.save`` of state dict + config) is loaded with
     ``weights_only=True``. A TorchScript archive (``torch.jit.save``) must map
     ``(B, latent_dim)`` latents to ``(B, 3, S, S)`` images in [-1, 1]; pass ``latent_dim``.
-    The returned module has a ``cfg`` (:class:`GanConfig`) and is in eval mode.
+    The returned module has a ``cfg`` (:class:`GanConfig`) and is in eval mode; for a
+    generator with a mapping network it is the :class:`WSpaceGenerator` view (latents are
+    w).
     """
     path = Path(path)
     if not path.is_file():
@@ -242,7 +327,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     if isinstance(ckpt, dict) and {"state_dict", "config"} <= set(ckpt):
         gen = Generator(GanConfig(**ckpt["config"]))
         gen.load_state_dict(ckpt["state_dict"])
-        return gen.to(device).eval()
+        gen = gen.to(device).eval()
+        # The latent stages work in w when the generator has a mapping network.
+        return WSpaceGenerator(gen) if gen.mapping is not None else gen
     try:
         with warnings.catch_warnings():  # TorchScript is deprecated upstream, still common
             warnings.simplefilter("ignore", FutureWarning)
