@@ -119,3 +119,12 @@ def test_without_a_mapping_network_latents_are_z() -> None:
     # A checkpoint written before mapping_layers existed loads as before.
     cfg = {"image_size": 32, "latent_dim": 16, "width": 8}
     assert GanConfig(**cfg).mapping_layers == 0
+
+
+def test_the_mapping_network_keeps_the_latent_spread() -> None:
+    """w must vary as much as z does, or the generator sees one latent (collapse)."""
+    from facebalance.models.gan import MappingNetwork
+
+    torch.manual_seed(0)
+    w = MappingNetwork(128, 4)(torch.randn(2000, 128)).detach()
+    assert 0.3 < float(w.std(dim=0).mean()) < 3.0

@@ -61,7 +61,13 @@ class MappingNetwork(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         for _ in range(layers):
-            blocks += [nn.Linear(dim, dim), nn.LeakyReLU(0.2)]
+            linear = nn.Linear(dim, dim)
+            # Variance-preserving init (He, for leaky ReLU 0.2): PyTorch's default shrinks
+            # the variance about 3x per layer, so 4 layers gave a near-constant w and the
+            # GAN collapsed (measured: every G(w) scored non-blond).
+            nn.init.kaiming_normal_(linear.weight, a=0.2, nonlinearity="leaky_relu")
+            nn.init.zeros_(linear.bias)
+            blocks += [linear, nn.LeakyReLU(0.2)]
         self.net = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
