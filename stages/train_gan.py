@@ -18,6 +18,7 @@ from facebalance.models.gan import (
     GanTrainConfig,
     generate_uint8,
     load_generator,
+    prior_latents,
     save_generator,
     train_gan,
 )
@@ -63,7 +64,8 @@ def main(
         summary = {"source": "trained", "steps": g.steps, "seconds": curve[-1]["seconds"],
                    **{k: curve[-1][k] for k in ("d_loss", "g_loss", "d_real", "d_fake")}}
     z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
-    grid = image_grid(generate_uint8(gen, z.to(device)), 8, pad=1)
+    # An adopted mapping-network checkpoint loads as its w view: map the draws first.
+    grid = image_grid(generate_uint8(gen, prior_latents(gen, z.to(device))), 8, pad=1)
     # Outputs last: a failure above leaves the previous ones as they were.
     if g.checkpoint:
         atomic_write_bytes(model, Path(g.checkpoint).read_bytes())

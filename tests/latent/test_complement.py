@@ -141,3 +141,18 @@ def test_domain_dependent_with_one_shared_target_is_the_paper_formula() -> None:
     with pytest.raises(FacebalanceError, match="target boundary of group 1 are parallel"):
         complement_latents(z, target, protected,
                            target_by_group=(target, Boundary(protected.w, 0.0)))
+
+
+def test_keep_rate_and_targeted_draws_read_the_group_boundaries() -> None:
+    from facebalance.latent.pairs import latent_keep_rate
+
+    target, protected = _boundaries(6, 5)
+    t0, t1 = _group_targets(6, 6)
+    z = np.random.default_rng(7).normal(size=(500, 6))
+    for mode in ("paper", "on_hyperplane"):  # z' on the hyperplane: its own side is moot
+        zp = complement_latents(z, target, protected, mode, target_by_group=(t0, t1))
+        assert latent_keep_rate(z, zp, target, protected, (t0, t1)) == 1.0
+    drawn = draw_latents(50, 6, target, protected, seed=0, cell=(1, 0), chunk=1000,
+                         target_by_group=(t0, t1), to_latent=lambda d: d * 1.5)
+    assert (protected.predict(drawn) == 0).all() and (t0.predict(drawn) == 1).all()
+    assert np.abs(drawn).max() > 3  # the draws went through to_latent

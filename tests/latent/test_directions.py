@@ -109,3 +109,25 @@ def test_guided_generation_fills_quotas_with_images_the_classifier_agrees_on() -
         assert 0 < report[g]["hit_rate"] <= 1
     assert (classify(torch.from_numpy(z)).numpy() == grp).all()
     assert (steps >= 0).all() and (steps <= 10).all()
+
+
+def test_guided_walks_start_from_mapped_prior_draws() -> None:
+    """With a mapping network the fresh latents are w = mapping(z) (no autograd history:
+    the walk must give numpy latents)."""
+    import torch
+
+    from facebalance.latent.directions import guide_to_quotas
+    from facebalance.models.gan import GanConfig, Generator, WSpaceGenerator, prior_latents
+
+    torch.manual_seed(0)
+    view = WSpaceGenerator(Generator(GanConfig(latent_dim=4, width=8, mapping_layers=2)))
+    directions = np.eye(2, 4)
+
+    def classify(w: torch.Tensor) -> torch.Tensor:
+        return (w[:, 1] > w[:, 0]).long()
+
+    z, groups, _, report = guide_to_quotas(
+        directions, {0: 5, 1: 5}, classify, step=0.5, max_steps=8, batch_size=16, seed=0,
+        device=torch.device("cpu"), to_latent=lambda d: prior_latents(view, d))
+    assert z.shape == (10, 4) and sorted(groups.tolist()) == [0] * 5 + [1] * 5
+    assert report[0]["made"] == 5 and report[1]["made"] == 5

@@ -116,7 +116,6 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
     z = z.astype(dtype, copy=False)
     # Distances in float64 (cheap: one matrix-vector product); the (n, d) update stays in
     # the latents' dtype so float32 latents need no float64 copy.
-    dist = (z @ protected.w.astype(dtype)).astype(np.float64) + protected.b  # (n,)
     if target_by_group is not None and mode != "perp":
         step = domain_dependent_step(z, protected, target_by_group,
                                      half=mode == "on_hyperplane")
@@ -128,6 +127,7 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
             ratio = np.linalg.norm(z, axis=1) / np.maximum(np.linalg.norm(out, axis=1), 1e-12)
             out *= ratio[:, None].astype(dtype)
         return out
+    dist = (z @ protected.w.astype(dtype)).astype(np.float64) + protected.b  # (n,)
     if mode == "perp":
         direction, scale = protected.w, 2.0 * dist
     else:
@@ -149,14 +149,16 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
 def draw_latents(n: int, dim: int, target: Boundary, protected: Boundary, *, seed: int,
                  cell: tuple[int, int] | None = None, min_distance: float = 0.0,
                  chunk: int = 200_000, max_draws: int = 50_000_000,
-                 to_latent: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                 to_latent: Callable[[np.ndarray], np.ndarray] | None = None,
+                 target_by_group: tuple[Boundary, Boundary] | None = None) -> np.ndarray:
     """Rejection-sample prior latents by where the boundaries put them.
 
     ``cell=(t, g)`` keeps latents with ``target.predict == t`` and ``protected.predict == g``
     (ask for the cell *opposite* in the protected attribute to the one the complements
     should land in); ``min_distance`` keeps latents at least that far from the protected
     boundary, whose complements flip clearly instead of staying ambiguous. ``to_latent``
-    maps the N(0, I) draws to the generator's latents first (w of a mapping network).
+    maps the N(0, I) draws to the generator's latents first (w of a mapping network);
+    ``target_by_group`` reads a latent's target side off its own group's boundary.
 
     Returns
     -------
@@ -181,7 +183,13 @@ def draw_latents(n: int, dim: int, target: Boundary, protected: Boundary, *, see
         drawn += chunk
         keep = np.abs(protected.distance(z)) >= min_distance
         if cell is not None:
-            keep &= (target.predict(z) == cell[0]) & (protected.predict(z) == cell[1])
+            g = protected.predict(z)
+            if target_by_group is None:
+                t = target.predict(z)
+            else:  # the target side by the latent's own group's boundary
+                t = np.where(g == 1, target_by_group[1].predict(z),
+                             target_by_group[0].predict(z))
+            keep &= (t == cell[0]) & (g == cell[1])
         found.append(z[keep])
         total += int(keep.sum())
     return np.concatenate(found)[:n]

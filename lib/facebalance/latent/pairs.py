@@ -120,7 +120,8 @@ def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Bounda
             cell = (rare_cell[0], 1 - rare_cell[1])
         z = draw_latents(n, len(target.w), target, protected, seed=spec.seed, cell=cell,
                          min_distance=spec.min_distance,
-                         to_latent=lambda draws: prior_latents_numpy(gen, draws))
+                         to_latent=lambda draws: prior_latents_numpy(gen, draws),
+                         target_by_group=target_by_group)
         id_z = np.array([f"pair-{i:07d}-z" for i in range(n)])
         generate_shards(gen, z, list(id_z), out / "images_z", device=device,
                         batch_size=spec.batch_size, progress=progress)
@@ -178,16 +179,16 @@ def latent_keep_rate(z: np.ndarray, z_prime: np.ndarray, target: Boundary,
                      protected: Boundary,
                      target_by_group: tuple[Boundary, Boundary] | None = None) -> float:
     """Share of pairs whose latent target side is kept: by the shared target boundary, or
-    with domain-dependent ones, by the boundary of each latent's own protected side."""
+    with domain-dependent ones, ``z`` by its own group's boundary and ``z'`` by the other
+    group's (the one the complement keeps the score on; ``z'`` may sit on the protected
+    hyperplane itself, so its own side would say nothing)."""
     if target_by_group is None:
         return float(np.mean(target.predict(z) == target.predict(z_prime)))
-
-    def side(latents: np.ndarray) -> np.ndarray:
-        g = protected.predict(latents)
-        return np.where(g == 1, target_by_group[1].predict(latents),
-                        target_by_group[0].predict(latents))
-
-    return float(np.mean(side(z) == side(z_prime)))
+    g = protected.predict(z) == 1
+    t0, t1 = target_by_group
+    own = np.where(g, t1.predict(z), t0.predict(z))
+    other = np.where(g, t0.predict(z_prime), t1.predict(z_prime))
+    return float(np.mean(own == other))
 
 
 def read_pool(latents: Path, scores: Path, skip: int) -> tuple[pd.DataFrame, np.ndarray,

@@ -172,6 +172,10 @@ def compare_paired(tables: Mapping[str, pd.DataFrame],
     metrics = [m for m in metrics if m in paired_metrics(task)]
     if not refs or not metrics or len(strategies) < 2:
         return pd.DataFrame()
+    missing = [s for s in strategies if s not in tables]
+    if missing:
+        raise FacebalanceError(f"compare: no scores table for {', '.join(missing)}; run "
+                               "evaluate")
     rows = {s: split_rows(tables[s], split) for s in strategies}
     thresholds = {s: reports[s].get("threshold", {}) for s in strategies}
     return paired_differences(rows, thresholds, task=task, references=refs,

@@ -137,9 +137,11 @@ class WSpaceGenerator(nn.Module):
         return (w - self.w_mean) / self.w_std
 
 
+@torch.no_grad()
 def prior_latents(gen: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """The latents the generator's stages work in for prior draws ``z`` ~ N(0, I): ``z``
-    itself, or w = mapping(z) for a :class:`WSpaceGenerator`."""
+    itself, or w = mapping(z) for a :class:`WSpaceGenerator` (no autograd history: they
+    are starting points, never trained through)."""
     return gen.to_latent(z) if isinstance(gen, WSpaceGenerator) else z
 
 
