@@ -21,6 +21,7 @@ from facebalance.models.embedder import (
     embed_dataset,
     embedding_rows,
     embeddings_table,
+    pairs_possible,
     save_embedder,
     write_embeddings,
 )
@@ -44,10 +45,11 @@ def main(
     e = p.embed
     rows = embedding_rows(data, need_identity=False)
     summary: dict = {"model": e.model, "weights": e.weights}
-    if (rows["identity"] == "").all() and not (data / "pairs.parquet").is_file():
-        # An attribute-only dataset (folder + CSV without identities): nothing to verify,
-        # and `dvc repro` of the attribute pipeline must not fail for it.
-        reason = "the prepared images have no identity column and there is no pairs file"
+    why = "" if (data / "pairs.parquet").is_file() else pairs_possible(rows)
+    if why:
+        # An attribute-only dataset (a folder + CSV without repeated identities): nothing
+        # to verify, and `dvc repro` of the attribute pipeline must not fail for it.
+        reason = f"{why} and there is no pairs file: no verification pairs"
         log.warning("embed: skipped: %s", reason)
         with atomic_directory(model_dir) as tmp:
             write_json(tmp / "embedder.json", {"skipped": reason})

@@ -22,6 +22,7 @@ from facebalance.models.verifier import (
     load_pairs,
     markdown_table,
     plot_roc,
+    present_groups,
     roc_points,
     verify_pairs,
 )
@@ -61,12 +62,14 @@ def main(
         atomic_write_bytes(figure, empty_png())
         return
     rows = attach_groups(rows, data, v.groups, v.group_file)
+    groups = present_groups(rows, v.groups)
     seed = derive_seed(p.base.seed, 21)
-    pairs, source = load_pairs(data, rows, v.groups, v.pairs_per_group, seed, v.cross_share)
+    pairs, source = load_pairs(data, rows, groups, v.pairs_per_group, seed, v.cross_share)
     cfg = VerifyConfig(features=tuple(v.features), c=v.c, fars=tuple(v.fars),
                        bootstrap=v.bootstrap, seed=seed)
-    head, thresholds, full, scored = verify_pairs(rows, vectors, pairs, v.groups, cfg)
-    full = {"task": {"kind": "verification", "pairs": source, "groups": list(v.groups)},
+    head, thresholds, full, scored = verify_pairs(rows, vectors, pairs, groups, cfg)
+    full = {"task": {"kind": "verification", "pairs": source, "groups": groups,
+                     "groups_missing": [g for g in v.groups if g not in groups]},
             **full, "params": as_dict(v)}
     points = roc_points(scored)
     # Outputs last: a failure above leaves the previous ones as they were.

@@ -162,3 +162,15 @@ def test_embedder_without_identities(tmp_path: Path) -> None:
     with pytest.raises(FacebalanceError, match="have no identity column"):
         embedding_rows(tmp_path, need_identity=True)
     assert embedding_rows(tmp_path, need_identity=False)["identity"].tolist() == [""]
+
+
+def test_pairs_possible_says_why_not() -> None:
+    from facebalance.models.embedder import pairs_possible
+
+    rows = __import__("pandas").DataFrame({
+        "split": ["train"] * 3 + ["val"] * 3 + ["test"] * 3,
+        "identity": ["a", "a", "b", "c", "c", "d", "e", "f", "g"]})
+    assert pairs_possible(rows) == "the test split has 3 identities, 0 with two images"
+    rows.loc[8, "identity"] = "f"
+    assert pairs_possible(rows) == ""
+    assert "no identity column" in pairs_possible(rows.assign(identity=""))

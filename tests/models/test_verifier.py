@@ -14,6 +14,7 @@ from facebalance.models.verifier import (
     load_pairs,
     markdown_table,
     pair_group,
+    present_groups,
     roc_points,
     synth_pairs,
     verify_pairs,
@@ -114,7 +115,12 @@ def test_group_file_maps_identities_and_missing_groups_are_named(tmp_path: Path)
     with pytest.raises(FacebalanceError, match="identity 'Bob' has no 'race' group"):
         attach_groups(rows, tmp_path, ["race"], str(tmp_path / "groups.csv"))
     with pytest.raises(FacebalanceError, match=r"verify.groups lists \['skin'\]"):
-        attach_groups(rows, tmp_path, ["skin"])
+        attach_groups(rows, tmp_path, ["race", "skin"], str(tmp_path / "groups.csv"))
+    # Without a group file, columns the images lack are left out (the synthfaces defaults
+    # on a real dataset), the others kept.
+    (tmp_path / "groups.csv").write_text("identity,race\nAnn,White\nBob,Black\n")
+    kept = attach_groups(rows, tmp_path, ["skin"])
+    assert present_groups(kept, ["skin"]) == []
 
 
 def test_a_pairs_file_is_used_when_prepare_wrote_one(tmp_path: Path) -> None:

@@ -377,6 +377,20 @@ def embedding_rows(data: str | Path, need_identity: bool) -> pd.DataFrame:
     return rows[["id", "split", "identity", "path", "_file", "_row"]]
 
 
+def pairs_possible(rows: pd.DataFrame) -> str:
+    """Why no identity pairs can be drawn from ``rows`` ("" when they can): every split
+    needs two identities and one identity with two images (a genuine and an impostor
+    pair)."""
+    if (rows["identity"] == "").all():
+        return "the prepared images have no identity column"
+    for split in SPLITS:
+        counts = rows.loc[rows["split"] == split, "identity"].value_counts()
+        if len(counts) < 2 or counts.max() < 2:
+            return (f"the {split} split has {len(counts)} identities, "
+                    f"{int((counts >= 2).sum())} with two images")
+    return ""
+
+
 def holdout_identities(rows: pd.DataFrame, share: float, seed: int) -> np.ndarray:
     """True for the rows of a seeded ``share`` of the training identities (kept out of the
     embedder's training for the head's pairs) and for every val/test row."""

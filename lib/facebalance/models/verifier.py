@@ -79,7 +79,9 @@ def attach_groups(rows: pd.DataFrame, data: str | Path, groups: Sequence[str],
     """``rows`` with the ``groups`` columns, from the prepared shards or, for real data,
     a CSV mapping ``identity`` to group columns (``verify.group_file``).
 
-    Text groups (``Black``, ``White``...) become numbers 0..K-1 in sorted order.
+    Text groups (``Black``, ``White``...) become numbers 0..K-1 in sorted order. Columns
+    the images lack (the synthfaces defaults on a real dataset) are left out with a
+    warning; :func:`present_groups` lists the ones kept.
     """
     if rows["id"].duplicated().any():
         raise FacebalanceError(
@@ -113,11 +115,14 @@ def attach_groups(rows: pd.DataFrame, data: str | Path, groups: Sequence[str],
     if len(out) != len(rows):  # a merge that added rows would misalign the embeddings
         raise FacebalanceError("verify: group columns do not map one to one onto the images")
     missing = [g for g in groups if g not in out.columns]
-    if missing:
+    if missing and group_file:  # the user named a file for them
         raise FacebalanceError(
             f"verify.groups lists {missing}, which neither the prepared images nor "
             f"verify.group_file hold; set verify.groups to existing columns (or [])")
-    for g in groups:
+    if missing:  # the synthfaces defaults on a real dataset: rates for the others only
+        log.warning("verify: no column %s in the prepared images; no per-group rates for "
+                    "them (verify.groups, verify.group_file)", missing)
+    for g in (g for g in groups if g in out.columns):
         col = out[g]
         if col.isna().any():
             first = out.loc[col.isna(), "identity"].iloc[0]
@@ -127,6 +132,11 @@ def attach_groups(rows: pd.DataFrame, data: str | Path, groups: Sequence[str],
         if not pd.api.types.is_integer_dtype(col):
             out[g] = pd.factorize(col.astype(str), sort=True)[0]
     return out
+
+
+def present_groups(rows: pd.DataFrame, groups: Sequence[str]) -> list[str]:
+    """The ``groups`` columns that :func:`attach_groups` found."""
+    return [g for g in groups if g in rows.columns]
 
 
 def load_pairs(data: str | Path, rows: pd.DataFrame, groups: Sequence[str],
