@@ -50,7 +50,7 @@ def main(
     v = p.verify
     rows, vectors = read_embeddings(embeddings)
     if not len(rows):  # embed skipped a dataset without identities
-        reason = "no embeddings (the dataset has no identities; see metrics/embed.json)"
+        reason = "no embeddings (embed found no verification pairs; see metrics/embed.json)"
         skipped = {"task": {"kind": "verification"}, "skipped": reason}
         with atomic_directory(model_dir) as tmp:
             write_json(tmp / "skipped.json", skipped)
