@@ -44,7 +44,8 @@ def test_outputs_metrics_and_identities_per_split(project: Path) -> None:
         assert {"eer", "f1", "tar_at_far_0.01", "fmr_ratio_skin", "fnmr_ratio_male"} <= set(v)
     report = json.loads((project / "metrics/verify/report.json").read_text())
     assert report["task"] == {"kind": "verification", "pairs": "identities",
-                              "groups": ["skin", "male", "age_group"]}
+                              "groups": ["skin", "male", "age_group"],
+                              "groups_missing": []}
     assert set(report["verifiers"]["head"]["by_group"]["skin"]) == {"0", "1", "2", "3"}
     emb = read_parquet(project / "data/embeddings.parquet", ["id", "split", "identity"])
     assert emb.groupby("identity")["split"].nunique().max() == 1
