@@ -11,7 +11,7 @@ from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import shard_refs
 from facebalance.data.shards import atomic_directory, read_columns, read_parquet
 from facebalance.models.classifier import save_checkpoint
-from facebalance.models.fit import fit_classifier
+from facebalance.models.fit import fit_classifiers
 from facebalance.runtime import derive_seed, run_app, setup, write_csv
 from facebalance.task import param_columns, task_from_params, task_labels
 
@@ -42,14 +42,13 @@ def main(
         refs = shard_refs(val, param_columns(p))
         attention_val = pd.concat([refs[["path", "_file", "_row"]], task_labels(task, refs)],
                                   axis=1)
+    seeds = p.train_target.seeds
+    fitted = fit_classifiers(rows, p.train_target, image_size=p.base.image_size,
+                             seeds=[derive_seed(p.base.seed, s) for s in seeds], device=device,
+                             options=options, attention_val=attention_val, task=task)
     curves = []
     with atomic_directory(out) as tmp:  # every seed or none: no stale seed files survive
-        for s in p.train_target.seeds:
-            seed = derive_seed(p.base.seed, s)
-            net, config, hist = fit_classifier(rows, p.train_target,
-                                               image_size=p.base.image_size, seed=seed,
-                                               device=device, options=options,
-                                               attention_val=attention_val, task=task)
+        for s, (net, config, hist) in zip(seeds, fitted, strict=True):
             save_checkpoint(tmp / f"seed{s}.pt", net, config,
                             {"strategy": strategy, "seed": s, "task": task.to_dict(),
                              "params": as_dict(p.train_target)})

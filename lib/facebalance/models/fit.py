@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,31 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
                    seed: int, device: torch.device, options: Mapping[str, Any] | None = None,
                    attention_val: pd.DataFrame | None = None, task: TaskSpec = BINARY_TASK
                    ) -> tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]:
-    """Train a classifier (or regressor) on a training set index.
+    """Train one classifier (or regressor) on a training set index.
+
+    :func:`fit_classifiers` with one seed; see it for the parameters.
+
+    Returns
+    -------
+    model, config, history
+        The trained model, the config that rebuilds it, and per-epoch loss rows.
+    """
+    (fitted,) = fit_classifiers(index, params, image_size=image_size, seeds=[seed],
+                                device=device, options=options, attention_val=attention_val,
+                                task=task)
+    return fitted
+
+
+def fit_classifiers(index: pd.DataFrame, params: ClassifierParams, *, image_size: int,
+                    seeds: Sequence[int], device: torch.device,
+                    options: Mapping[str, Any] | None = None,
+                    attention_val: pd.DataFrame | None = None, task: TaskSpec = BINARY_TASK
+                    ) -> list[tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]]:
+    """Train one classifier (or regressor) per seed on a training set index.
+
+    The images are decoded once and shared by every seed's run (decoding the 20,000 PNGs
+    of the default train split takes about 2 s, paid once instead of once per seed); each
+    run is the same as training that seed alone.
 
     Parameters
     ----------
@@ -56,8 +80,8 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
         Architecture and optimisation params (``train_attr`` or ``train_target``).
     image_size
         Side of the images (recorded in the checkpoint config).
-    seed
-        Seeds initialisation, data order and augmentation.
+    seeds
+        One run per seed; a seed fixes initialisation, data order and augmentation.
     device
         Where to train.
     options
@@ -71,15 +95,12 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
 
     Returns
     -------
-    model, config, history
-        The trained model, the config that rebuilds it, and per-epoch loss rows.
+    list of (model, config, history)
+        Per seed, in order: the trained model, the config that rebuilds it, and
+        per-epoch loss rows.
     """
     config = ClassifierConfig(arch=params.arch, width=params.width,
                               num_outputs=task.num_outputs, image_size=image_size)
-    torch.manual_seed(seed)
-    model = build_classifier(config)
-    if params.weights:
-        load_initial_weights(model, params.weights)
     arrays = {**label_arrays(task, index), "weight": index["weight"].to_numpy(np.float32)}
     attention = None
     if attention_val is not None:
@@ -91,13 +112,21 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
             cache_mb=params.cache_mb)
         attention = ValAttention(val, n_cells(task, n_groups), task)
     dataset = ShardDataset(index, arrays, cache_mb=params.cache_mb)
-    cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
-                      weight_decay=params.weight_decay, augment=params.augment, seed=seed,
-                      num_workers=params.num_workers,
-                      samples_per_epoch=epoch_samples(index, params.epoch_size),
-                      **dict(options or {}))
-    history = train_classifier(model, dataset, cfg, device, task=task, attention=attention)
-    return model, config, history
+    samples = epoch_samples(index, params.epoch_size)
+    fitted = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_classifier(config)
+        if params.weights:
+            load_initial_weights(model, params.weights)
+        cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+                          weight_decay=params.weight_decay, augment=params.augment, seed=seed,
+                          num_workers=params.num_workers, samples_per_epoch=samples,
+                          **dict(options or {}))
+        history = train_classifier(model, dataset, cfg, device, task=task,
+                                   attention=attention)
+        fitted.append((model, config, history))
+    return fitted
 
 
 def score_shards(models: list[nn.Module], path: str | Path, columns: list[str],
