@@ -26,8 +26,8 @@ import yaml
 
 from facebalance.balance.strategies import reweight_weights
 from facebalance.config import parse_params
-from facebalance.data.datasets import shard_refs
 from facebalance.data.prepare import prepare_dataset
+from facebalance.data.shards import shard_refs
 from facebalance.models.fit import fit_classifier, score_shards
 from facebalance.models.gan import generate_uint8, load_generator
 from facebalance.presets import apply_changes

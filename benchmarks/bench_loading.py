@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from facebalance.data.datasets import ShardDataset, make_loader, shard_refs
-from facebalance.data.shards import decode_image, shard_files
+from facebalance.data.datasets import ShardDataset, make_loader
+from facebalance.data.shards import decode_image, shard_files, shard_refs
 
 
 class NaiveDataset(Dataset):

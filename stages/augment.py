@@ -17,8 +17,7 @@ from facebalance.balance.strategies import (
 )
 from facebalance.choices import GUIDED_STRATEGIES, INTERPOLATION_STRATEGIES
 from facebalance.config import load_params
-from facebalance.data.datasets import shard_refs
-from facebalance.data.shards import read_parquet, shards_digest, write_table_atomic
+from facebalance.data.shards import read_parquet, shard_refs, shards_digest, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.runtime import derive_seed, run_app, write_json
 from facebalance.task import param_columns, task_from_params, task_labels

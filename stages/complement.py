@@ -10,8 +10,7 @@ import typer
 
 from facebalance.balance.strategies import auto_n_pairs, budget_pairs
 from facebalance.config import load_params
-from facebalance.data.datasets import shard_refs
-from facebalance.data.shards import atomic_directory
+from facebalance.data.shards import atomic_directory, shard_refs
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.boundaries import read_boundaries, read_group_boundaries
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool

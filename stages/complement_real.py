@@ -15,8 +15,8 @@ import typer
 
 from facebalance.balance.strategies import budget_pairs
 from facebalance.config import load_params
-from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import atomic_directory, write_table_atomic
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import atomic_directory, shard_refs, write_table_atomic
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.boundaries import read_boundaries, read_group_boundaries
 from facebalance.latent.complement import complement_latents

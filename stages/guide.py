@@ -9,8 +9,8 @@ import torch
 import typer
 
 from facebalance.config import load_params
-from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import atomic_directory, write_table_atomic
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import atomic_directory, shard_refs, write_table_atomic
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.directions import group_directions, guide_to_quotas, image_groups
 from facebalance.latent.sampling import generate_shards, latents_table, sample_prior

@@ -10,8 +10,8 @@ import torch
 import typer
 
 from facebalance.config import as_dict, load_params
-from facebalance.data.datasets import ShardDataset, shard_refs, to_float
-from facebalance.data.shards import atomic_directory
+from facebalance.data.datasets import ShardDataset, to_float
+from facebalance.data.shards import atomic_directory, shard_refs
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.invert import InvertConfig, error_summary, invert_dataset
 from facebalance.latent.sampling import latents_table, write_latents

@@ -13,7 +13,8 @@ import typer
 
 from facebalance.balance.strategies import reweight_weights
 from facebalance.config import load_params
-from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.fairness import accuracy, average_precision, group_rates
 from facebalance.models.classifier import save_checkpoint

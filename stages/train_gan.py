@@ -9,8 +9,8 @@ import typer
 
 from facebalance.balance.strategies import oversample_rows
 from facebalance.config import as_dict, load_params
-from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import atomic_write_bytes
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import atomic_write_bytes, shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.figures import image_grid, save_png
 from facebalance.models.gan import (

@@ -8,8 +8,7 @@ import typer
 
 from facebalance.balance.strategies import ATTENTION_STRATEGIES, training_options
 from facebalance.config import as_dict, load_params
-from facebalance.data.datasets import shard_refs
-from facebalance.data.shards import atomic_directory, read_columns, read_parquet
+from facebalance.data.shards import atomic_directory, read_columns, read_parquet, shard_refs
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifiers
 from facebalance.runtime import derive_seed, run_app, setup, write_csv

@@ -9,18 +9,19 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 import pandas as pd
-import torch
 import typer
 
 from facebalance.config import BaseParams
 from facebalance.data.shards import atomic_write_bytes
-from facebalance.device import resolve_device, set_threads
 from facebalance.errors import FacebalanceError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(*parts: int) -> int:
@@ -30,6 +31,9 @@ def derive_seed(*parts: int) -> int:
 
 def setup(base: BaseParams) -> torch.device:
     """Apply ``base.threads`` and return the device ``base.device`` names."""
+    # Imported here: stages without a model (augment, compare) never load torch (~2 s).
+    from facebalance.device import resolve_device, set_threads
+
     set_threads(base.threads)
     return resolve_device(base.device)
 

@@ -12,8 +12,8 @@ from facebalance.balance.strategies import (
     training_options,
 )
 from facebalance.config import DatasetParams, EvaluateParams, Params
-from facebalance.data.datasets import shard_refs
 from facebalance.data.prepare import write_synthfaces
+from facebalance.data.shards import shard_refs
 from facebalance.metrics.paired import paired_differences, split_rows
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.evaluate import evaluate_models

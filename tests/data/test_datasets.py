@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facebalance.data.datasets import BlockShuffleSampler, ShardDataset, make_loader, shard_refs
-from facebalance.data.shards import ShardWriter, encode_png, read_columns
+from facebalance.data.datasets import BlockShuffleSampler, ShardDataset, make_loader
+from facebalance.data.shards import ShardWriter, encode_png, read_columns, shard_refs
 
 
 def test_preloaded_and_streamed_images_match(tiny_prepared: Path) -> None:

@@ -5,8 +5,14 @@ import pandas as pd
 import pytest
 
 from facebalance.balance.strategies import added_rows, build_training_index
-from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import ShardWriter, decode_image, encode_png_batch, read_columns
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import (
+    ShardWriter,
+    decode_image,
+    encode_png_batch,
+    read_columns,
+    shard_refs,
+)
 from facebalance.errors import FacebalanceError
 from facebalance.latent.interpolate import (
     mix,

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.latent.invert import (
     ERROR_COLUMNS,

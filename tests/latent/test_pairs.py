@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from facebalance.balance.strategies import build_training_index, pair_rows
-from facebalance.data.datasets import shard_refs
+from facebalance.data.shards import shard_refs
 from facebalance.latent.boundaries import Boundary
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell
 from facebalance.latent.sampling import latents_table, read_latents, sample_latents

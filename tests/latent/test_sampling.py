@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import read_columns
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import read_columns, shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.latent.sampling import (
     generate_shards,

@@ -11,9 +11,8 @@ import torch
 
 from facebalance.balance.strategies import build_training_index
 from facebalance.config import ClassifierParams, EvaluateParams, parse_params
-from facebalance.data.datasets import shard_refs
 from facebalance.data.prepare import prepare_dataset
-from facebalance.data.shards import read_columns
+from facebalance.data.shards import read_columns, shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.tasks import weighted_mae
 from facebalance.models.classifier import save_checkpoint

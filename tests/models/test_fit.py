@@ -9,7 +9,7 @@ import torch
 
 from facebalance.balance.strategies import training_options
 from facebalance.config import ClassifierParams
-from facebalance.data.datasets import shard_refs
+from facebalance.data.shards import shard_refs
 from facebalance.models.fit import fit_classifier, fit_classifiers
 
 PARAMS = ClassifierParams(width=8, epochs=2, batch_size=64, lr=0.005)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.models.gan import (
     Discriminator,

@@ -12,7 +12,8 @@ import torch
 
 from facebalance.balance.strategies import training_options
 from facebalance.config import ClassifierParams
-from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import shard_refs
 from facebalance.models.classifier import ClassifierConfig, build_classifier
 from facebalance.models.fit import fit_classifier
 from facebalance.models.train import (

@@ -11,7 +11,7 @@ import torch
 
 from facebalance.balance.strategies import training_options
 from facebalance.config import ClassifierParams
-from facebalance.data.datasets import shard_refs
+from facebalance.data.shards import shard_refs
 from facebalance.models.fit import fit_classifier
 from facebalance.models.train import cell_weights, draw_mix, mix_batch
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from facebalance.config import ClassifierParams
-from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import shard_refs
 from facebalance.device import resolve_device
 from facebalance.errors import FacebalanceError
 from facebalance.models.classifier import ClassifierConfig, build_classifier

@@ -26,7 +26,6 @@ from facebalance.data.shards import (
     decode_image,
     open_parquet,
     parquet_errors,
-    read_columns,
     shard_files,
 )
 
@@ -219,13 +218,6 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, shuffle: bool, seed: 
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_passthrough,
                         num_workers=workers, persistent_workers=workers > 0)
     return loader, sampler
-
-
-def shard_refs(path: str | Path, columns: list[str]) -> pd.DataFrame:
-    """Label columns of a shard directory with the references :class:`ShardDataset` needs."""
-    df = read_columns(path, columns)
-    df["path"] = str(path)
-    return df
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

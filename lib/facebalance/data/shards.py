@@ -433,6 +433,14 @@ def read_columns(path: str | Path, columns: Sequence[str] | None = None) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
+def shard_refs(path: str | Path, columns: list[str]) -> pd.DataFrame:
+    """Label columns of a shard directory with the references that
+    :class:`facebalance.data.datasets.ShardDataset` needs (``path``, ``_file``, ``_row``)."""
+    df = read_columns(path, columns)
+    df["path"] = str(path)
+    return df
+
+
 def iter_batches(path: str | Path, columns: Sequence[str] | None = None,
                  batch_rows: int = 1000) -> Iterator[pd.DataFrame]:
     """Stream a shard directory as DataFrames of at most ``batch_rows`` rows."""

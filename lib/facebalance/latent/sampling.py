@@ -19,8 +19,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import ShardWriter, encode_png_batch, read_arrow, write_table_atomic
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import (
+    ShardWriter,
+    encode_png_batch,
+    read_arrow,
+    shard_refs,
+    write_table_atomic,
+)
 from facebalance.errors import FacebalanceError
 from facebalance.models.gan import generate_uint8, prior_latents_numpy
 from facebalance.models.train import predict_proba

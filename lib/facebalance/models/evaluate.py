@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from facebalance.config import EvaluateParams
-from facebalance.data.datasets import ShardDataset, shard_refs
-from facebalance.data.shards import read_columns
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import read_columns, shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.report import fairness_report, task_report
 from facebalance.models.classifier import load_checkpoint

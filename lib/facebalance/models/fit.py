@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from facebalance.config import ClassifierParams
-from facebalance.data.datasets import ShardDataset, shard_refs
+from facebalance.data.datasets import ShardDataset
+from facebalance.data.shards import shard_refs
 from facebalance.models.classifier import ClassifierConfig, build_classifier, load_initial_weights
 from facebalance.models.train import TrainConfig, ValAttention, predict_proba, train_classifier
 from facebalance.task import BINARY_TASK, TaskSpec, cell_ids, label_keys, n_cells
