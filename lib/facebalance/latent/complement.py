@@ -123,10 +123,7 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
             length = np.linalg.norm(step, axis=1, keepdims=True)
             step *= np.minimum(1.0, max_step / np.maximum(length, 1e-12))
         out = (z + step).astype(dtype)
-        if shell == "rescale":
-            ratio = np.linalg.norm(z, axis=1) / np.maximum(np.linalg.norm(out, axis=1), 1e-12)
-            out *= ratio[:, None].astype(dtype)
-        return out
+        return _same_norm(z, out) if shell == "rescale" else out
     dist = (z @ protected.w.astype(dtype)).astype(np.float64) + protected.b  # (n,)
     if mode == "perp":
         direction, scale = protected.w, 2.0 * dist
@@ -140,9 +137,14 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
     out = np.empty_like(z)
     np.multiply(scale.astype(dtype)[:, None], direction.astype(dtype)[None, :], out=out)
     np.subtract(z, out, out=out)
-    if shell == "rescale":
-        ratio = np.linalg.norm(z, axis=1) / np.maximum(np.linalg.norm(out, axis=1), 1e-12)
-        out *= ratio[:, None].astype(dtype)
+    return _same_norm(z, out) if shell == "rescale" else out
+
+
+def _same_norm(z: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out`` rescaled in place so each row has the norm of the same row of ``z``
+    (``shell: rescale``: prior latents live on a thin shell)."""
+    ratio = np.linalg.norm(z, axis=1) / np.maximum(np.linalg.norm(out, axis=1), 1e-12)
+    out *= ratio[:, None].astype(out.dtype)
     return out
 
 

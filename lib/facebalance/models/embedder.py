@@ -48,7 +48,7 @@ from facebalance.data.shards import (
     read_columns,
     write_table_atomic,
 )
-from facebalance.errors import FacebalanceError
+from facebalance.errors import FacebalanceError, first_line
 from facebalance.models.classifier import SmallResNet, load_weights_file, save_model
 from facebalance.models.train import TrainConfig, train_classifier
 from facebalance.task import classifier_task
@@ -188,9 +188,9 @@ def load_facenet_state(net: NetEmbedder, path: str | Path) -> None:
     try:
         net.net.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
         raise FacebalanceError(
-            f"facenet weights {path} do not fit InceptionResnetV1 ({first})") from None
+            f"facenet weights {path} do not fit InceptionResnetV1 ({first_line(err)})"
+        ) from None
 
 
 def identity_codes(identity: pd.Series) -> tuple[np.ndarray, int]:
@@ -524,7 +524,7 @@ def load_embedder(directory: str | Path, device: torch.device | str = "cpu"
     try:
         net.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
         raise FacebalanceError(
-            f"{directory / 'embedder.pt'} does not fit {path} ({first}); rerun embed") from None
+            f"{directory / 'embedder.pt'} does not fit {path} ({first_line(err)}); rerun embed"
+        ) from None
     return TorchEmbedder(net, cfg.dim, torch.device(device)), cfg
