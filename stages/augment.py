@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import (
     PAIR_STRATEGIES,
     added_rows,

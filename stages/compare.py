@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.choices import GUARD_METRICS
 from facebalance.config import load_params
 from facebalance.data.shards import atomic_write_bytes

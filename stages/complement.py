@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import auto_n_pairs, budget_pairs
 from facebalance.config import load_params
 from facebalance.data.shards import atomic_directory, shard_refs

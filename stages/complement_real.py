@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import budget_pairs
 from facebalance.config import load_params
 from facebalance.data.datasets import ShardDataset

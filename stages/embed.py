@@ -13,6 +13,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_directory

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
 from facebalance.data.shards import read_columns, write_table_atomic
 from facebalance.metrics.report import headline_metrics

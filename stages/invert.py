@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset, to_float
 from facebalance.data.shards import atomic_directory, shard_refs

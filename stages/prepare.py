@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
 from facebalance.data.prepare import prepare_dataset
 from facebalance.runtime import run_app, setup, write_json

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
 from facebalance.latent.sampling import (
     generate_shards,

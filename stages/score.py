@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
 from facebalance.data.shards import write_table_atomic
 from facebalance.latent.sampling import score_shards_by_name

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import reweight_weights
 from facebalance.config import load_params
 from facebalance.data.datasets import ShardDataset

@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import oversample_rows
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset

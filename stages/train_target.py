@@ -6,6 +6,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import ATTENTION_STRATEGIES, training_options
 from facebalance.config import as_dict, load_params
 from facebalance.data.shards import atomic_directory, read_columns, read_parquet, shard_refs

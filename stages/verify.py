@@ -10,6 +10,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
 from facebalance.data.shards import atomic_directory, atomic_write_bytes, write_table_atomic
 from facebalance.models.embedder import read_embeddings

@@ -29,6 +29,10 @@ from facebalance.data.shards import (
     shard_files,
 )
 
+# Re-exported: stage scripts of earlier commits import it from here, and a queued DVC
+# experiment runs its snapshot's scripts against the installed lib.
+from facebalance.data.shards import shard_refs as shard_refs
+
 log = logging.getLogger(__name__)
 
 REF_COLUMNS = ("path", "_file", "_row")
