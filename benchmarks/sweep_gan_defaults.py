@@ -7,7 +7,8 @@ Each experiment is one synthfaces setting (training-set size, target-cue difficu
 times one GAN variant, with the strategies ``baseline``, ``gan_complement`` and
 ``gan_gz_only`` (3 seeds each, as in ``params.yaml``). The report reads each experiment's
 ``metrics/paired.json`` (paired differences on the same test resamples, seeds resampled),
-``metrics/boundaries.json`` and ``metrics/attr/*.json`` from its git ref, so it works
+``metrics/eval/baseline.json``, ``metrics/boundaries.json`` and ``metrics/attr/target.json``
+from its git ref, so it works
 after the queue has finished (``dvc queue status``), in any later shell.
 
 The settings beside the default one (``make repro``) and the ``hard`` preset, whose
@@ -56,18 +57,24 @@ def changes_of(run: str) -> dict[str, Any]:
 
 def exp_file(name: str, path: str) -> dict | None:
     """A JSON file of a finished experiment, from its git ref; None when absent."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+    # Newest first: an experiment queued again (from a later commit) keeps its name.
+    refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate",
+                           "--format=%(refname)", "refs/exps"],
                           capture_output=True, text=True, check=True).stdout.split()
     found = [r for r in refs if r.endswith(f"/{name}")]
     if not found:
         return None
-    proc = subprocess.run(["git", "show", f"{found[-1]}:{path}"], capture_output=True,
+    proc = subprocess.run(["git", "show", f"{found[0]}:{path}"], capture_output=True,
                           text=True)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
 def _ci(entry: dict) -> str:
-    return f"{entry['diff']:+.3f} [{entry['ci95']['lo']:+.3f}, {entry['ci95']['hi']:+.3f}]"
+    """``diff [lo, hi]``; n/a for a bound JSON holds as null (undefined on a resample)."""
+    values = [entry["diff"], entry["ci95"]["lo"], entry["ci95"]["hi"]]
+    if any(v is None for v in values):
+        return "n/a"
+    return "{:+.3f} [{:+.3f}, {:+.3f}]".format(*values)
 
 
 def report(runs: list[str]) -> str:

@@ -9,8 +9,12 @@ import torch
 
 from facebalance.balance.strategies import training_options
 from facebalance.config import ClassifierParams
+from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import shard_refs
-from facebalance.models.fit import fit_classifier, fit_classifiers
+from facebalance.models.classifier import ClassifierConfig, build_classifier
+from facebalance.models.fit import epoch_samples, fit_classifier, fit_classifiers
+from facebalance.models.train import TrainConfig, ValAttention, train_classifier
+from facebalance.task import BINARY_TASK, cell_ids
 
 PARAMS = ClassifierParams(width=8, epochs=2, batch_size=64, lr=0.005)
 
@@ -37,3 +41,27 @@ def test_seeds_sharing_the_images_train_as_each_seed_alone(tiny_prepared: Path) 
             assert torch.equal(net.state_dict()[key], value), key
     # Different seeds really are different runs.
     assert not torch.equal(together[0][0].head.weight, together[1][0].head.weight)
+
+
+def test_one_seed_equals_the_plain_recipe(tiny_prepared: Path) -> None:
+    """Reference: the order of the code before fit_classifiers (seed, build the model, then
+    decode the images and train), written out with the training loop's own pieces."""
+    rows, val = _rows(tiny_prepared, "train"), _rows(tiny_prepared, "val")
+    torch.manual_seed(7)
+    ref = build_classifier(ClassifierConfig(width=PARAMS.width))
+    cells = cell_ids(BINARY_TASK, rows["label"], rows["group"], 2)
+    data = ShardDataset(rows, {"label": rows["label"].to_numpy("float32"),
+                               "weight": rows["weight"].to_numpy("float32"), "cell": cells})
+    attention = ValAttention(ShardDataset(val, {
+        "label": val["label"].to_numpy("float32"),
+        "cell": cell_ids(BINARY_TASK, val["label"], val["group"], 2)}), 4)
+    cfg = TrainConfig(epochs=PARAMS.epochs, batch_size=PARAMS.batch_size, lr=PARAMS.lr,
+                      weight_decay=PARAMS.weight_decay, augment=PARAMS.augment, seed=7,
+                      samples_per_epoch=epoch_samples(rows, PARAMS.epoch_size),
+                      **training_options("val_attention"))
+    train_classifier(ref, data, cfg, torch.device("cpu"), attention=attention)
+    (net, _, _), = fit_classifiers(rows, PARAMS, image_size=32, seeds=[7],
+                                   device=torch.device("cpu"), attention_val=val,
+                                   options=training_options("val_attention"))
+    for key, value in ref.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key

@@ -29,8 +29,8 @@ from facebalance.data.shards import (
     shard_files,
 )
 
-# Re-exported: stage scripts of earlier commits import it from here, and a queued DVC
-# experiment runs its snapshot's scripts against the installed lib.
+# Re-exported only for stage scripts of earlier commits (before stages/_checkout.py, a
+# queued DVC experiment ran its snapshot's scripts against the workspace's lib).
 from facebalance.data.shards import shard_refs as shard_refs
 
 log = logging.getLogger(__name__)

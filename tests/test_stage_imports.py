@@ -1,5 +1,6 @@
-"""Every stage runs the lib/ of its own checkout (what DVC hashed), never the installed one:
-a temporary or queued DVC experiment runs its stages in a copy of the project."""
+"""How stage scripts import: every stage runs the lib/ of its own checkout (what DVC hashed),
+never the installed one (a queued DVC experiment runs a copy of the project), and stages
+without a model never load torch."""
 
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ def test_a_copy_of_the_project_runs_its_own_lib(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout.split()
     assert Path(out[0]).resolve() == errors.resolve() and out[1] == "True"
+
+
+def test_stages_without_a_model_never_import_torch() -> None:
+    # Importing torch costs about 2 s per stage process; augment runs once per strategy.
+    code = ("import runpy, sys\nsys.path.insert(0, 'stages')\n"
+            "for name in ('augment', 'compare'):\n"
+            "    runpy.run_path(f'stages/{name}.py', run_name='imported')\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout.strip()
+    assert out == "[]"
