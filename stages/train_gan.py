@@ -8,7 +8,7 @@ import torch
 import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
-from facebalance.balance.strategies import oversample_rows
+from facebalance.balance.strategies import gan_stream_balance, oversample_rows
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_write_bytes, shard_refs
@@ -50,19 +50,23 @@ def main(
                 f"base.image_size is {p.base.image_size}")
         summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
     else:
-        if g.balance == "oversample":  # every (target, protected) cell equally often
-            refs = shard_refs(data / "train", ["id", p.dataset.target, p.dataset.protected])
-            refs = refs.iloc[oversample_rows(refs[p.dataset.target].to_numpy(),
-                                             refs[p.dataset.protected].to_numpy(),
+        d = p.dataset
+        # A regression task has no protected column; the labels are read only when needed.
+        labelled = p.task.kind == "binary" and bool(d.protected) and g.balance != "none"
+        refs = shard_refs(data / "train", ["id", d.target, d.protected] if labelled else ["id"])
+        balance = gan_stream_balance(g.balance, p.task.kind,
+                                     refs[d.protected].to_numpy() if labelled else None)
+        if balance == "oversample":  # every (target, protected) cell equally often
+            refs = refs.iloc[oversample_rows(refs[d.target].to_numpy(),
+                                             refs[d.protected].to_numpy(),
                                              derive_seed(p.base.seed, 4, 1))]
-        else:  # the labels are not needed (a regression task has no protected column)
-            refs = shard_refs(data / "train", ["id"])
         cfg = GanConfig(image_size=p.base.image_size, latent_dim=g.latent_dim, width=g.width,
                         mapping_layers=g.mapping_layers)
         train = GanTrainConfig(steps=g.steps, batch_size=g.batch_size, lr=g.lr, beta1=g.beta1,
                                ema=g.ema, seed=derive_seed(p.base.seed, 4))
         gen, curve = train_gan(ShardDataset(refs, {}), cfg, train, device)
-        summary = {"source": "trained", "steps": g.steps, "seconds": curve[-1]["seconds"],
+        summary = {"source": "trained", "balance": balance, "steps": g.steps,
+                   "seconds": curve[-1]["seconds"],
                    **{k: curve[-1][k] for k in ("d_loss", "g_loss", "d_real", "d_fake")}}
     z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
     # An adopted mapping-network checkpoint loads as its w view: map the draws first.

@@ -195,6 +195,13 @@ def test_task_rules_name_the_keys(data: dict, message: str) -> None:
         parse_params(data)
 
 
+def test_gan_balance_auto_never_refuses_a_task() -> None:
+    # auto resolves to none where oversampling cells has no meaning; only an explicit
+    # oversample with a non-binary task is refused (see the rule cases above).
+    parse_params({"task": {"kind": "regression"}, "dataset": {"target": "age", "protected": ""},
+                  "strategies": ["latent_smote"], "gan": {"balance": "auto"}})
+
+
 def test_each_task_kind_has_a_valid_synthfaces_setting() -> None:
     assert parse_params({"dataset": SKIN, "strategies": CLASSIC}).dataset.protected == "skin"
     p = parse_params({"task": {"kind": "multitask", "extra_targets": ["male"]},

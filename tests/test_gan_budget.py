@@ -40,7 +40,8 @@ TINY = {
     "compare": {"references": ["baseline"]},
 }
 OLD = {"augment": {"synthetic_share": 0.0, "synthetic_weight": 4.0},
-       "complement": {"n_pairs": 4000}, "train_attr": {"balance": "none"}}
+       "complement": {"n_pairs": 4000}, "train_attr": {"balance": "none"},
+       "gan": {"balance": "none"}}
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -52,7 +53,8 @@ def _paired(root: Path) -> dict:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("hard")
     new_project(root, {**TINY, "augment": OLD["augment"], "complement": OLD["complement"],
-                       "train_attr": {**TINY["train_attr"], **OLD["train_attr"]}})
+                       "train_attr": {**TINY["train_attr"], **OLD["train_attr"]},
+                       "gan": {**TINY["gan"], **OLD["gan"]}})
     dvc(root, "repro", "compare")
     old = _paired(root)
     old["budget"] = json.loads((root / "metrics/augment/gan_complement.json").read_text())
@@ -60,9 +62,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     set_params(root / "params.yaml", {
         "augment": {k: DEFAULTS["augment"][k] for k in OLD["augment"]},
         "complement": {"n_pairs": DEFAULTS["complement"]["n_pairs"]},
-        "train_attr": {"balance": DEFAULTS["train_attr"]["balance"]}})
+        "train_attr": {"balance": DEFAULTS["train_attr"]["balance"]},
+        "gan": {"balance": DEFAULTS["gan"]["balance"]}})
     proc = dvc(root, "repro", "compare")
-    assert "train_gan" not in ran(proc.stdout)  # the GAN and its latents are reused
+    # The GAN is reused unless the defaults train it differently; the baseline always is.
+    gan_changed = DEFAULTS["gan"]["balance"] != OLD["gan"]["balance"]
+    assert ("train_gan" in ran(proc.stdout)) == gan_changed
+    assert "train_target@baseline" not in ran(proc.stdout)
     new = _paired(root)
     new["budget"] = json.loads((root / "metrics/augment/gan_complement.json").read_text())
     return {"old": old, "new": new}

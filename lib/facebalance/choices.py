@@ -11,6 +11,9 @@ REWEIGHT_MODES = ("equal_cells", "independence", "within_class")
 BOUNDARY_METHODS = ("svm", "logistic")
 COMPLEMENT_MODES = ("paper", "perp", "on_hyperplane")
 COMPLEMENT_SHELLS = ("none", "rescale", "cap")
+#: The GAN's training stream: auto = oversample for a binary target and a binary protected
+#: attribute (where it was measured), none otherwise.
+GAN_BALANCE = ("auto", "none", "oversample")
 #: What the target classifier learns (see :mod:`facebalance.task`).
 TASK_KINDS = ("binary", "multiclass", "multitask", "regression")
 REGRESSION_LOSSES = ("l1", "smooth_l1")

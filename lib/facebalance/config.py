@@ -31,6 +31,7 @@ from facebalance.choices import (
     EMBED_BACKBONES,
     EMBED_MODELS,
     EVAL_SPLITS,
+    GAN_BALANCE,
     GAN_STRATEGIES,
     GUIDED_STRATEGIES,
     HEAD_METRICS,
@@ -210,9 +211,11 @@ class GanParams:
     lr: float = _opt(0.0002, lo=0.0)
     beta1: float = _opt(0.5, lo=0.0, hi=1.0)
     ema: float = _opt(0.99, lo=0.0, hi=1.0)
-    balance: str = _opt("none", choices=("none", "oversample"),
+    balance: str = _opt("auto", choices=GAN_BALANCE,
                         doc="oversample: train on a stream with every target x protected cell "
-                            "equally often, so the generator learns less of the skew")
+                            "equally often, so the generator learns less of the skew; auto: "
+                            "oversample for a binary target and a binary protected attribute, "
+                            "none otherwise")
     mapping_layers: int = _opt(0, lo=0, hi=8,
                                doc="> 0: a StyleGAN-style MLP maps z to w; boundaries, "
                                    "complements, inversion and interpolation then work in w")
@@ -662,7 +665,7 @@ def _check_task(p: Params) -> None:
             f"params: strategies lists guided, which labels its generated faces with the "
             f"binary target classifier (train_attr@target); task.kind is {t.kind!r}: use a "
             "binary target, or latent_smote (any task kind)")
-    if p.gan.balance != "none" and t.kind != "binary" and (
+    if p.gan.balance == "oversample" and t.kind != "binary" and (
             gan or any(s in INTERPOLATION_STRATEGIES for s in p.strategies)):
         raise FacebalanceError(
             f"params: gan.balance = {p.gan.balance!r} balances target x protected cells of a "

@@ -7,6 +7,7 @@ from facebalance.balance.strategies import (
     auto_n_pairs,
     budget_pairs,
     build_training_index,
+    gan_stream_balance,
     oversample_rows,
     reweight_weights,
     select_pairs,
@@ -203,3 +204,13 @@ def test_gan_strategies_weigh_the_budget_share_of_the_real_set() -> None:
         summary = synthetic_summary(index)
         assert summary["synthetic_share"] == pytest.approx(40 * 1.25 / 100)  # equal weight
         assert summary["synthetic_images"] == (40 if strategy == "gan_complement" else 20)
+
+
+def test_gan_stream_balance_auto_oversamples_only_a_binary_pair() -> None:
+    two, four = np.array([0, 1, 1, 0]), np.array([0, 1, 2, 3])
+    assert gan_stream_balance("auto", "binary", two) == "oversample"
+    assert gan_stream_balance("auto", "binary", four) == "none"  # K groups: as measured
+    assert gan_stream_balance("auto", "regression", None) == "none"
+    assert gan_stream_balance("auto", "multitask", two) == "none"
+    assert gan_stream_balance("none", "binary", two) == "none"
+    assert gan_stream_balance("oversample", "binary", four) == "oversample"

@@ -106,6 +106,21 @@ def oversample_rows(label: np.ndarray, group: np.ndarray, seed: int,
     return np.sort(np.concatenate(out))
 
 
+def gan_stream_balance(setting: str, task_kind: str, protected: np.ndarray | None) -> str:
+    """How the GAN's training stream is drawn: ``none`` or ``oversample`` (every target x
+    protected cell equally often).
+
+    ``auto`` oversamples for a binary target and a protected attribute with two groups,
+    where it was measured over several synthfaces settings (README: the latent target and
+    protected boundaries disentangle and the GAN strategies lower DEO more); with any other
+    task the GAN trains on the data as it is.
+    """
+    if setting != "auto":
+        return setting
+    binary_groups = protected is not None and len(np.unique(protected)) == 2
+    return "oversample" if task_kind == "binary" and binary_groups else "none"
+
+
 def _cell_label(frame: pd.DataFrame, task: TaskSpec) -> np.ndarray:
     """The label part of a cell: the primary target's class; one class for regression,
     whose cells are its groups (age bins)."""
