@@ -3,10 +3,10 @@
 The tiny pipeline runs the `hard` preset's data (P(blond | group) 0.85 vs 0.15, a small
 real set) through DVC twice: once with the old GAN defaults (every one of many pairs at
 loss weight 4, labelled by plain attribute classifiers: the generated images outweigh the
-real ones 32 to 1, as 48,000 pairs at weight 4 did against 9,400 real photos), then with
-the committed defaults, where the GAN and its latents are reused. One criterion judges
-both runs (:func:`harms`): with the old defaults it reports harm, with the committed ones
-none, so the test fails if the defaults go back.
+real ones 32 to 1, as 48,000 pairs at weight 4 did against 9,400 real photos, and a GAN
+trained on the skewed data as it is), then with the committed defaults (the baseline is
+reused). One criterion judges both runs (:func:`harms`): with the old defaults it reports
+harm, with the committed ones none, so the test fails if the defaults go back.
 """
 
 from __future__ import annotations
