@@ -56,11 +56,17 @@ def test_small_groups_reach_the_mean_size_with_agreeing_images(project: Path) ->
     assert len(table) == report["new_images"] == sum(r["made"] for r in report["groups"].values())
     ids = read_columns(project / "data/guided/images", ["id"])["id"]
     assert ids.tolist() == table["id"].tolist()
+    # augment keeps the images the protected classifier still puts in their group after the
+    # PNG round trip (`agrees`; on an AVX2 machine 1 of 240 did not).
+    kept = table[table["agrees"]]
+    assert len(kept) >= 0.9 * len(table)
     index = read_parquet(project / "data/trainsets/guided.parquet")
-    assert len(index) == 800 + len(table)
-    assert (index["source"] == "generated").sum() == len(table)
+    assert len(index) == 800 + len(kept)
+    assert (index["source"] == "generated").sum() == len(kept)
     groups = np.bincount(index["group"], minlength=4)
-    assert groups.min() >= size
+    real = np.array([counts[f"skin={g}"] for g in range(4)])
+    np.testing.assert_array_equal(groups, real + np.bincount(kept["group"], minlength=4))
+    assert groups.min() >= size - (len(table) - len(kept))
 
 
 def test_the_protected_classifier_has_one_output_per_group(project: Path) -> None:
