@@ -24,6 +24,8 @@ import subprocess
 import sys
 from typing import Any
 
+from facebalance.cli import experiment_file
+from facebalance.errors import FacebalanceError
 from facebalance.presets import PRESETS, set_args
 
 STRATEGIES = {"strategies": ["baseline", "gan_complement", "gan_gz_only"],
@@ -56,17 +58,11 @@ def changes_of(run: str) -> dict[str, Any]:
 
 
 def exp_file(name: str, path: str) -> dict | None:
-    """A JSON file of a finished experiment, from its git ref; None when absent."""
-    # Newest first: an experiment queued again (from a later commit) keeps its name.
-    refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate",
-                           "--format=%(refname)", "refs/exps"],
-                          capture_output=True, text=True, check=True).stdout.split()
-    found = [r for r in refs if r.endswith(f"/{name}")]
-    if not found:
+    """A JSON file of a finished experiment (the newest of that name); None when absent."""
+    try:
+        return json.loads(experiment_file(name, path))
+    except FacebalanceError:
         return None
-    proc = subprocess.run(["git", "show", f"{found[0]}:{path}"], capture_output=True,
-                          text=True)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
 def _ci(entry: dict) -> str:
@@ -105,9 +101,7 @@ def report(runs: list[str]) -> str:
 
 
 def _headline(metrics: dict, key: str) -> str:
-    value = metrics.get(key)
-    if isinstance(value, dict):
-        value = value.get("mean", value.get("value"))
+    value = metrics.get(key)  # a seed mean, or null when undefined
     return f"{value:.3f}" if isinstance(value, float) else "n/a"
 
 

@@ -227,16 +227,21 @@ def repro(
         _run(cmd)
 
 
-def _exp_file(name: str, path: str) -> str:
-    """A file of a finished DVC experiment, from its git ref (``refs/exps/.../<name>``)."""
+def experiment_file(name: str, path: str) -> str:
+    """A file of a finished DVC experiment, from its git ref (``refs/exps/.../<name>``).
+
+    The newest experiment of that name wins: one queued again from a later commit keeps
+    its name under another baseline prefix.
+    """
     import subprocess
 
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+    refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate",
+                           "--format=%(refname)", "refs/exps"],
                           capture_output=True, text=True).stdout.split()
     found = [r for r in refs if r.endswith(f"/{name}")]
     if not found:
         raise FacebalanceError(f"no DVC experiment named {name!r} (dvc exp show)")
-    proc = subprocess.run(["git", "show", f"{found[-1]}:{path}"], capture_output=True,
+    proc = subprocess.run(["git", "show", f"{found[0]}:{path}"], capture_output=True,
                           text=True)
     if proc.returncode != 0:
         raise FacebalanceError(f"experiment {name!r} has no {path}")
@@ -294,7 +299,7 @@ def choose_share(
     if dry_run:
         return
     try:
-        guards = {s: json.loads(_exp_file(n, "metrics/paired.json")).get("val_guard", {})
+        guards = {s: json.loads(experiment_file(n, "metrics/paired.json")).get("val_guard", {})
                   for s, n in names.items()}
         table = share_table(guards, strategy, fairness)
     except FacebalanceError as err:
