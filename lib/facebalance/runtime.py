@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ import click
 import numpy as np
 import pandas as pd
 import typer
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from facebalance.config import BaseParams
 from facebalance.data.shards import atomic_write_bytes
@@ -90,20 +93,67 @@ def os_error_message(err: OSError) -> str:
     return f"cannot access{where}: {reason}" + (f" ({hint})" if hint else "")
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a stage: it stops without replacing its outputs.
+
+    A ``BaseException`` that is not ``KeyboardInterrupt``: typer turns a
+    ``KeyboardInterrupt`` into an exit code that it returns rather than raises (so a
+    stage stopped by Ctrl-C exited 0 and DVC recorded it as done), and ``except
+    Exception`` blocks in lib must not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    # Later signals wait: the unwinding removes temporary outputs and must not be cut short.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def run_app(app: typer.Typer | Callable[..., Any]) -> None:
-    """Run a stage's typer app: log to stderr, turn user errors into one line and exit 1."""
+    """Run a stage's typer app: log to stderr, turn user errors into one line and exit 1.
+
+    SIGINT (Ctrl-C) and SIGTERM stop the stage with exit status 128 + the signal number
+    (130, 143) and one line: the atomic writers drop what they had written, so the
+    previous outputs stay, and DVC sees a failed command and never records the stage as
+    done. Any other non-zero status the command returns is passed on as well. Log and
+    error lines start their own line, never the end of a progress bar's.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
-        typer.main.get_command(app)(standalone_mode=False)
-    except FacebalanceError as err:
+        with logging_redirect_tqdm():  # log lines through tqdm.write, above any bar
+            code = typer.main.get_command(app)(standalone_mode=False)
+    except BaseException as err:
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()  # ends the bar's line: the error line must not continue it
+        sys.exit(_error_exit(err))
+    if isinstance(code, int) and code != 0:  # typer returns exit codes in this mode
+        sys.exit(code)
+
+
+def _error_exit(err: BaseException) -> int:
+    """Print the one line an exception stands for and return the exit status (re-raise
+    what is not a user's or the system's error: a bug keeps its traceback)."""
+    if isinstance(err, Interrupted):
+        print(f"error: interrupted by {signal.Signals(err.signum).name}; the stage did not "
+              "finish and its previous outputs are left as they were", file=sys.stderr)
+        return 128 + err.signum
+    if isinstance(err, FacebalanceError):
         print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(1)
-    except OSError as err:  # a read-only or full disk, a permission: the file and the cause
+        return 1
+    if isinstance(err, OSError):  # a read-only or full disk, a permission: file and cause
         print(f"error: {os_error_message(err)}", file=sys.stderr)
-        sys.exit(1)
-    except click.exceptions.ClickException as err:
+        return 1
+    if isinstance(err, click.exceptions.ClickException):
         err.show()
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
+        return err.exit_code
+    if isinstance(err, click.exceptions.Abort):
+        return 130
+    raise err

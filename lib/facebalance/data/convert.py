@@ -298,11 +298,15 @@ def exit_with_parent(parent: int) -> None:
 
     Linux delivers SIGKILL to the worker through ``PR_SET_PDEATHSIG``; elsewhere a daemon
     thread polls the parent id. Without this, decode workers (hundreds of MB each) outlive
-    a killed ``prepare``.
+    a killed ``prepare``. Ctrl-C, which reaches the whole process group, is left to the
+    parent (it stops the stage and the pool; workers would each print a traceback).
     """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform == "linux":
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

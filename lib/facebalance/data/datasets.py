@@ -12,6 +12,7 @@ row groups rather than rows so those caches hit. Either way a batch is fetched w
 from __future__ import annotations
 
 import logging
+import signal
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -207,6 +208,13 @@ def _passthrough(batch: object) -> object:
     return batch
 
 
+def _worker_signals(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: the main process stops the stage and ends
+    # its workers, which must not each print a traceback (SIGTERM: torch's own shutdown).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def make_loader(dataset: ShardDataset, batch_size: int, *, shuffle: bool, seed: int = 0,
                 num_workers: int = 0, num_samples: int = 0
                 ) -> tuple[DataLoader, BlockShuffleSampler]:
@@ -220,7 +228,8 @@ def make_loader(dataset: ShardDataset, batch_size: int, *, shuffle: bool, seed: 
                                   num_samples)
     workers = 0 if dataset.images is not None else num_workers
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_passthrough,
-                        num_workers=workers, persistent_workers=workers > 0)
+                        num_workers=workers, persistent_workers=workers > 0,
+                        worker_init_fn=_worker_signals if workers else None)
     return loader, sampler
 
 
