@@ -1,13 +1,14 @@
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from facebalance.cli import app
 
 from .conftest import REPO
-from .data.realdata import make_celeba
+from .data.realdata import make_celeba, make_utkface
 
 runner = CliRunner()
 
@@ -61,7 +62,19 @@ def test_labels_lists_columns_and_cells(tmp_path: Path) -> None:
     assert "train Male=0 Blond_Hair=" in result.output
     result = runner.invoke(app, ["labels", "celeba", str(tmp_path), "--target", "blond",
                                  "--protected", "Male"])
-    assert result.exit_code == 1 and "'blond' is not a binary column" in result.output
+    assert result.exit_code == 1
+    assert "'blond' is not a binary or class (0..K-1) column" in result.output
+
+
+def test_labels_takes_k_protected_groups(tmp_path: Path) -> None:
+    """UTKFace's five race groups are a protected column, as the pipeline uses them."""
+    make_utkface(tmp_path)
+    result = runner.invoke(app, ["labels", "utkface", str(tmp_path), "--target", "male",
+                                 "--protected", "race"])
+    assert result.exit_code == 0, result.output
+    assert "class columns (multiclass target / K protected groups): age_group, race" \
+        in result.output
+    assert "train race=4 male=" in result.output
 
 
 def test_labels_names_a_missing_label_file(tmp_path: Path) -> None:
@@ -154,3 +167,16 @@ def test_verify_prints_a_decision_and_bad_images_are_one_line(tmp_path: Path) ->
                               str(tmp_path / "0.png"), str(tmp_path / "1.png")])
     assert res.exit_code == 1 and "run the embed stage" in res.output
     assert len(np.atleast_1d(res.output.strip().splitlines())) == 1
+
+
+@pytest.mark.parametrize("content, found", [
+    ("[1, 2, 3]", "a JSON list"), ('{"epochs": 3, "loss": 0.1}', "keys epochs, loss"),
+    ("{}", "nothing"), ('{"deo": 0.1}', "keys deo"),
+])
+def test_show_says_what_a_file_is_not(tmp_path: Path, content: str, found: str) -> None:
+    path = tmp_path / "train.json"
+    path.write_text(content)
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {path} is not an evaluation report "
+                                    f"(metrics/reports/<strategy>.json): it holds {found}, not")

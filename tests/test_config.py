@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,43 @@ def test_load_params_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FacebalanceError, match="cannot read"):
         load_params(tmp_path / "missing.yaml")
     path.write_text("base: [unclosed")
-    with pytest.raises(FacebalanceError, match="is not valid YAML"):
+    with pytest.raises(FacebalanceError, match=rf"^params: {path} line 1 column 16: invalid "
+                                               r"YAML: expected ',' or '\]', but got '<stream "
+                                               r"end>'$"):
         load_params(path)
+
+
+@pytest.mark.parametrize("text, what", [
+    ("", "is empty"), ("# only a comment\n", "is empty"), ("[]", "holds a list"),
+    ("false", "holds a bool"), ("0", "holds a int"), ("just text", "holds a str"),
+])
+def test_a_params_file_must_be_a_mapping(tmp_path: Path, text: str, what: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(FacebalanceError, match=rf"^params: {path} {what}.*expected a mapping "
+                                               r"of sections"):
+        load_params(path)
+
+
+def test_a_params_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"base:\n  seed: 1 # caf\xe9\n")
+    with pytest.raises(FacebalanceError, match=rf"^params: {path} line 2: byte 0xe9 is not "
+                                               r"UTF-8; save the file as UTF-8$"):
+        load_params(path)
+
+
+def test_yaml_aliases_are_refused_before_anything_expands_them(tmp_path: Path) -> None:
+    """A nine-level alias bomb (each level lists the previous one nine times)."""
+    lines = ["a0: &a0 [baseline]"] + [
+        f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]" for k in range(1, 10)]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\nstrategies: *a9\n")
+    start = time.perf_counter()
+    with pytest.raises(FacebalanceError, match=rf"^params: {path} line 2 column 10: YAML "
+                                               r"alias \*a0; write the values out"):
+        load_params(path)
+    assert time.perf_counter() - start < 1.0
 
 
 def test_real_dataset_accepts_its_own_attribute_names() -> None:

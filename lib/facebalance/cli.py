@@ -78,8 +78,9 @@ def check_params(
 def labels(
     name: Annotated[str, typer.Argument(help="celeba, utkface, fairface, lfw or folder")],
     root: Annotated[Path, typer.Argument(help="the dataset folder")],
-    target: Annotated[str, typer.Option(help="binary target column to tabulate")] = "",
-    protected: Annotated[str, typer.Option(help="binary protected column")] = "",
+    target: Annotated[str, typer.Option(help="target column (binary or classes) to "
+                                             "tabulate")] = "",
+    protected: Annotated[str, typer.Option(help="protected column: 2..K groups")] = "",
     labels_csv: Annotated[str, typer.Option("--labels", help="folder: label CSV")] = "labels.csv",
 ) -> None:
     """Read a real dataset's label files (no image) and print its splits and columns.
@@ -87,7 +88,7 @@ def labels(
     Use it to choose ``dataset.target`` / ``dataset.protected`` before converting.
     """
     from facebalance.config import DatasetParams
-    from facebalance.data.loaders import binary_columns, read_labels
+    from facebalance.data.loaders import binary_columns, class_columns, read_labels
 
     try:
         index = read_labels(DatasetParams(name=name, root=str(root), labels=labels_csv,
@@ -99,15 +100,26 @@ def labels(
     typer.echo("splits: " + ", ".join(f"{s} {int((rec['split'] == s).sum())}"
                                       for s in ("train", "val", "test")))
     binary = binary_columns(rec)
-    other = [c for c in rec.columns if c not in ("file", "id", "split", "line", *binary)]
-    typer.echo(f"binary columns (target / protected): {', '.join(binary)}")
+    classes = [c for c in class_columns(rec) if c not in binary]
+    other = [c for c in rec.columns
+             if c not in ("file", "id", "split", "line", *binary, *classes)]
+    typer.echo(f"binary columns (target / protected): {', '.join(binary) or '-'}")
+    typer.echo(f"class columns (multiclass target / K protected groups): "
+               f"{', '.join(classes) or '-'}")
     typer.echo(f"other columns: {', '.join(other) or '-'}")
+    for col, names in index.classes.items():
+        typer.echo(f"text classes of {col}: " + ", ".join(f"{k} = {v}"
+                                                           for k, v in enumerate(names)))
+    if index.left_out:
+        typer.echo(f"text columns left out: {', '.join(index.left_out)}")
     for kind, entries in index.skipped.items():
         typer.echo(f"skipped ({kind}): {len(entries)}, first: {', '.join(entries[:3])}")
     if target and protected:
         for col in (target, protected):
-            if col not in binary:
-                _fail(FacebalanceError(f"{col!r} is not a binary column of {index.label_file}"))
+            if col not in binary + classes:
+                _fail(FacebalanceError(
+                    f"{col!r} is not a binary or class (0..K-1) column of "
+                    f"{index.label_file}; those are: {', '.join(binary + classes) or 'none'}"))
         cells = rec.groupby(["split", protected, target]).size()
         for (split, g, t), n in cells.items():
             typer.echo(f"  {split:<5} {protected}={g} {target}={t}: {n}")
@@ -127,34 +139,41 @@ def show(
     """Print the headline numbers and per-group rates of one evaluated strategy."""
     try:
         rep = json.loads(metrics.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         _fail(FacebalanceError(f"cannot read {metrics}: {err}"))
     from facebalance.choices import TASK_METRICS
     from facebalance.metrics.compare import fmt
 
-    kind = rep.get("task", {}).get("kind", "binary")
-    for key in TASK_METRICS.get(kind, TASK_METRICS["binary"]):
-        if isinstance(rep.get(key), dict) and "ci95" in rep[key]:
-            r = rep[key]
-            typer.echo(f"{key:>14}: {fmt(r['value'], 4)} ± {fmt(r['std'], 4)}  "
-                       f"95% CI [{fmt(r['ci95']['lo'], 4)}, {fmt(r['ci95']['hi'], 4)}]")
-    for group, rates in rep.get("by_group", {}).items():
-        typer.echo(f"{group:>14}: " + ", ".join(f"{k} {fmt(v)}" for k, v in rates.items()))
+    task = rep.get("task") if isinstance(rep, dict) else None
+    kind = task.get("kind", "binary") if isinstance(task, dict) else "binary"
+    keys = TASK_METRICS.get(kind, TASK_METRICS["binary"])
+    shown = [k for k in keys if isinstance(rep, dict) and isinstance(rep.get(k), dict)
+             and {"value", "std", "ci95"} <= set(rep[k])]
+    if not shown:
+        found = (f"keys {', '.join(map(str, list(rep)[:8]))}" if isinstance(rep, dict) and rep
+                 else f"a JSON {type(rep).__name__}" if not isinstance(rep, dict) else "")
+        _fail(FacebalanceError(
+            f"{metrics} is not an evaluation report (metrics/reports/<strategy>.json): it "
+            f"holds {found or 'nothing'}, not the metrics {', '.join(keys)} with value, std "
+            "and ci95"))
+    for key in shown:
+        r = rep[key]
+        typer.echo(f"{key:>14}: {fmt(r['value'], 4)} ± {fmt(r['std'], 4)}  "
+                   f"95% CI [{fmt(r['ci95']['lo'], 4)}, {fmt(r['ci95']['hi'], 4)}]")
+    by_group = rep.get("by_group")
+    for group, rates in (by_group.items() if isinstance(by_group, dict) else ()):
+        if isinstance(rates, dict):
+            typer.echo(f"{group:>14}: " + ", ".join(f"{k} {fmt(v)}" for k, v in rates.items()))
 
 
 def _preset_command(name: str, params: Path, temp: bool) -> list[str]:
     """Validate params.yaml with the preset's changes; the ``dvc exp run`` command."""
-    import yaml
-
-    from facebalance.config import parse_params
+    from facebalance.config import parse_params, read_params_data
     from facebalance.presets import apply_changes, preset_changes, set_args
 
     try:
         changes = preset_changes(name)
-        data = yaml.safe_load(params.read_text()) or {}
-        parse_params(apply_changes(data, changes))
-    except (OSError, yaml.YAMLError) as err:
-        raise FacebalanceError(f"preset {name}: cannot read {params}: {err}") from None
+        parse_params(apply_changes(read_params_data(params), changes))
     except FacebalanceError as err:
         raise FacebalanceError(f"preset {name}: {err}") from None
     # Target compare: only the stages the listed strategies need (no GAN stages without a
@@ -265,10 +284,8 @@ def choose_share(
     (facebalance/tuning.py states the criterion)."""
     import shlex
 
-    import yaml
-
     from facebalance.choices import GUARD_METRICS
-    from facebalance.config import parse_params
+    from facebalance.config import parse_params, read_params_data
     from facebalance.presets import apply_changes, preset_changes, set_args
     from facebalance.tuning import pick_share, share_table
 
@@ -280,10 +297,7 @@ def choose_share(
         _fail(FacebalanceError(f"--grid {grid!r}: expected positive numbers, e.g. 0.25,0.5,1"))
     try:
         changes = dict(preset_changes(preset_name)) if preset_name else {}
-        data = apply_changes(yaml.safe_load(params.read_text()) or {}, changes)
-        p = parse_params(data)
-    except (OSError, yaml.YAMLError) as err:
-        _fail(FacebalanceError(f"choose-share: cannot read {params}: {err}"))
+        p = parse_params(apply_changes(read_params_data(params), changes))
     except FacebalanceError as err:
         _fail(err)
     fairness = GUARD_METRICS[p.task.kind][1]

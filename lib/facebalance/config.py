@@ -45,7 +45,7 @@ from facebalance.choices import (
     TASK_METRICS,
     VERIFY_FEATURES,
 )
-from facebalance.errors import FacebalanceError
+from facebalance.errors import FacebalanceError, first_line
 
 #: Binary attributes synthfaces renders; any two can be target and protected.
 SYNTH_BINARY_ATTRIBUTES = ("blond", "male", "smiling", "eyeglasses")
@@ -728,6 +728,60 @@ def _check_synth_task(p: Params) -> None:
                 f"{sum(d.skin_shares):g}; expected 1")
 
 
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """Parse a YAML document that has no aliases; errors in one line with line and column.
+
+    Aliases (``&a`` ... ``*a``) are refused: nested ones expand exponentially in the tools
+    that read params.yaml after us (DVC expands ``foreach: ${strategies}``), and a params
+    file never needs them.
+    """
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                mark = event.start_mark
+                raise FacebalanceError(
+                    f"params: {path} line {mark.line + 1} column {mark.column + 1}: YAML "
+                    f"alias *{event.anchor}; write the values out (aliases are refused: "
+                    "nested ones expand without bound)")
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise FacebalanceError(f"params: {path}{where}: invalid YAML: "
+                               f"{err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise FacebalanceError(f"params: {path}: invalid YAML: {first_line(err)}") from None
+
+
+def read_params_data(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a params file, before validation (for applying changes to it).
+
+    Raises
+    ------
+    FacebalanceError
+        When the file cannot be read, is not UTF-8, is not valid YAML (line and column),
+        uses aliases, is empty or is not a mapping; one line naming the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise FacebalanceError(f"params: cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise FacebalanceError(f"params: {path} line {line}: byte 0x{err.object[err.start]:02x} "
+                               "is not UTF-8; save the file as UTF-8") from None
+    data = parse_yaml(text, path)
+    if data is None:
+        raise FacebalanceError(f"params: {path} is empty; expected a mapping of sections "
+                               "(base:, dataset:, ...)")
+    if not isinstance(data, Mapping):
+        raise FacebalanceError(f"params: {path} holds a {type(data).__name__} "
+                               f"({str(data)[:40]!r}); expected a mapping of sections "
+                               "(base:, dataset:, ...)")
+    return dict(data)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file.
 
@@ -746,15 +800,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     FacebalanceError
         When the file is missing, is not valid YAML, or fails validation.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise FacebalanceError(f"params: cannot read {path}: {err.strerror}") from err
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise FacebalanceError(f"params: {path} is not valid YAML: {err}") from err
+    data = read_params_data(path)
     try:
         return parse_params(data)
     except FacebalanceError as err:

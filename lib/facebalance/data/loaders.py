@@ -37,7 +37,7 @@ import pandas as pd
 
 from facebalance.config import DatasetParams
 from facebalance.data.synthfaces import AGE_BINS
-from facebalance.errors import FacebalanceError
+from facebalance.errors import FacebalanceError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ class LabelIndex:
         Extra Parquet tables written next to the splits (LFW ``pairs``).
     needs_attributes
         False for verification-only data (LFW): no target/protected check.
+    default_crop
+        Centre square the dataset's images want (CelebA: 128); 0: the largest.
+    classes
+        Column -> class names of a column whose values were text (code k = name k).
+    left_out
+        Text columns not carried into the shards (free text, file names).
     """
 
     records: pd.DataFrame
@@ -83,6 +89,8 @@ class LabelIndex:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     needs_attributes: bool = True
     default_crop: int = 0
+    classes: dict[str, list[str]] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
 
 
 def image_ids(files: pd.Series) -> pd.Series:
@@ -284,16 +292,30 @@ def index_utkface(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
                       skipped={"malformed_name": malformed})
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+def _read_csv(path: Path, required: tuple[str, ...],
+              reserved: Callable[[pd.Index], None] | None = None) -> pd.DataFrame:
+    """A label CSV as text columns (a byte-order mark and Windows line ends allowed), plus
+    ``line``; ``reserved`` checks the CSV's own column names first."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise FacebalanceError(f"dataset: {path} is not UTF-8 text (byte {err.start}: "
+                               f"{err.reason}); save it as UTF-8") from err
+    except pd.errors.EmptyDataError:
+        raise FacebalanceError(f"dataset: {path} is empty; expected a header line and one "
+                               "row per image") from None
     except (OSError, pd.errors.ParserError, ValueError) as err:
-        raise FacebalanceError(f"dataset: cannot read {path}: {err}") from err
+        raise FacebalanceError(f"dataset: cannot read {path}: {first_line(err)}") from err
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise FacebalanceError(
             f"dataset: {path} lacks column(s) {', '.join(missing)}; it has "
             f"{', '.join(frame.columns)}")
+    if frame.empty:
+        raise FacebalanceError(f"dataset: {path} has a header but no rows; expected one row "
+                               "per image")
+    if reserved is not None:
+        reserved(frame.columns)
     frame["line"] = np.arange(len(frame), dtype=np.int32) + 2  # header is line 1
     return frame
 
@@ -434,23 +456,74 @@ def index_lfw(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
                       tables={"pairs": table.reset_index(drop=True)}, needs_attributes=False)
 
 
-def _binary(values: pd.Series, column: str, path: Path, lines: pd.Series) -> pd.Series:
-    """0/1 int8 from 0/1, -1/1 or true/false text; an error names the first bad row."""
-    mapping = {"0": 0, "1": 1, "-1": 0, "true": 1, "false": 0, "0.0": 0, "1.0": 1}
-    out = values.str.strip().str.lower().map(mapping)
-    if out.isna().any():
-        r = int(np.flatnonzero(out.isna().to_numpy())[0])
-        raise FacebalanceError(
-            f"dataset: {path} line {lines.iloc[r]}: {column} = {values.iloc[r]!r}; a target "
-            "or protected column must be binary (0/1, -1/1 or true/false)")
-    return out.astype(np.int8)
+#: Columns the shards and label indexes use themselves: a label CSV may not bring its own.
+RESERVED_COLUMNS = ("id", "image", "split", "file", "line", "source", "source_file", "weight",
+                    "group")
+#: A text column with at most this many distinct values becomes classes 0..K-1 (sorted);
+#: one with more (free text, file names) is left out of the shards.
+MAX_TEXT_CLASSES = 64
+_FLAGS = ("true", "false")
+
+
+def _first_row(mask: pd.Series | np.ndarray) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0])
+
+
+def _label_column(values: pd.Series, column: str, path: Path,
+                  lines: pd.Series) -> tuple[pd.Series, list[str]]:
+    """A target or protected column of a label CSV as integers (or numbers), and the class
+    names when its values were text.
+
+    true/false -> 1/0; -1/1 -> 0/1 (CelebA's coding); text -> classes 0..K-1 in sorted
+    order; numbers as they are. A column mixing codings (-1 with 0, true/false or numbers
+    with other text) or with an empty cell is refused, naming the first bad row.
+    """
+    text = values.str.strip()
+
+    def refuse(mask: pd.Series | np.ndarray, expected: str) -> FacebalanceError:
+        r = _first_row(mask)
+        return FacebalanceError(f"dataset: {path} line {lines.iloc[r]}: {column} = "
+                                f"{values.iloc[r]!r}; {expected}")
+
+    if (text == "").any():
+        raise refuse(text == "", f"every image needs a {column} value")
+    flags = text.str.lower().isin(_FLAGS)
+    if flags.all():
+        return (text.str.lower() == "true").astype(np.int8), []
+    if flags.any():
+        raise refuse(~flags, f"the other values of {column} are true/false")
+    num = pd.to_numeric(text, errors="coerce")
+    if num.notna().all():
+        found = set(num.unique().tolist())
+        if found <= {-1, 1}:
+            return ((num + 1) // 2).astype(np.int8), []
+        if found <= {-1, 0, 1}:
+            raise refuse(num == -1, f"{column} mixes -1 with 0 and 1; code a binary column "
+                                    "as 0/1 or as -1/1, not both")
+        return _typed(text), []
+    if num.notna().any():  # name a row of the rarer kind: most likely the mistake
+        numbers = num.notna().sum() >= num.isna().sum()
+        raise refuse(num.isna() if numbers else num.notna(),
+                     f"the other values of {column} are {'numbers' if numbers else 'text'}; "
+                     "a column holds numbers or class names, not both")
+    return _text_classes(text, column, path)
+
+
+def _text_classes(text: pd.Series, column: str, path: Path) -> tuple[pd.Series, list[str]]:
+    """Text values as classes 0..K-1 in sorted order (stated in the log)."""
+    classes = sorted(text.unique().tolist())
+    codes = text.map({v: k for k, v in enumerate(classes)})
+    log.info("dataset: %s: %s holds text; classes %s", path, column,
+             ", ".join(f"{k} = {v}" for k, v in enumerate(classes)))
+    dtype = np.int8 if len(classes) <= 127 else np.int32
+    return codes.astype(dtype), classes
 
 
 def _typed(values: pd.Series) -> pd.Series:
     """Numbers as the smallest fitting int or float32, true/false as 0/1 int8; anything
     else stays text."""
     flags = values.str.strip().str.lower()
-    if flags.isin(("true", "false")).all():
+    if flags.isin(_FLAGS).all():
         return (flags == "true").astype(np.int8)
     num = pd.to_numeric(values, errors="coerce")
     if num.isna().any() and not values.eq("").all():
@@ -464,31 +537,59 @@ def _typed(values: pd.Series) -> pd.Series:
     return num.astype(np.float32)
 
 
+def _check_reserved(columns: pd.Index, p: DatasetParams, path: Path) -> None:
+    used = {p.file_column, p.split_column}
+    for col in columns:
+        if col in RESERVED_COLUMNS and col not in used:
+            way_out = (f"rename it in the CSV, or set dataset.split_column: {col} if it holds "
+                       "train/val/test" if col == "split" else "rename it in the CSV")
+            raise FacebalanceError(
+                f"dataset: {path}: column {col!r} clashes with a column the shards hold "
+                f"themselves ({', '.join(RESERVED_COLUMNS)}); {way_out}")
+
+
 def index_folder(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
     """Any image folder plus a label CSV (``dataset.labels``, ``dataset.file_column``).
 
     The CSV's ``dataset.split_column`` (train/val/test) is used when present, else a seeded
-    split stratified by target and protected. Target and protected must be binary.
+    split stratified by target and protected. Target and protected take 0/1, -1/1,
+    true/false, integer classes or text (classes in sorted order); other text columns with
+    at most :data:`MAX_TEXT_CLASSES` values become classes too (usable as groups), longer
+    free text is left out. Both are listed in :attr:`LabelIndex.classes` / ``left_out``.
     """
     path = Path(p.labels) if Path(p.labels).is_absolute() else root / (p.labels or "labels.csv")
     if not path.is_file():
         raise FacebalanceError(f"dataset: label CSV {path} (dataset.labels) not found")
-    raw = _read_csv(path, (p.file_column,))
+    raw = _read_csv(path, (p.file_column,), lambda cols: _check_reserved(cols, p, path))
     records = pd.DataFrame({"file": raw[p.file_column], "line": raw["line"]})
+    classes: dict[str, list[str]] = {}
+    left_out: list[str] = []
     for col in raw.columns:
         if col in (p.file_column, p.split_column, "line"):
             continue
         if col in (p.target, p.protected):
-            records[col] = _binary(raw[col], col, path, raw["line"])
+            records[col], names = _label_column(raw[col], col, path, raw["line"])
         elif col == "identity":
-            records[col] = raw[col]
+            records[col], names = raw[col], []
         else:
-            records[col] = _typed(raw[col])
+            records[col], names = _typed(raw[col]), []
+            if not pd.api.types.is_numeric_dtype(records[col]):
+                text = raw[col].str.strip()
+                if text.nunique() > MAX_TEXT_CLASSES or (text == "").any():
+                    left_out.append(col)
+                    del records[col]
+                    continue
+                records[col], names = _text_classes(text, col, path)
+        if names:
+            classes[col] = names
+    if left_out:
+        log.warning("dataset: %s: text columns left out of the shards (over %d values or "
+                    "empty cells): %s", path, MAX_TEXT_CLASSES, ", ".join(left_out))
     if p.split_column in raw.columns:
         split = raw[p.split_column].str.strip().str.lower()
         bad = ~split.isin(SPLITS)
         if bad.any():
-            r = int(np.flatnonzero(bad.to_numpy())[0])
+            r = _first_row(bad)
             raise FacebalanceError(
                 f"dataset: {path} line {raw['line'].iloc[r]}: {p.split_column} = "
                 f"{raw[p.split_column].iloc[r]!r}; valid: {', '.join(SPLITS)}")
@@ -497,7 +598,8 @@ def index_folder(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
         records.insert(1, "split", stratified_split(_strata(records, p), len(records),
                                                     p.val_fraction, p.test_fraction, seed))
     records.insert(1, "id", image_ids(records["file"]))
-    return LabelIndex(records, _dir(root, p.images, ()), str(path))
+    return LabelIndex(records, _dir(root, p.images, ()), str(path), classes=classes,
+                      left_out=left_out)
 
 
 IndexFn = Callable[..., LabelIndex]
@@ -597,27 +699,29 @@ def read_labels(p: DatasetParams, seed: int = 0) -> LabelIndex:
     return index
 
 
+def _attribute_columns(records: pd.DataFrame) -> list[str]:
+    return [c for c in records.columns if c not in ("file", "id", "split", "line", "identity")]
+
+
 def binary_columns(records: pd.DataFrame) -> list[str]:
     """Attribute columns holding only 0 and 1 (int8): the possible target/protected."""
-    return [c for c in records.columns
-            if c not in ("file", "id", "split", "line", "identity")
-            and records[c].dtype == np.int8 and set(np.unique(records[c])) <= {0, 1}]
+    return [c for c in _attribute_columns(records)
+            if records[c].dtype == np.int8 and set(np.unique(records[c])) <= {0, 1}]
 
 
 def class_columns(records: pd.DataFrame) -> list[str]:
     """Integer attribute columns with values 0..K-1 (K >= 2): possible multi-class targets
     and protected groups (race, age_group, and the binary ones)."""
-    return [c for c in records.columns
-            if c not in ("file", "id", "split", "line", "identity")
-            and np.issubdtype(records[c].dtype, np.integer) and len(records)
+    return [c for c in _attribute_columns(records)
+            if pd.api.types.is_integer_dtype(records[c]) and len(records)
             and records[c].min() >= 0 and records[c].nunique() >= 2]
 
 
 def numeric_columns(records: pd.DataFrame) -> list[str]:
     """Numeric attribute columns: possible regression targets (age)."""
-    return [c for c in records.columns
-            if c not in ("file", "id", "split", "line", "identity")
-            and np.issubdtype(records[c].dtype, np.number)]
+    return [c for c in _attribute_columns(records)
+            if pd.api.types.is_numeric_dtype(records[c])
+            and not pd.api.types.is_bool_dtype(records[c])]
 
 
 def task_columns(kind: str, extra_targets: Sequence[str] = ()) -> dict[str, Callable]:
@@ -645,6 +749,12 @@ def index_dataset(p: DatasetParams, seed: int = 0, kind: str = "binary",
     index = read_labels(p, seed)
     if not index.needs_attributes:
         return index
+    if kind == "regression" and p.target in index.classes:
+        names = index.classes[p.target]
+        raise FacebalanceError(
+            f"params: dataset.target = {p.target!r} is not a numeric column of "
+            f"{index.label_file}: it holds text ({', '.join(names[:5])}"
+            f"{', ...' if len(names) > 5 else ''}); a regression target must be numbers")
     values = {"target": p.target, "protected": p.protected,
               **{f"extra_targets ({c})": c for c in extra_targets}}
     for role, columns_of in task_columns(kind, extra_targets).items():

@@ -181,6 +181,10 @@ def write_real(p: DatasetParams, out: Path, *, seed: int, image_size: int,
     if "pairs" in stats.tables:
         pairs = stats.tables["pairs"]
         summary["pairs"] = {s: int((pairs["split"] == s).sum()) for s in SPLITS}
+    if index.classes:  # code k of a text column = its k-th name
+        summary["classes"] = index.classes
+    if index.left_out:
+        summary["columns_left_out"] = index.left_out
     summary["errors"] = dict(stats.errors)
     summary["warnings"] = {"small": stats.warnings.get("small", 0)}
     summary["error_examples"] = stats.examples
