@@ -158,6 +158,14 @@ def test_verify_prints_a_decision_and_bad_images_are_one_line(tmp_path: Path) ->
     res = runner.invoke(app, [*base, "--verifier", "cosine", str(tmp_path / "0.png"),
                               str(tmp_path / "0.png")])
     assert res.output.startswith("same person: cosine 1.000"), res.output  # one face twice
+    Image.new("RGB", (64, 64), (90, 140, 200)).save(tmp_path / "sky.png")  # no face at all
+    res = runner.invoke(app, [*base, str(tmp_path / "0.png"), str(tmp_path / "sky.png")])
+    assert res.exit_code == 0
+    assert (f"warning: {tmp_path / 'sky.png'}: MTCNN finds no face in it; the verdict above "
+            "compares whatever the image shows") in res.output
+    res = runner.invoke(app, [*base, "--no-detect", str(tmp_path / "0.png"),
+                              str(tmp_path / "sky.png")])
+    assert "warning" not in res.output
     for bad, why in (("bad.jpg", "not a readable image"), ("none.png", "no such file")):
         res = runner.invoke(app, [*base, str(tmp_path / "0.png"), str(tmp_path / bad)])
         assert res.exit_code == 1

@@ -248,3 +248,15 @@ def test_each_task_kind_has_a_valid_synthfaces_setting() -> None:
                       "dataset": {"target": "age", "protected": "", "age_profile": "utkface"},
                       "strategies": CLASSIC, "compare": {"metrics": ["wmae", "mae"]}})
     assert p.task.age_bins == [30, 45.5]
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("dataset", "n_train", 1_000_000_000), ("dataset", "n_train", 10**12),
+    ("dataset", "n_train", 10**30), ("sample", "n", 10**9), ("evaluate", "bootstrap", 10**7),
+    ("train_target", "batch_size", 10**6), ("base", "seed", 2**40),
+])
+def test_counts_have_an_upper_bound(section: str, key: str, value: int) -> None:
+    """A typo of a count fails at validation instead of allocating until killed."""
+    with pytest.raises(FacebalanceError, match=rf"params: {section}\.{key} = {value} is "
+                                               r"invalid; expected between \d+ and \d+$"):
+        parse_params({section: {key: value}})

@@ -379,6 +379,8 @@ def verify(
     params: Annotated[Path, typer.Option(help="params file (how images are prepared)")] = Path(
         "params.yaml"),
     verifier: Annotated[str, typer.Option(help="head (pair features) or cosine")] = "head",
+    detect: Annotated[bool, typer.Option(help="with dataset.align: none, look for a face "
+                                              "with MTCNN and warn when there is none")] = True,
 ) -> None:
     """Same person or not: the trained embedder and head on two images, prepared (cropped,
     aligned, resized) as the pipeline prepares its images."""
@@ -414,6 +416,15 @@ def verify(
     label = "P(same)" if verifier == "head" else "cosine"
     typer.echo(f"{'same person' if same else 'different people'}: {label} {score:.3f}, "
                f"threshold {threshold:.3f} ({verifier}, chosen on the val pairs)")
+    if detect and d.align == "none":  # mtcnn alignment already refused a faceless image
+        from facebalance.data.convert import MtcnnDetector, open_rgb
+
+        finder = MtcnnDetector()
+        for f in dict.fromkeys((image1, image2)):
+            if finder([open_rgb(f, f.parent, d.max_pixels)])[0] is None:
+                typer.echo(f"warning: {f}: MTCNN finds no face in it; the verdict above "
+                           "compares whatever the image shows (--no-detect skips this check)",
+                           err=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

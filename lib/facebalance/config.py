@@ -59,6 +59,11 @@ ALIGN = ("none", "mtcnn")
 ARCHS = ("small_resnet", "resnet18", "resnet50", "mobilenet_v2")
 IMAGE_SIZES = (32, 64, 128)
 ON_ERROR = ("skip", "fail")
+#: Upper bound of every count, size and step number without a bound of its own: a typo
+#: like 1000000000 must fail at validation, not allocate until the machine kills the stage.
+MAX_COUNT = 10_000_000
+#: Upper bound of batch sizes (a batch is held in memory at once).
+MAX_BATCH = 65_536
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -75,10 +80,10 @@ def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None,
 class BaseParams:
     """Shared by every stage."""
 
-    seed: int = _opt(0, lo=0, doc="root of every random source")
+    seed: int = _opt(0, lo=0, hi=2**31 - 1, doc="root of every random source")
     device: str = _opt("auto", doc="auto | cpu | cuda | cuda:N | mps")
     image_size: int = _opt(32, choices=IMAGE_SIZES, doc="side of the square images")
-    threads: int = _opt(0, lo=0, doc="torch CPU threads; 0 keeps torch's default")
+    threads: int = _opt(0, lo=0, hi=1024, doc="torch CPU threads; 0 keeps torch's default")
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class ClassifierParams:
     width: int = _opt(16, lo=4, hi=512, doc="base channel width of small_resnet")
     weights: str = _opt("", doc="optional path to initial weights (state dict)")
     epochs: int = _opt(4, lo=1)
-    batch_size: int = _opt(128, lo=1)
+    batch_size: int = _opt(128, lo=1, hi=MAX_BATCH)
     lr: float = _opt(0.003, lo=0.0)
     weight_decay: float = _opt(0.0005, lo=0.0)
     augment: bool = _opt(True, doc="random flips and 2-pixel shifts")
@@ -207,7 +212,7 @@ class GanParams:
     latent_dim: int = _opt(128, lo=2)
     width: int = _opt(32, lo=4, hi=1024)
     steps: int = _opt(2000, lo=1)
-    batch_size: int = _opt(64, lo=2)
+    batch_size: int = _opt(64, lo=2, hi=MAX_BATCH)
     lr: float = _opt(0.0002, lo=0.0)
     beta1: float = _opt(0.5, lo=0.0, hi=1.0)
     ema: float = _opt(0.99, lo=0.0, hi=1.0)
@@ -226,7 +231,7 @@ class SampleParams:
     """Latents drawn from the prior and generated (boundary fitting and the pair pool)."""
 
     n: int = _opt(12000, lo=2)
-    batch_size: int = _opt(1024, lo=1)
+    batch_size: int = _opt(1024, lo=1, hi=MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,7 @@ class ComplementParams:
     n_pairs: int = _opt(0, lo=0, doc="pairs to generate; 0: what augment.synthetic_share "
                                      "needs for the real training set, with room for the "
                                      "filters (x1.5)")
-    batch_size: int = _opt(1024, lo=1)
+    batch_size: int = _opt(1024, lo=1, hi=MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -269,7 +274,7 @@ class InvertParams:
                        doc="encoder: one pass; optimize: Adam from a random latent; both: "
                            "Adam from the encoder's latent")
     encoder_steps: int = _opt(1500, lo=1, doc="encoder training steps on (G(z), z)")
-    encoder_batch_size: int = _opt(128, lo=2)
+    encoder_batch_size: int = _opt(128, lo=2, hi=MAX_BATCH)
     encoder_lr: float = _opt(0.001, lo=0.0)
     encoder_width: int = _opt(32, lo=4, hi=1024)
     steps: int = _opt(30, lo=0, doc="Adam steps per image (optimize, both)")
@@ -277,7 +282,7 @@ class InvertParams:
     prior_weight: float = _opt(0.01, lo=0.0,
                                doc="weight of (|z|/sqrt(d) - 1)^2, keeping latents on the "
                                    "prior's shell")
-    batch_size: int = _opt(512, lo=1, doc="images optimised together")
+    batch_size: int = _opt(512, lo=1, hi=MAX_BATCH, doc="images optimised together")
     n_test: int = _opt(1000, lo=0, doc="test images inverted for metrics/invert.json; 0: all")
 
 
@@ -287,7 +292,7 @@ class InterpolateParams:
 
     contribution: list = _opt([0.1, 0.9], doc="range of the injected member's share "
                                               "(paper: 0.1-0.9)")
-    batch_size: int = _opt(1024, lo=1)
+    batch_size: int = _opt(1024, lo=1, hi=MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -302,16 +307,16 @@ class GuidedParams:
                                         "group is dropped")
     to: str = _opt("mean", choices=("mean", "max"),
                    doc="the group size every smaller group is brought to")
-    batch_size: int = _opt(512, lo=1, doc="fresh latents walked at a time")
+    batch_size: int = _opt(512, lo=1, hi=MAX_BATCH, doc="fresh latents walked at a time")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     """Fairness evaluation on the balanced test split."""
 
-    bootstrap: int = _opt(500, lo=10)
+    bootstrap: int = _opt(500, lo=10, hi=100_000)
     kl_bins: int = _opt(50, lo=2)
-    batch_size: int = _opt(512, lo=1)
+    batch_size: int = _opt(512, lo=1, hi=MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -345,7 +350,7 @@ class EmbedParams:
     input_size: int = _opt(160, lo=32, hi=512,
                            doc="inception_resnet_v1: faces are resized to this side")
     epochs: int = _opt(8, lo=1)
-    batch_size: int = _opt(128, lo=2)
+    batch_size: int = _opt(128, lo=2, hi=MAX_BATCH)
     lr: float = _opt(0.003, lo=0.0)
     weight_decay: float = _opt(0.0005, lo=0.0)
     augment: bool = _opt(True, doc="random flips and 2-pixel shifts while training")
@@ -356,7 +361,7 @@ class EmbedParams:
     align: str = _opt("landmarks", choices=EMBED_ALIGN,
                       doc="dlib: landmarks (5-point, inside the prepared face crop) | detect "
                           "(dlib's face detector first) | none (the crop as it is)")
-    embed_batch_size: int = _opt(256, lo=1, doc="images embedded at a time")
+    embed_batch_size: int = _opt(256, lo=1, hi=MAX_BATCH, doc="images embedded at a time")
     cache_mb: int = _opt(2048, lo=0, doc="decode the training images in memory below this")
 
 
@@ -376,7 +381,7 @@ class VerifyParams:
     features: list = _opt(list(VERIFY_FEATURES), doc="pair features of the head")
     c: float = _opt(1.0, lo=0.0, doc="inverse regularization of the logistic head")
     fars: list = _opt([0.01, 0.001], doc="false accept rates the TAR is reported at")
-    bootstrap: int = _opt(500, lo=10, doc="resamples of the test pairs")
+    bootstrap: int = _opt(500, lo=10, hi=100_000, doc="resamples of the test pairs")
 
 
 @dataclass(frozen=True)
@@ -442,6 +447,8 @@ def _check_value(key: str, value: Any, ftype: Any, meta: Mapping[str, Any]) -> A
         raise FacebalanceError(
             f"params: {key} = {value!r} is invalid; valid values: {valid}")
     lo, hi = meta.get("lo"), meta.get("hi")
+    if ftype is int and hi is None and choices is None:
+        hi = MAX_COUNT
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
         raise FacebalanceError(f"params: {key} = {value!r} is invalid; expected {bounds}")

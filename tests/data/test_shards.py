@@ -13,6 +13,7 @@ import pytest
 
 from facebalance.data.shards import (
     ShardWriter,
+    atomic_directory,
     atomic_write_bytes,
     clean_stale_temps,
     decode_batch,
@@ -179,3 +180,27 @@ def test_a_kill_between_the_two_renames_restores_the_previous_output(tmp_path: P
     clean_stale_temps(tmp_path / "split")
     assert not aside.exists()
     assert read_columns(tmp_path / "split", ["id"])["id"].tolist() == ["x0", "x1", "x2"]
+
+
+def test_an_output_folder_holding_other_files_is_refused_not_deleted(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with atomic_directory(out) as tmp:
+        (tmp / "a.json").write_text("1")
+        (tmp / "train").mkdir()
+        (tmp / "train" / "part-00000.parquet").write_text("x")
+    (out / "train" / "part-00001.parquet").write_text("y")  # an older, larger output's part
+    with atomic_directory(out) as tmp:  # its own earlier output: replaced
+        (tmp / "a.json").write_text("2")
+    assert sorted(p.name for p in out.rglob("*")) == ["a.json"]
+    (out / "my_notes.txt").write_text("keep me")
+    with pytest.raises(FacebalanceError, match=rf"^{out} holds files this stage did not write "
+                                               r"\(my_notes.txt\); .*choose another --out$"):
+        with atomic_directory(out) as tmp:
+            (tmp / "a.json").write_text("3")
+    assert (out / "my_notes.txt").read_text() == "keep me"
+    assert (out / "a.json").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left
+    with pytest.raises(FacebalanceError, match=r"holds files this stage did not write"):
+        with ShardWriter(out, 10, 5) as writer:
+            writer.write(pd.DataFrame({"id": ["a"]}))
+    assert (out / "my_notes.txt").exists()

@@ -18,7 +18,7 @@ from facebalance.metrics.tasks import weighted_mae
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.evaluate import evaluate_models
 from facebalance.models.fit import fit_classifier
-from facebalance.task import param_columns, task_from_params, task_labels
+from facebalance.task import Head, TaskSpec, param_columns, task_from_params, task_labels
 
 from ..data.realdata import make_fairface, make_utkface
 
@@ -63,6 +63,14 @@ def test_utkface_age_regression(tmp_path: Path) -> None:
     assert rep["worst_group_mae"]["value"] >= rep["wmae"]["value"] >= rep["best_group_mae"][
         "value"]
     assert set(rep["by_group"]) <= {"age <30", "age 30-44", "age 45-59", "age 60+"}
+    # A regression checkpoint where params ask for a binary task: one line, not KeyError.
+    binary = TaskSpec(heads=(Head("male", "binary"),), protected="race")
+    with pytest.raises(FacebalanceError, match=r"^evaluate: the checkpoints in .*models were "
+                       r"trained for a regression task on age; params.yaml asks for a binary "
+                       r"task on male, race: rerun train_target"):
+        evaluate_models(tmp_path / "prepared", tmp_path / "models", [0, 1],
+                        default_task=binary, columns=["male", "race"], device=CPU,
+                        params=EvaluateParams(bootstrap=20))
 
 
 def test_fairface_multitask_race_and_gender(tmp_path: Path) -> None:

@@ -31,16 +31,19 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from facebalance.data.loaders import SPLITS, LabelIndex
-from facebalance.data.shards import ShardWriter, encode_png_batch, write_table_atomic
+from facebalance.data.shards import (  # noqa: F401  (ALPHA_BACKGROUND: re-exported)
+    ALPHA_BACKGROUND,
+    ShardWriter,
+    encode_png_batch,
+    to_rgb,
+    write_table_atomic,
+)
 from facebalance.errors import CorruptImageError, FacebalanceError
 
 log = logging.getLogger(__name__)
 
 #: Error kinds counted in the summary (``malformed_name`` and pair misses come from indexing).
 ERROR_KINDS = ("missing", "corrupt", "not_a_file", "outside_root", "too_large", "no_face")
-#: Colour transparent pixels are composited over (dropping alpha would show whatever RGB
-#: the encoder left under them, often black).
-ALPHA_BACKGROUND = (128, 128, 128)
 #: Default pixel limit (width x height) checked from the header, before decoding.
 MAX_PIXELS = 64_000_000
 _EXAMPLES = 5
@@ -123,15 +126,6 @@ def open_confined(path: Path, root: Path) -> BinaryIO:
         os.close(fd)
         raise
     return os.fdopen(fd, "rb")
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB of any mode; transparent pixels composited over :data:`ALPHA_BACKGROUND`."""
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
 
 
 def _check_pixels(im: Image.Image, max_pixels: int) -> None:

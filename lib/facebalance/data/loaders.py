@@ -497,7 +497,7 @@ def _label_column(values: pd.Series, column: str, path: Path,
         found = set(num.unique().tolist())
         if found <= {-1, 1}:
             return ((num + 1) // 2).astype(np.int8), []
-        if found <= {-1, 0, 1}:
+        if {-1, 0} <= found <= {-1, 0, 1}:
             raise refuse(num == -1, f"{column} mixes -1 with 0 and 1; code a binary column "
                                     "as 0/1 or as -1/1, not both")
         return _typed(text), []

@@ -73,18 +73,65 @@ def encode_png(image: np.ndarray) -> bytes:
     return encode_png_batch(image[None])[0]
 
 
-def decode_image(data: bytes, image_id: str = "?", source: str | Path = "?") -> np.ndarray:
+#: Colour transparent pixels are composited over (dropping alpha would show whatever RGB
+#: the encoder left under them, often black).
+ALPHA_BACKGROUND = (128, 128, 128)
+#: Largest image (width x height, from the header) decoded from a shard: shards hold images
+#: of base.image_size (at most 128 px); anything near this size was not written here.
+MAX_STORED_PIXELS = 1024 * 1024
+#: Greyscale modes wider than 8 bits: 16-bit PNG/TIFF open as ``I;16*`` (or ``I`` in older
+#: Pillow), both in 0..65535; ``F`` holds floats.
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB of any mode Pillow opens.
+
+    16-bit greyscale (``I;16*``, ``I``) is scaled from 0..65535 (``v / 257``; Pillow's own
+    conversion clips it, which turns almost every pixel white); ``F`` from 0..1 when its
+    values lie there, else clipped to 0..255; transparent pixels (``RGBA``, ``LA``, ``PA``,
+    a palette or greyscale transparency) are composited over :data:`ALPHA_BACKGROUND`.
+    """
+    if im.mode in _WIDE_MODES or im.mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            values = values * 255.0 if values.size and values.min() >= 0 and \
+                values.max() <= 1.0 else values
+        else:
+            values = values / 257.0
+        im = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def decode_image(data: bytes, image_id: str = "?", source: str | Path = "?",
+                 max_pixels: int = MAX_STORED_PIXELS) -> np.ndarray:
     """Decode PNG/JPEG bytes to an ``(H, W, 3)`` uint8 RGB array.
+
+    The size is read from the header first: a shard from a shared remote may hold a
+    small file that decodes to gigabytes.
 
     Raises
     ------
     CorruptImageError
-        When the bytes are not a readable image; the message names ``image_id`` and
-        ``source`` (the shard file).
+        When the bytes are not a readable image or announce more than ``max_pixels``; the
+        message names ``image_id`` and ``source`` (the shard file).
     """
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise CorruptImageError(
+                    f"image id={image_id!r} in {source} is {w}x{h} = {w * h:,} pixels "
+                    f"(header); shards hold images of at most {max_pixels:,}: not decoded")
+            if im.mode == "RGB":
+                return np.asarray(im)
+            return np.asarray(to_rgb(im))
+    except CorruptImageError:
+        raise
     except Exception as err:  # PIL raises several unrelated types for bad data
         raise CorruptImageError(
             f"corrupt image id={image_id!r} in {source}: {type(err).__name__}: {err}") from err
@@ -321,8 +368,39 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
     _move_into_place(tmp, out)
 
 
+_PART_FILE = re.compile(r"^part-\d+\.parquet$")
+
+
+def _foreign_files(old: Path, new: Path) -> list[str]:
+    """Files under ``old`` that a run writing ``new`` would not have written: neither in
+    ``new`` nor a shard part (an older, larger output had more parts)."""
+    if old.is_symlink() or not old.exists():
+        return []
+    if not old.is_dir():
+        return [old.name]
+    return sorted(str(f.relative_to(old)) for f in old.rglob("*")
+                  if not f.is_dir() and not (new / f.relative_to(old)).exists()
+                  and not _PART_FILE.match(f.name))
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished directory ``tmp`` to ``out``, replacing an older ``out``."""
+    """Rename the finished directory ``tmp`` to ``out``, replacing an older ``out``.
+
+    An ``out`` that holds files this output does not have (a folder of the user's passed
+    as ``--out``) is refused, never deleted.
+
+    Raises
+    ------
+    FacebalanceError
+        Naming ``out`` and the first files that would have been lost; ``tmp`` is removed.
+    """
+    foreign = _foreign_files(out, tmp)
+    if foreign:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FacebalanceError(
+            f"{out} holds files this stage did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); it replaces its output folder as a "
+            "whole: move them away or choose another --out")
     if out.exists():
         old = temp_sibling(out, "old")
         os.replace(out, old)

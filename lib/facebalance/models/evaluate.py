@@ -56,6 +56,12 @@ def load_seed_models(models_dir: Path, seeds: Sequence[int], device: torch.devic
         raise FacebalanceError(
             f"evaluate: the checkpoints in {models_dir} were trained for different tasks; "
             "rerun train_target")
+    got, want = tasks[0], default_task
+    if (got.kind, got.columns) != (want.kind, want.columns):
+        raise FacebalanceError(
+            f"evaluate: the checkpoints in {models_dir} were trained for a {got.kind} task on "
+            f"{', '.join(got.columns)}; params.yaml asks for a {want.kind} task on "
+            f"{', '.join(want.columns)}: rerun train_target (dvc repro train_target)")
     return models, tasks[0]
 
 
