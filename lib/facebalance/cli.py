@@ -427,6 +427,145 @@ def verify(
                            err=True)
 
 
+@app.command()
+def audit(
+    predictions: Annotated[Path, typer.Argument(
+        help="predictions file (CSV or Parquet), one row per image: true label, score(s), "
+             "protected column(s); e.g. the pipeline's data/scores/<strategy>.parquet")],
+    label: Annotated[str | None, typer.Option(
+        help="true label column: 0/1 (binary), classes (multiclass: numbers or text) or a "
+             "number (regression) (default: label)")] = None,
+    score: Annotated[list[str] | None, typer.Option(
+        "--score", help="score column of one model; repeat it for several (training seeds: "
+                        "seed means and std). binary: probability of the positive class in "
+                        "[0, 1]; multiclass: the predicted class, or class probabilities "
+                        "'p0,p1,p2' in class order; regression: the predicted value "
+                        "(default: the pipeline's score_seed<N> / pred_seed<N> columns)")
+    ] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="protected column (its values name the groups: female, male); "
+                        "repeat it for several, each reported on its own; COLUMN:NAME names "
+                        "it NAME in the report. A missing, blank or 'unknown' value counts as "
+                        "the group unknown (default: group)")] = None,
+    kind: Annotated[str | None, typer.Option(
+        help="task kind: binary, multiclass or regression (default: binary)")] = None,
+    id_column: Annotated[str | None, typer.Option(
+        "--id", help="id column: unique per row, matches the rows of --compare "
+                     "(default: id, used when present)")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="split column: 'test' rows are measured, 'val' rows calibrate the threshold, "
+             "'train' rows give the label x group counts of BA; without the column every "
+             "row is a test row (default: split)")] = None,
+    val: Annotated[Path | None, typer.Option(
+        help="validation predictions file (same columns): calibrates the binary threshold "
+             "as the pipeline does (#predicted positives = #true positives)")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="binary decision threshold of every model, instead of calibrating it; with "
+             "neither this nor validation rows it is calibrated on the test rows (the "
+             "report says so)")] = None,
+    train: Annotated[Path | None, typer.Option(
+        help="training labels file (label and group columns, one row per training image): "
+             "the label x group counts bias amplification (BA) is signed by; without it "
+             "BA is null")] = None,
+    compare: Annotated[Path | None, typer.Option(
+        help="a second predictions file on the same test ids (e.g. before a fix): paired "
+             "differences this - that on shared bootstrap resamples")] = None,
+    strict: Annotated[bool | None, typer.Option(
+        "--strict/--no-strict", help="a row without a group value is an error naming the "
+                                     "row (default: no-strict: group 'unknown')")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="the model's name in the report (default: the file's name)")] = None,
+    age_bins: Annotated[str | None, typer.Option(
+        help="regression: also group by these bins of the label, e.g. 20,30,40,50")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file of these options (keys: label, score, group, kind, id, split, "
+             "threshold, val, train, compare, strict, name, bootstrap, seed, kl_bins, "
+             "age_bins); options given here win")] = None,
+    out: Annotated[Path, typer.Option(
+        help="folder to write <group>.json, audit.md and the PNG figures into")] = Path(
+        "audit"),
+    bootstrap: Annotated[int | None, typer.Option(
+        help="bootstrap resamples of the test rows (default: 500)", min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="bootstrap seed (default: 0)")] = None,
+    kl_bins: Annotated[int | None, typer.Option(
+        help="histogram bins of the KL metric (default: 50)", min=2)] = None,
+) -> None:
+    """Fairness report of your own model from its predictions: the report, markdown table
+    and figures `evaluate` writes for a strategy, per protected column."""
+    from facebalance.audit import audit_command
+
+    try:
+        reports = audit_command(
+            predictions, out, config=config, label=label, score=score, group=group,
+            kind=kind, id=id_column, split=split, val=val, threshold=threshold, train=train,
+            compare=compare, strict=strict, name=name, age_bins=age_bins,
+            bootstrap=bootstrap, seed=seed, kl_bins=kl_bins)
+    except FacebalanceError as err:
+        _fail(err)
+    typer.echo((out / "audit.md").read_text())
+    for rep in reports.values():
+        for warning in rep["audit"]["warnings"]:
+            typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {out}/: " + ", ".join(f"{a}.json" for a in reports) + ", audit.md")
+
+
+@app.command("audit-pairs")
+def audit_pairs(
+    pairs: Annotated[Path, typer.Argument(
+        help="pairs file (CSV or Parquet), one row per face pair: id_a, id_b, same (1/0), "
+             "score and each face's group columns (<group>_a, <group>_b)")],
+    score: Annotated[str | None, typer.Option(
+        help="score column, higher = more likely the same person (default: score)")] = None,
+    same: Annotated[str | None, typer.Option(
+        help="column of 1 (genuine pair) / 0 (impostor pair) (default: same)")] = None,
+    id_a: Annotated[str | None, typer.Option(help="first face's id column (default: id_a)")
+                    ] = None,
+    id_b: Annotated[str | None, typer.Option(help="second face's id column (default: id_b)")
+                    ] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="group G whose columns G_a and G_b hold each face's group; repeat "
+                        "it for several. A pair counts in a group when both faces are in it")
+    ] = None,
+    identity_a: Annotated[str | None, typer.Option(
+        help="first face's identity column: the bootstrap resamples identities "
+             "(default: identity_a, used when present; else the first faces)")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="split column: 'val' pairs choose the threshold, 'test' pairs are measured "
+             "(default: split)")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="the one global threshold (default: most accurate on the val pairs, else on "
+             "the test pairs, as the report says)")] = None,
+    far: Annotated[list[float] | None, typer.Option(
+        "--far", help="false accept rate of a TAR@FAR metric; repeat it "
+                      "(default: 0.01 and 0.001)")] = None,
+    strict: Annotated[bool | None, typer.Option(
+        "--strict/--no-strict", help="a face without a group value is an error")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file of these options (keys: score, same, id_a, id_b, group, "
+             "identity_a, split, threshold, far, strict, bootstrap, seed)")] = None,
+    out: Annotated[Path, typer.Option(help="folder to write pairs.json and pairs.md into")
+                   ] = Path("audit"),
+    bootstrap: Annotated[int | None, typer.Option(
+        help="bootstrap resamples (default: 500)", min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="bootstrap seed (default: 0)")] = None,
+) -> None:
+    """Verification audit of your own face verifier from scored pairs: AUC, EER, TAR@FAR and
+    per-group FMR / FNMR at one global threshold with max/min ratios, as `verify` reports."""
+    from facebalance.audit import audit_pairs_command
+
+    try:
+        report = audit_pairs_command(
+            pairs, out, config=config, score=score, same=same, id_a=id_a, id_b=id_b,
+            group=group, identity_a=identity_a, split=split, threshold=threshold, far=far,
+            strict=strict, bootstrap=bootstrap, seed=seed)
+    except FacebalanceError as err:
+        _fail(err)
+    typer.echo((out / "pairs.md").read_text())
+    for warning in report["audit"]["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {out}/pairs.json, {out}/pairs.md")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """Console entry point."""
     try:

@@ -1,0 +1,533 @@
+"""``facebalance audit`` / ``audit-pairs``: reports from a user's own predictions.
+
+The reports must be the pipeline's own (same functions, same numbers: checked against
+``fairness_report`` / ``task_report`` / ``verifier_metrics`` called as the pipeline calls
+them, and on a round trip of ``evaluate``'s scores table), name groups by their values,
+count missing group values as ``unknown``, and turn every bad input into one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from facebalance.audit import (
+    ERR_BINARY_LABEL,
+    ERR_COLUMN,
+    ERR_DUPLICATE_ID,
+    ERR_FEW_GROUPS,
+    ERR_IDS_NOT_SHARED,
+    ERR_KIND,
+    ERR_LABELS_DIFFER,
+    ERR_NAN,
+    ERR_SCORE_RANGE,
+    ERR_STRICT,
+    ERR_SUFFIX,
+    audit_files,
+    audit_pairs,
+    audit_predictions,
+    cell_counts,
+    group_codes,
+)
+from facebalance.cli import app
+from facebalance.errors import FacebalanceError
+from facebalance.metrics.bootstrap import bootstrap_weights
+from facebalance.metrics.fairness import calibrated_threshold
+from facebalance.metrics.paired import paired_differences
+from facebalance.metrics.report import fairness_report, task_report
+from facebalance.metrics.verification import (
+    best_threshold,
+    group_rates_weighted,
+    verifier_metrics,
+)
+from facebalance.models.evaluate import predictions_table, training_cell_counts
+from facebalance.runtime import finite_or_none
+from facebalance.task import Head, TaskSpec
+
+runner = CliRunner()
+
+
+def scored(n: int, seed: int, bias: float = 0.2, groups=("female", "male")) -> pd.DataFrame:
+    """Test rows of a model that misses positives of the last group more often."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    g = rng.integers(0, len(groups), n)
+    s = np.clip(0.5 * y + rng.normal(0.25, 0.15, n) - bias * y * (g == len(groups) - 1),
+                0, 1)
+    return pd.DataFrame({"id": [f"img{i:04d}" for i in range(n)], "label": y,
+                         "gender": np.array(groups, dtype=object)[g], "score": s})
+
+
+def json_roundtrip(obj):
+    return json.loads(json.dumps(finite_or_none(obj)))
+
+
+# ------------------------------------------------------------------- binary, groups, thresholds
+
+
+def test_groups_are_named_by_value_and_unknown_rows_are_their_own_group() -> None:
+    frame = scored(400, 0)
+    frame.loc[[3, 10], "gender"] = None
+    frame.loc[[5], "gender"] = "  "
+    frame.loc[[7], "gender"] = "Unknown"
+    rep = audit_predictions(frame, scores="score", groups=["gender"], threshold=0.5,
+                            n_bootstrap=50)["gender"]
+    assert list(rep["by_group"]) == ["gender=female", "gender=male", "gender=unknown"]
+    assert rep["by_group"]["gender=unknown"]["n"] == 4
+    assert rep["audit"]["n_unknown"] == 4 and rep["n_test"] == 396
+    # The fairness metrics are those of the known rows alone: fairness_report on them.
+    known = frame.drop(index=[3, 5, 7, 10])
+    codes = (known["gender"] == "male").to_numpy().astype(int)
+    ref = fairness_report(np.array([1]), [np.array([0.5])], known["label"].to_numpy(), codes,
+                          [known["score"].to_numpy()], seeds=[0], group_name="gender",
+                          n_bootstrap=50)
+    for key in ("ap", "accuracy", "deo", "dp_diff", "eo_diff", "kl", "group_acc_std"):
+        assert rep[key] == ref[key], key
+    assert rep["by_group"]["gender=male"] == ref["by_group"]["gender=1"]
+    assert rep["deo"]["value"] > 0.1  # the biased model is seen as biased
+    assert any("4 of 400 test rows have no gender value" in w for w in rep["audit"]["warnings"])
+
+
+def test_group_codes_sort_numbers_numerically_and_treat_blanks_as_unknown() -> None:
+    codes, names = group_codes(pd.Series([10, 2, None, 2.0, "1"], dtype=object))
+    assert names == ["1", "2", "10"]
+    assert codes.tolist() == [2, 1, -1, 1, 0]
+
+
+def test_threshold_is_calibrated_on_val_given_or_on_test_and_the_report_says_which() -> None:
+    test = scored(300, 1).assign(split="test")
+    val = scored(200, 2).assign(split="val", id=lambda f: "v" + f["id"])
+    both = pd.concat([test, val], ignore_index=True)
+    on_val = audit_predictions(both, scores="score", groups="gender", n_bootstrap=10)["gender"]
+    assert on_val["threshold"]["seed0"] == calibrated_threshold(val["label"], val["score"])
+    assert on_val["audit"]["threshold"]["source"] == "validation"
+    given = audit_predictions(both, scores="score", groups="gender", threshold=0.3,
+                              n_bootstrap=10)["gender"]
+    assert given["threshold"] == {"seed0": 0.3}
+    assert given["audit"]["threshold"]["source"] == "given"
+    on_test = audit_predictions(test.drop(columns="split"), scores="score", groups="gender",
+                                n_bootstrap=10)["gender"]
+    assert on_test["threshold"]["seed0"] == calibrated_threshold(test["label"], test["score"])
+    assert on_test["audit"]["threshold"]["source"] == "test"
+    assert "test rows themselves" in on_test["audit"]["threshold"]["text"]
+
+
+def test_several_score_columns_are_seeds_and_a_group_rename_applies() -> None:
+    frame = scored(300, 3).assign(score2=lambda f: np.clip(f["score"] + 0.03, 0, 1))
+    rep = audit_predictions(frame, scores=["score", "score2"], groups={"gender": "sex"},
+                            threshold=0.5, n_bootstrap=10)["sex"]
+    assert rep["n_seeds"] == 2 and list(rep["deo"]["per_seed"]) == ["seed0", "seed1"]
+    assert rep["deo"]["value"] == pytest.approx(np.mean(list(rep["deo"]["per_seed"].values())))
+    assert list(rep["by_group"]) == ["sex=female", "sex=male"]
+    assert rep["audit"]["scores"] == {"seed0": "score", "seed1": "score2"}
+
+
+def test_a_group_without_positives_has_undefined_rates_and_gaps_not_zero(tmp_path: Path) -> None:
+    frame = scored(200, 4)
+    frame.loc[frame["gender"] == "male", "label"] = 0
+    rep = audit_predictions(frame, scores="score", groups="gender", threshold=0.5,
+                            n_bootstrap=10)["gender"]
+    assert np.isnan(rep["by_group"]["gender=male"]["tpr"])
+    assert np.isnan(rep["deo"]["value"]) and np.isnan(rep["eo_diff"]["value"])
+    assert any("gender=male has no positive label" in w for w in rep["audit"]["warnings"])
+    path = tmp_path / "p.csv"
+    frame.to_csv(path, index=False)
+    audit_files(path, tmp_path / "out", groups=["gender"], scores="score", threshold=0.5,
+                n_bootstrap=10)
+    written = json.loads((tmp_path / "out" / "gender.json").read_text())
+    assert written["by_group"]["gender=male"]["tpr"] is None
+    assert written["deo"]["value"] is None and written["deo"]["ci95"]["lo"] is None
+    md = (tmp_path / "out" / "audit.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| gender=male |"))
+    assert row.split("|")[4].strip() == "n/a"  # tpr column: n/a, never 0
+
+
+def test_bias_amplification_is_null_without_training_counts_and_uses_them_when_given() -> None:
+    frame = scored(300, 5)
+    no_train = audit_predictions(frame, scores="score", groups="gender", threshold=0.5,
+                                 n_bootstrap=10)["gender"]
+    assert np.isnan(no_train["ba"]["value"])
+    assert no_train["audit"]["bias_amplification"].startswith("null")
+    train = pd.DataFrame({"label": [1] * 40 + [0] * 60 + [1] * 5 + [0] * 95,
+                          "gender": ["female"] * 100 + ["male"] * 100})
+    rep = audit_predictions(frame, scores="score", groups="gender", threshold=0.5,
+                            train=train, n_bootstrap=10)["gender"]
+    codes = (frame["gender"] == "male").to_numpy().astype(int)
+    ref = fairness_report(np.array([1]), [np.array([0.5])], frame["label"].to_numpy(), codes,
+                          [frame["score"].to_numpy()], seeds=[0], group_name="gender",
+                          reference_counts=np.array([[60, 95], [40, 5]]), n_bootstrap=10)
+    assert rep["ba"] == ref["ba"] and np.isfinite(rep["ba"]["value"])
+    assert "200 training rows" in rep["audit"]["bias_amplification"]
+
+
+def test_cell_counts_equal_the_pipelines_training_counts() -> None:
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"t": rng.integers(0, 2, 200), "a": rng.integers(0, 3, 200)})
+    np.testing.assert_array_equal(cell_counts(train["t"], train["a"], 3),
+                                  training_cell_counts(train, "t", "a", np.arange(3)))
+
+
+# -------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("change", "kwargs", "message"), [
+    (lambda f: f, {"groups": ["gendr"]},
+     ERR_COLUMN.format(source="the predictions", role="group", column="gendr",
+                       hint=" (did you mean 'gender'?)", columns="id, label, gender, score")),
+    (lambda f: f.assign(score=f["score"] * 3), {},
+     None),  # checked below with the row
+    (lambda f: f.assign(label=f["label"] * 2), {}, None),
+])
+def test_bad_columns_name_the_valid_ones(change, kwargs, message) -> None:
+    frame = change(scored(50, 6))
+    with pytest.raises(FacebalanceError) as err:
+        audit_predictions(frame, scores="score", **{"groups": ["gender"], **kwargs})
+    if message:
+        assert str(err.value) == message
+    else:
+        assert str(err.value).startswith("audit:") and "row " in str(err.value)
+
+
+def test_scores_outside_0_1_nan_bad_labels_and_duplicates_name_the_row() -> None:
+    frame = scored(50, 7)
+    frame.loc[4, "score"] = 1.5
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_SCORE_RANGE.format(
+            column="score", value=1.5, where="row 5 (id 'img0004')"))):
+        audit_predictions(frame, scores="score", groups="gender")
+    frame.loc[4, "score"] = np.nan
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_NAN.format(
+            role="score", column="score", where="row 5 (id 'img0004')"))):
+        audit_predictions(frame, scores="score", groups="gender")
+    frame.loc[4, "score"] = 0.5
+    frame.loc[9, "label"] = 2
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_BINARY_LABEL.format(
+            column="label", value=2, where="row 10 (id 'img0009')"))):
+        audit_predictions(frame, scores="score", groups="gender")
+    frame.loc[9, "label"] = 1
+    frame.loc[12, "id"] = "img0002"
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_DUPLICATE_ID.format(
+            id="img0002", source="the predictions", first="row 3", second="row 13"))):
+        audit_predictions(frame, scores="score", groups="gender")
+
+
+def test_strict_coverage_names_the_first_row_without_a_group() -> None:
+    frame = scored(50, 8)
+    frame.loc[[6, 20], "gender"] = ""
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_STRICT.format(
+            where="row 7 (id 'img0006')", column="gender"))):
+        audit_predictions(frame, scores="score", groups="gender", strict=True)
+    assert audit_predictions(frame, scores="score", groups="gender", n_bootstrap=5)[
+        "gender"]["audit"]["n_unknown"] == 2
+
+
+def test_one_known_group_a_bad_kind_and_a_bad_file_type_are_errors(tmp_path: Path) -> None:
+    frame = scored(50, 9).assign(gender="female")
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_FEW_GROUPS.format(
+            column="gender", n=1, names="female"))):
+        audit_predictions(frame, scores="score", groups="gender")
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_KIND.format(kind="ranking"))):
+        audit_predictions(scored(50, 9), scores="score", groups="gender", kind="ranking")
+    path = tmp_path / "p.xlsx"
+    path.write_text("x")
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_SUFFIX.format(
+            path=path, suffix=".xlsx"))):
+        audit_files(path, tmp_path / "out")
+
+
+# ------------------------------------------------------------------ the pipeline round trip
+
+
+def pipeline_case(tmp_path: Path):
+    """What ``evaluate`` computes for a binary task (blond vs male) with three seeds, and
+    its scores table (val and test rows) as ``predictions_table`` writes it."""
+    rng = np.random.default_rng(42)
+    task = TaskSpec(heads=(Head("blond", "binary"),), protected="male")
+    seeds = [0, 1, 2]
+
+    def refs(n: int, prefix: str) -> pd.DataFrame:
+        return pd.DataFrame({"id": [f"{prefix}{i:05d}" for i in range(n)],
+                             "blond": rng.integers(0, 2, n).astype(np.int8),
+                             "male": rng.integers(0, 2, n).astype(np.int8)})
+
+    test, val = refs(500, "t"), refs(300, "v")
+
+    def outputs(r: pd.DataFrame) -> list[np.ndarray]:  # float32, as the models output them
+        y, g = r["blond"].to_numpy(), r["male"].to_numpy()
+        return [np.clip(0.45 * y - 0.2 * y * g + rng.normal(0.3, 0.18, len(r)), 0, 1)
+                .astype(np.float32)[:, None] for _ in seeds]
+
+    test_out, val_out = outputs(test), outputs(val)
+    train = pd.DataFrame({"blond": [1] * 120 + [0] * 380 + [1] * 10 + [0] * 490,
+                          "male": [0] * 500 + [1] * 500})
+    table = predictions_table(task, test, test_out, seeds)
+    both = pd.concat([table.assign(split="test"),
+                      predictions_table(task, val, val_out, seeds).assign(split="val")],
+                     ignore_index=True)
+    # models/evaluate.evaluate_models, binary branch, verbatim but for the bootstrap size.
+    report = fairness_report(
+        val["blond"].to_numpy(), [o[:, 0] for o in val_out], table["label"].to_numpy(),
+        table["group"].to_numpy(), [o[:, 0] for o in test_out], seeds=seeds,
+        group_name=task.protected,
+        reference_counts=training_cell_counts(train, "blond", "male",
+                                              np.unique(table["group"])),
+        n_bootstrap=100, bootstrap_seed=0, kl_bins=50)
+    expected = {"strategy": "baseline", "task": task.to_dict(), **report}
+    train_file = tmp_path / "train.csv"
+    train.rename(columns={"blond": "label", "male": "group"}).to_csv(train_file, index=False)
+    return both, expected, train_file
+
+
+def without_audit(rep: dict) -> dict:
+    return {k: v for k, v in rep.items() if k not in ("audit", "task")}
+
+
+def test_round_trip_of_the_pipelines_scores_table_gives_its_report(tmp_path: Path) -> None:
+    both, expected, train_file = pipeline_case(tmp_path)
+    path = tmp_path / "baseline.parquet"
+    both.to_parquet(path)
+    reports = audit_files(path, tmp_path / "out", groups=["group:male"], train=train_file,
+                          n_bootstrap=100)
+    rep = reports["male"]
+    assert without_audit(rep) == without_audit(expected)  # identical, not approximately
+    assert rep["audit"]["threshold"]["source"] == "validation"
+    written = json.loads((tmp_path / "out" / "male.json").read_text())
+    assert without_audit(written) == without_audit(json_roundtrip(expected))
+    assert written["task"]["protected"] == "male"
+    for png in ("male_metrics.png", "male_scores.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| baseline | 3 |" in (tmp_path / "out" / "audit.md").read_text()
+
+
+def test_round_trip_through_a_csv_export(tmp_path: Path) -> None:
+    """A CSV holds the float32 scores as short decimals: every prediction, rate and
+    interval is unchanged; the thresholds differ only in their last float32 digits."""
+    both, expected, train_file = pipeline_case(tmp_path)
+    path = tmp_path / "baseline.csv"
+    both.to_csv(path, index=False)
+    rep = audit_files(path, tmp_path / "out", groups=["group:male"], train=train_file,
+                      n_bootstrap=100)["male"]
+    got, want = without_audit(rep), without_audit(expected)
+    got_thr, want_thr = got.pop("threshold"), want.pop("threshold")
+    assert got_thr == pytest.approx(want_thr, rel=1e-7) and got_thr != want_thr
+    assert got == want
+
+
+# ------------------------------------------------------------------ multiclass and regression
+
+
+def test_multiclass_with_text_classes_is_task_reports_with_names() -> None:
+    rng = np.random.default_rng(11)
+    n = 300
+    classes = np.array(["cat", "dog", "owl"])
+    y = rng.integers(0, 3, n)
+    pred = np.where(rng.random(n) < 0.7, y, rng.integers(0, 3, n))
+    g = rng.integers(0, 2, n)
+    frame = pd.DataFrame({"species": classes[y], "guess": classes[pred],
+                          "site": np.array(["north", "south"])[g]})
+    rep = audit_predictions(frame, label="species", scores="guess", groups="site",
+                            kind="multiclass", n_bootstrap=30)["site"]
+    task = TaskSpec(kind="multiclass", heads=(Head("species", "multiclass", 3),),
+                    protected="site")
+    ref = task_report(task, pd.DataFrame({"label": y, "group": g, "pred_seed0": pred}), [0],
+                      n_bootstrap=30)
+    for key in ("accuracy", "macro_f1", "class_acc_std", "group_acc_std", "worst_group_acc"):
+        assert rep[key] == ref[key]
+    assert list(rep["by_group"]) == ["site=north", "site=south"]
+    assert rep["by_group"]["site=south"] == ref["by_group"]["site=1"]
+    assert list(rep["by_class"]) == ["species=cat", "species=dog", "species=owl"]
+
+
+def test_multiclass_probability_columns_predict_the_argmax() -> None:
+    rng = np.random.default_rng(12)
+    proba = rng.dirichlet([1, 1, 1], 200)
+    frame = pd.DataFrame({"label": rng.integers(0, 3, 200), "p0": proba[:, 0],
+                          "p1": proba[:, 1], "p2": proba[:, 2],
+                          "group": rng.integers(0, 2, 200)})
+    rep = audit_predictions(frame, scores="p0,p1,p2", kind="multiclass", n_bootstrap=10)
+    acc = (proba.argmax(axis=1) == frame["label"]).mean()
+    assert rep["group"]["accuracy"]["value"] == pytest.approx(acc)
+
+
+def test_regression_reports_wmae_and_per_group_mae() -> None:
+    rng = np.random.default_rng(13)
+    n = 300
+    age = rng.uniform(18, 80, n)
+    g = rng.integers(0, 2, n)
+    pred = age + rng.normal(0, 3 + 4 * g, n)
+    frame = pd.DataFrame({"age": age, "age_hat": pred,
+                          "gender": np.where(g == 1, "male", "female").astype(object)})
+    frame.loc[0, "gender"] = None
+    rep = audit_predictions(frame, label="age", scores="age_hat", groups="gender",
+                            kind="regression", n_bootstrap=20)["gender"]
+    known = frame.iloc[1:]
+    err = (known["age_hat"] - known["age"]).abs()
+    mae = err.groupby(known["gender"]).mean()
+    assert rep["wmae"]["value"] == pytest.approx(mae.mean())
+    assert rep["worst_group_mae"]["value"] == pytest.approx(mae.max())
+    assert rep["by_group"]["gender=male"]["mae"] == pytest.approx(mae["male"])
+    assert rep["by_group"]["gender=unknown"]["n"] == 1
+    bins = audit_predictions(frame, label="age", scores="age_hat", groups="gender",
+                             kind="regression", age_bins=(30, 45, 60), n_bootstrap=20)
+    assert list(bins["age bins"]["by_group"]) == ["age <30", "age 30-44", "age 45-59",
+                                                  "age 60+"]
+    young = frame["age"] < 30
+    assert bins["age bins"]["by_group"]["age <30"]["mae"] == pytest.approx(
+        (frame["age_hat"] - frame["age"]).abs()[young].mean())
+
+
+# ------------------------------------------------------------------------ paired differences
+
+
+def test_two_files_give_paired_differences_aligned_by_id() -> None:
+    after = scored(300, 14, bias=0.05)
+    before = after.assign(score=scored(300, 14, bias=0.3)["score"])
+    shuffled = before.sample(frac=1, random_state=0).drop(columns="gender")
+    rep = audit_predictions(after, scores="score", groups="gender", threshold=0.5,
+                            reference=shuffled, reference_name="before", name="after",
+                            n_bootstrap=100)["gender"]
+    got = rep["paired"]["json"]["after-vs-before"]
+    codes = (after["gender"] == "male").to_numpy().astype(int)
+    tables = {n: pd.DataFrame({"id": after["id"], "label": after["label"], "group": codes,
+                               "score_seed0": f["score"].to_numpy()})
+              for n, f in (("after", after), ("before", before))}
+    task = TaskSpec(heads=(Head("label", "binary"),), protected="gender")
+    ref = paired_differences(tables, {"after": {"seed0": 0.5}, "before": {"seed0": 0.5}},
+                             task=task, references=["before"], n_bootstrap=100)
+    deo = ref[ref["metric"] == "deo"].iloc[0]
+    assert got["deo"]["diff"] == deo["diff"] and got["deo"]["ci95"]["hi"] == deo["hi"]
+    assert got["deo"]["ci95"]["hi"] < 0  # the fix lowered DEO beyond noise
+
+
+def test_paired_files_must_share_ids_and_labels() -> None:
+    after = scored(100, 15)
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_IDS_NOT_SHARED.format(
+            n=1, a="the predictions", b="the reference predictions", id="img0099"))):
+        audit_predictions(after, scores="score", groups="gender", reference=after.iloc[:99])
+    other = after.copy()
+    other.loc[3, "label"] = 1 - other.loc[3, "label"]
+    with pytest.raises(FacebalanceError, match=re.escape(ERR_LABELS_DIFFER.format(
+            id="img0003", a_value=int(after.loc[3, "label"]), a="the predictions",
+            b_value=int(other.loc[3, "label"]), b="the reference predictions"))):
+        audit_predictions(after, scores="score", groups="gender", reference=other)
+
+
+# ------------------------------------------------------------------------------------ pairs
+
+
+def pairs_case(n: int = 400, seed: int = 16) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    same = (rng.random(n) < 0.5).astype(int)
+    race_a = rng.choice(["asian", "black", "white"], n).astype(object)
+    race_b = np.where(rng.random(n) < 0.85, race_a, rng.choice(["asian", "white"], n))
+    shift = np.where(race_a == "black", 0.15, 0.0)
+    return pd.DataFrame({"id_a": [f"a{i}" for i in range(n)], "id_b": [f"b{i}" for i in range(n)],
+                         "same": same, "score": 0.4 * same + shift + rng.normal(0.3, 0.15, n),
+                         "race_a": race_a, "race_b": race_b.astype(object),
+                         "identity_a": rng.integers(0, 60, n)})
+
+
+def test_audit_pairs_is_verify_metrics_at_one_global_threshold() -> None:
+    frame = pairs_case()
+    frame.loc[0, "race_b"] = None
+    rep = audit_pairs(frame, groups=["race"], n_bootstrap=50)
+    scores, same = frame["score"].to_numpy(), frame["same"].to_numpy().astype(bool)
+    thr = best_threshold(scores, same)
+    cluster = pd.factorize(frame["identity_a"].astype(str))[0]
+    w = np.vstack([np.ones(len(frame)), bootstrap_weights(cluster.max() + 1, 50, 0)[:, cluster]])
+    ref = verifier_metrics(scores, same, thr, (0.01, 0.001), w)
+    assert rep["threshold"]["value"] == thr and rep["threshold"]["source"] == "test"
+    assert rep["metrics"]["auc"]["value"] == ref["auc"][0]
+    assert rep["metrics"]["eer"]["ci95"]["lo"] == pytest.approx(
+        np.nanpercentile(ref["eer"][1:], 2.5))
+    codes = np.where((frame["race_a"] == frame["race_b"]).to_numpy(),
+                     frame["race_a"].map({"asian": 0, "black": 1, "white": 2}), -1)
+    codes[0] = -1
+    _, rates = group_rates_weighted(scores, same, codes, thr, w)
+    assert rep["by_group"]["race"]["black"]["fmr"]["value"] == rates["fmr"][0, 1]
+    assert rep["metrics"]["fmr_ratio_race"]["value"] == pytest.approx(
+        rates["fmr"][0].max() / rates["fmr"][0].min())
+    assert rep["by_group"]["race"]["black"]["fmr"]["value"] > (
+        rep["by_group"]["race"]["white"]["fmr"]["value"])
+    assert rep["audit"]["n_unknown"] == {"race": 1}
+
+
+def test_audit_pairs_errors() -> None:
+    frame = pairs_case(50)
+    with pytest.raises(FacebalanceError, match="has no group column 'ethnicity_a'"):
+        audit_pairs(frame, groups=["ethnicity"])
+    with pytest.raises(FacebalanceError, match=re.escape("pair 'a1' / 'b1' occurs twice")):
+        audit_pairs(pd.concat([frame, frame.iloc[[1]]], ignore_index=True))
+    with pytest.raises(FacebalanceError, match="rates need both"):
+        audit_pairs(frame.assign(same=1))
+
+
+# -------------------------------------------------------------------------------------- CLI
+
+
+AUDIT_OPTIONS = ("--label", "--score", "--group", "--kind", "--id", "--split", "--val",
+                 "--threshold", "--train", "--compare", "--strict", "--name", "--age-bins",
+                 "--config", "--out", "--bootstrap", "--seed", "--kl-bins")
+PAIR_OPTIONS = ("--score", "--same", "--id-a", "--id-b", "--group", "--identity-a", "--split",
+                "--threshold", "--far", "--strict", "--config", "--out")
+
+
+@pytest.mark.parametrize(("command", "options"), [("audit", AUDIT_OPTIONS),
+                                                  ("audit-pairs", PAIR_OPTIONS)])
+def test_help_documents_every_option(command: str, options: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in options:
+        line = next((ln for ln in result.output.splitlines() if f" {option} " in ln), "")
+        assert len(line.split(option, 1)[1].strip()) > 20, option  # it has help text
+
+
+def test_cli_audit_writes_the_report_and_reads_a_yaml(tmp_path: Path) -> None:
+    frame = scored(200, 17).assign(p2=lambda f: np.clip(f["score"] - 0.05, 0, 1))
+    frame.loc[2, "gender"] = ""
+    path = tmp_path / "preds.csv"
+    frame.to_csv(path, index=False)
+    config = tmp_path / "audit.yaml"
+    config.write_text("score: [score, p2]\ngroup: [gender]\nthreshold: 0.5\nbootstrap: 20\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["audit", str(path), "--config", str(config), "--out",
+                                 str(out), "--threshold", "0.4"])
+    assert result.exit_code == 0, result.output
+    rep = json.loads((out / "gender.json").read_text())
+    assert rep["threshold"] == {"seed0": 0.4, "seed1": 0.4}  # the command line wins
+    assert rep["n_seeds"] == 2 and rep["strategy"] == "preds"
+    assert "| gender=unknown | 1 |" in result.output
+    assert "warning: 1 of 200 test rows have no gender value" in result.output
+
+
+def test_cli_audit_errors_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "preds.csv"
+    scored(50, 18).to_csv(path, index=False)
+    result = runner.invoke(app, ["audit", str(path), "--score", "scor", "--group", "gender"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: " + ERR_COLUMN.format(source=str(path), role="score", column="scor",
+                                      hint=" (did you mean 'score'?)",
+                                      columns="id, label, gender, score")]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scores: [a]\n")
+    result = runner.invoke(app, ["audit", str(path), "--config", str(bad)])
+    assert result.exit_code == 1 and "unknown key 'scores'; valid keys: label, score" in (
+        result.output)
+
+
+def test_cli_audit_pairs(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.parquet"
+    pairs_case(200).to_parquet(path)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["audit-pairs", str(path), "--group", "race", "--far", "0.05",
+                                 "--bootstrap", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rep = json.loads((out / "pairs.json").read_text())
+    assert set(rep["by_group"]["race"]) == {"asian", "black", "white"}
+    assert "tar_at_far_0.05" in rep["metrics"] and "| fnmr_ratio_race |" in result.output
