@@ -16,12 +16,14 @@ import typer
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset
-from facebalance.data.shards import atomic_directory
+from facebalance.data.shards import atomic_directory, read_parquet
 from facebalance.models.embedder import (
     build_embedder,
+    cpu_workers,
     embed_dataset,
     embedding_rows,
     embeddings_table,
+    pair_image_rows,
     pairs_possible,
     save_embedder,
     write_embeddings,
@@ -63,9 +65,13 @@ def main(
         device=device)
     if training:
         summary["training"] = training
+    elif (data / "pairs.parquet").is_file():  # a pretrained embedder: only the pairs' faces
+        summary["images_not_in_pairs"] = len(rows)
+        rows = pair_image_rows(rows, read_parquet(data / "pairs.parquet", ["id_a", "id_b"]))
+        summary["images_not_in_pairs"] -= len(rows)
     t0 = time.perf_counter()
     vectors = embed_dataset(embedder, ShardDataset(rows, {}, cache_mb=e.cache_mb),
-                            e.embed_batch_size)
+                            e.embed_batch_size, workers=cpu_workers())
     seconds = time.perf_counter() - t0
     summary |= {"dim": cfg.dim, "images": {s: int((rows["split"] == s).sum())
                                            for s in ("train", "val", "test")},

@@ -18,6 +18,7 @@ from facebalance.models.embedder import (
     holdout_identities,
     load_embedder,
     named_facenet,
+    pair_image_rows,
     read_embeddings,
     save_embedder,
     train_embedder,
@@ -174,3 +175,32 @@ def test_pairs_possible_says_why_not() -> None:
     rows.loc[8, "identity"] = "f"
     assert pairs_possible(rows) == ""
     assert "no identity column" in pairs_possible(rows.assign(identity=""))
+
+
+def test_dlib_in_worker_processes_equals_one_process(tiny_prepared: Path) -> None:
+    """The stage's parallel dlib path: same vectors, same order, same no-face count."""
+    pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
+    rows = embedding_rows(tiny_prepared, need_identity=False).iloc[:40]
+    one, many = DlibEmbedder("detect"), DlibEmbedder("detect")
+    serial = embed_dataset(one, ShardDataset(rows, {}), batch_size=8, progress=False)
+    parallel = embed_dataset(many, ShardDataset(rows, {}), batch_size=8, workers=2,
+                             progress=False)
+    np.testing.assert_allclose(parallel, serial, atol=1e-6)
+    assert many.no_face == one.no_face > 0  # 32 px synthfaces: dlib's HOG finds few faces
+
+
+def test_embed_shows_progress_with_a_rate(tiny_prepared: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
+    rows = embedding_rows(tiny_prepared, need_identity=False).iloc[:16]
+    embed_dataset(DlibEmbedder("none"), ShardDataset(rows, {}), batch_size=8)
+    err = capsys.readouterr().err
+    assert "embed: 100%" in err and "16/16" in err and "img/s" in err
+
+
+def test_pair_image_rows_keeps_the_faces_the_pairs_use() -> None:
+    import pandas as pd
+
+    rows = pd.DataFrame({"id": ["a", "b", "c", "d", "e"], "split": ["train"] * 5})
+    pairs = pd.DataFrame({"id_a": ["a", "c", "a"], "id_b": ["c", "e", "e"]})
+    assert pair_image_rows(rows, pairs)["id"].tolist() == ["a", "c", "e"]

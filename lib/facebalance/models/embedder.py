@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from facebalance.config import EmbedParams
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
@@ -344,11 +345,41 @@ class DlibEmbedder:
     def embed(self, images: torch.Tensor, strict: bool = False) -> np.ndarray:
         """Unit descriptors ``(n, 128)`` of a uint8 NHWC batch; ``strict``: an image where
         the detector (``align: detect``) finds no face raises :class:`NoFaceError`."""
-        chips = [self.chip(im, strict) for im in images.numpy()]
+        return self.embed_array(images.numpy(), strict)
+
+    def embed_array(self, images: np.ndarray, strict: bool = False) -> np.ndarray:
+        """:meth:`embed` of a uint8 NHWC numpy batch (what worker processes receive)."""
+        chips = [self.chip(im, strict) for im in images]
         if not chips:
             return np.empty((0, self.dim), np.float32)
         out = np.asarray(self.descriptor.compute_face_descriptor(chips), dtype=np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+_WORKER: DlibEmbedder | None = None
+
+
+def _dlib_worker_start(align: str, parent: int) -> None:
+    from facebalance.data.convert import exit_with_parent
+
+    exit_with_parent(parent)
+    global _WORKER
+    _WORKER = DlibEmbedder(align)
+
+
+def _dlib_worker_embed(images: np.ndarray) -> tuple[np.ndarray, int]:
+    assert _WORKER is not None
+    before = _WORKER.no_face
+    out = _WORKER.embed_array(images)
+    return out, _WORKER.no_face - before
+
+
+def cpu_workers() -> int:
+    """CPU cores this process may use (its affinity where the system tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
 
 
 SPLITS = ("train", "val", "test")
@@ -475,14 +506,64 @@ def build_embedder(rows: pd.DataFrame, params: EmbedParams, *, image_size: int, 
     return TorchEmbedder(net, cfg.dim, device), cfg, net, training
 
 
-def embed_dataset(embedder: Embedder, dataset: ShardDataset, batch_size: int = 256
-                  ) -> np.ndarray:
-    """``(n, d)`` embeddings of every row of ``dataset``, in order (batches decoded once)."""
+def embed_dataset(embedder: Embedder, dataset: ShardDataset, batch_size: int = 256, *,
+                  workers: int = 1, progress: bool = True) -> np.ndarray:
+    """``(n, d)`` embeddings of every row of ``dataset``, in order (batches decoded once).
+
+    dlib's descriptor works one image at a time on one core: with ``workers`` > 1 it runs
+    in that many processes, a batch each (the network embedders use torch's threads).
+    A progress bar shows images and their rate.
+    """
     out = np.empty((len(dataset), embedder.dim), dtype=np.float32)
     loader, _ = make_loader(dataset, batch_size, shuffle=False)
-    for x, rows in loader:
-        out[rows["index"]] = embedder.embed(x)
+    bar = tqdm(total=len(dataset), desc="embed", unit="img", mininterval=2.0,
+               disable=not progress)
+    with bar:
+        if isinstance(embedder, DlibEmbedder) and workers > 1:
+            _embed_in_processes(embedder, loader, out, workers, bar)
+        else:
+            for x, rows in loader:
+                out[rows["index"]] = embedder.embed(x)
+                bar.update(len(x))
     return out
+
+
+def _embed_in_processes(embedder: DlibEmbedder, loader: Any, out: np.ndarray, workers: int,
+                        bar: tqdm) -> None:
+    """dlib batches in ``workers`` processes, at most ``workers + 1`` batches in flight
+    (bounded memory), results written in place as they come back in order."""
+    import sys
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    method = "fork" if sys.platform == "linux" else "spawn"
+    pending: deque[tuple[Future, np.ndarray]] = deque()
+
+    def collect() -> None:
+        future, index = pending.popleft()
+        vectors, no_face = future.result()
+        out[index] = vectors
+        embedder.no_face += no_face
+        bar.update(len(index))
+
+    with ProcessPoolExecutor(workers, mp_context=get_context(method),
+                             initializer=_dlib_worker_start,
+                             initargs=(embedder.align, os.getpid())) as pool:
+        for x, rows in loader:
+            pending.append((pool.submit(_dlib_worker_embed, x.numpy()), rows["index"]))
+            if len(pending) > workers:
+                collect()
+        while pending:
+            collect()
+
+
+def pair_image_rows(rows: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The rows a pairs file uses (``id_a`` / ``id_b``): all a pretrained embedder needs
+    to embed when the pairs decide what is verified (LFW's pairs use 7,701 of its 13,233
+    images)."""
+    used = pd.unique(pd.concat([pairs["id_a"], pairs["id_b"]], ignore_index=True))
+    return rows[rows["id"].isin(used)].reset_index(drop=True)
 
 
 def save_embedder(directory: str | Path, cfg: EmbedderConfig, net: NetEmbedder | None,
