@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile constraints.txt | cksum | cut -d' ' -f1)
+# Exact versions of every dependency but torch/torchvision (pinned below): two installs
+# months apart resolve the same packages. `make lock` refreshes it from the venv;
+# `make setup CONSTRAINTS=` installs from the lower bounds in pyproject.toml alone.
+CONSTRAINTS ?= -c constraints.txt
 
 # torch/torchvision pins for CPU machines: on x86_64 pip takes these wheels from local disk
 # (a CUDA build that runs on CPU); on aarch64 the CPU build. Override with
@@ -13,13 +17,13 @@ else
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup repro test test-fast lint bench clean-venv
+.PHONY: setup repro test test-fast lint bench clean-venv lock
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,dlib]"
+	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e ".[dev,dlib]"
 	# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2 but runs with these: no deps.
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	$(BIN)/python -c "import torchvision, facenet_pytorch, dlib, facebalance"
@@ -50,6 +54,15 @@ bench: setup
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_invert.py
 	$(BIN)/python benchmarks/bench_embed.py
+
+# Refresh constraints.txt from the venv (after changing pyproject.toml: `make lock`, then
+# commit it). torch, torchvision, their CUDA wheels and facenet-pytorch stay pinned above.
+lock: setup
+	$(BIN)/python -m pip install -q --upgrade -e ".[dev,dlib]"
+	$(BIN)/python -m pip freeze --exclude-editable \
+	  | grep -viE '^((torch|torchvision|triton|facenet-pytorch)==|(nvidia|cuda)-)' \
+	  | sed '1i # make lock: exact versions of the dependencies (Python 3.11, x86_64); torch pins are in the Makefile' \
+	  > constraints.txt
 
 clean-venv:
 	rm -rf $(VENV)
