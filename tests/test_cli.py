@@ -188,3 +188,21 @@ def test_show_says_what_a_file_is_not(tmp_path: Path, content: str, found: str) 
     assert result.exit_code == 1
     assert result.output.startswith(f"error: {path} is not an evaluation report "
                                     f"(metrics/reports/<strategy>.json): it holds {found}, not")
+
+
+def test_exps_table_keeps_headlines_and_changed_params_only() -> None:
+    from facebalance.cli import exps_table
+
+    base = {"Experiment": "", "rev": "workspace", "Created": "", "base.seed": "0",
+            "train_target.lr": "0.001", "metrics/eval/baseline.json:ap": "0.95612",
+            "metrics/eval/baseline.json:deo": "0.146", "metrics/eval/baseline.json:kl": "0.2",
+            "metrics/verify.json:head.auc": "0.92", "metrics/verify.json:head.eer": "0.16",
+            "lib/facebalance/task.py": "abc123", "target.accuracy": "0.9"}
+    other = {**base, "Experiment": "lr2", "rev": "1a2b", "train_target.lr": "0.002",
+             "metrics/eval/baseline.json:deo": "0.1", "lib/facebalance/task.py": "def456"}
+    table = exps_table([base, other], params={"base.seed", "train_target.lr"})
+    assert table == [["", "workspace", "lr2"],
+                     ["baseline ap", "0.956", "0.956"],
+                     ["baseline deo", "0.146", "0.100"],
+                     ["verify head.auc", "0.920", "0.920"],
+                     ["train_target.lr", "0.001", "0.002"]]

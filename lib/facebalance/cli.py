@@ -4,6 +4,7 @@ face-pair verification."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -244,6 +245,94 @@ def repro(
         _fail(err)
     for cmd in commands:
         _run(cmd)
+
+
+#: What ``facebalance exps`` shows of each strategy, and of verification.
+EXPS_METRICS = ("deo", "ap")
+EXPS_VERIFY = ("head.auc", "cosine.auc")
+
+
+def _fmt_cell(value: str | None) -> str:
+    try:
+        return f"{float(value):.3f}" if value not in (None, "") else "-"
+    except ValueError:
+        return str(value)
+
+
+def exps_table(rows: list[dict[str, str]], params: set[str],
+               metrics: tuple[str, ...] = EXPS_METRICS) -> list[list[str]]:
+    """The part of ``dvc exp show --csv`` worth a screen, one column per experiment: each
+    strategy's headline metrics (``<strategy> deo``), verification's AUCs and the
+    ``params`` (dotted keys of params.yaml) whose values differ between experiments; deps
+    (file hashes), unchanged params and diagnostic numbers are left out.
+
+    Returns
+    -------
+    list of rows
+        The first row names the experiments; each further row is a label and one cell per
+        experiment.
+    """
+    if not rows:
+        return []
+    picked: list[tuple[str, str]] = []
+    for col in rows[0]:
+        strategy = re.fullmatch(r"metrics/eval/(.+)\.json:(\w+)", col)
+        if strategy and strategy[2] in metrics:
+            picked.append((col, f"{strategy[1]} {strategy[2]}"))
+        elif col.removeprefix("metrics/verify.json:") in EXPS_VERIFY:
+            picked.append((col, f"verify {col.removeprefix('metrics/verify.json:')}"))
+    picked += [(col, col) for col in rows[0]
+               if col in params and len({r.get(col, "") for r in rows}) > 1]
+    table = [["", *[r["Experiment"] or r["rev"] for r in rows]]]
+    table += [[label, *[_fmt_cell(r.get(col)) for r in rows]] for col, label in picked]
+    return table
+
+
+def _flat_keys(data: dict, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        keys |= _flat_keys(v, f"{key}.") if isinstance(v, dict) else {key}
+    return keys
+
+
+@app.command()
+def exps(
+    all_columns: Annotated[bool, typer.Option(
+        "--all", help="every column, as `dvc exp show` prints it (deps, all params, every "
+                      "metric)")] = False,
+    metric: Annotated[list[str] | None, typer.Option(
+        help="headline metric per strategy to show (repeat); default: deo, ap")] = None,
+    params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
+) -> None:
+    """Experiments side by side on one screen: each strategy's DEO and AP, verification's
+    AUC and only the params that differ (``dvc exp show --csv`` underneath; ``--all`` for
+    every column)."""
+    import csv
+    import io
+    import os
+    import subprocess
+
+    from facebalance.config import read_params_data
+
+    try:
+        keys = _flat_keys(read_params_data(params))
+    except FacebalanceError as err:
+        _fail(err)
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    cmd = ["dvc", "exp", "show", *([] if all_columns else ["--csv"])]
+    proc = subprocess.run(cmd, capture_output=not all_columns, text=True, env=env)
+    if proc.returncode != 0:
+        _fail(FacebalanceError(f"dvc exp show failed (exit {proc.returncode}): "
+                               f"{(proc.stderr or '').strip()[:300]}"))
+    if all_columns:
+        return
+    table = exps_table(list(csv.DictReader(io.StringIO(proc.stdout))), keys,
+                       tuple(metric) if metric else EXPS_METRICS)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))] if table else []
+    for row in table:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def experiment_file(name: str, path: str) -> str:
