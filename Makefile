@@ -38,11 +38,13 @@ repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/facebalance repro
 	@cat metrics/compare.md
 
+# Passive OpenMP waits: the tests run stages in subprocesses beside the test process;
+# two torch processes on two cores slowed each other 10-20x (2026-12-05): idle threads must not spin.
 test: setup
-	$(BIN)/python -m pytest
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -189,12 +189,15 @@ def test_an_output_folder_holding_other_files_is_refused_not_deleted(tmp_path: P
         (tmp / "train").mkdir()
         (tmp / "train" / "part-00000.parquet").write_text("x")
     (out / "train" / "part-00001.parquet").write_text("y")  # an older, larger output's part
+    (out / "embedder.pt").write_text("z")  # written by another configuration of the stage
     with atomic_directory(out) as tmp:  # its own earlier output: replaced
         (tmp / "a.json").write_text("2")
     assert sorted(p.name for p in out.rglob("*")) == ["a.json"]
     (out / "my_notes.txt").write_text("keep me")
+    (out / "photo.jpg").write_text("keep me too")
     with pytest.raises(FacebalanceError, match=rf"^{out} holds files this stage did not write "
-                                               r"\(my_notes.txt\); .*choose another --out$"):
+                                               r"\(my_notes.txt, photo.jpg\); .*choose "
+                                               r"another --out$"):
         with atomic_directory(out) as tmp:
             (tmp / "a.json").write_text("3")
     assert (out / "my_notes.txt").read_text() == "keep me"

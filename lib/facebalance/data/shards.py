@@ -368,19 +368,22 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
     _move_into_place(tmp, out)
 
 
-_PART_FILE = re.compile(r"^part-\d+\.parquet$")
+#: Kinds of files the stages write: an earlier output may hold some that this run does
+#: not (a trained embedder's .pt where dlib now writes only its .json).
+OUTPUT_SUFFIXES = (".parquet", ".json", ".pt", ".png", ".csv", ".md")
 
 
 def _foreign_files(old: Path, new: Path) -> list[str]:
-    """Files under ``old`` that a run writing ``new`` would not have written: neither in
-    ``new`` nor a shard part (an older, larger output had more parts)."""
+    """Files under ``old`` that no stage would have written: neither in ``new`` nor of an
+    output kind (:data:`OUTPUT_SUFFIXES`), e.g. notes or photos in a folder of the user's
+    passed as ``--out``."""
     if old.is_symlink() or not old.exists():
         return []
     if not old.is_dir():
         return [old.name]
     return sorted(str(f.relative_to(old)) for f in old.rglob("*")
                   if not f.is_dir() and not (new / f.relative_to(old)).exists()
-                  and not _PART_FILE.match(f.name))
+                  and f.suffix.lower() not in OUTPUT_SUFFIXES)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
