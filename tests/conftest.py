@@ -28,3 +28,59 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     write_synthfaces(TINY_DATASET, out, seed=0, image_size=32, progress=False)
     return out
+
+
+# The slow tests' shared projects (tests/projects.py says what each holds). Session scope:
+# each is built once, by the first test that needs it, and only read afterwards; a test that
+# changes a project works on a copy (``binary_copy``).
+
+@pytest.fixture(scope="session")
+def binary_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny blond-vs-male pipeline, every stage run by ``dvc repro``, committed."""
+    from .projects import build_binary
+
+    return build_binary(tmp_path_factory.mktemp("binary"))
+
+
+@pytest.fixture
+def binary_copy(binary_project: Path, tmp_path: Path) -> Path:
+    """A copy of :func:`binary_project` (with its git and DVC cache) a test may change."""
+    from .projects import copy_project
+
+    return copy_project(binary_project, tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A real-format dataset (a folder of JPEGs and a label CSV, one file missing, one
+    corrupt; train skewed like CelebA) through every stage the default strategies and
+    gan_complement_real need, in process; (project, stages run)."""
+    from .data.realdata import make_folder
+    from .projects import BINARY, DEFAULT_STRATEGIES, build_inprocess, merge
+
+    faces = tmp_path_factory.mktemp("faces")
+    make_folder(faces, size=64, split_sizes=(600, 120, 240))
+    root = tmp_path_factory.mktemp("folder_project")
+    changes = merge(BINARY, {
+        "dataset": {"name": "folder", "root": str(faces), "on_error": "skip"},
+        "strategies": [*DEFAULT_STRATEGIES, "gan_complement_real"]})
+    return root, build_inprocess(root, changes, "compare")
+
+
+@pytest.fixture(scope="session")
+def skin4_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The ``skin4_guided`` preset (blond vs 4 skin groups) with val_attention added, tiny,
+    in process; (project, stages run)."""
+    from .projects import build_inprocess, merge, preset
+
+    changes = merge(preset("skin4_guided"), {
+        "dataset": {"n_train": 800, "n_val": 160, "n_test": 240, "rows_per_file": 400,
+                    "row_group_size": 100},
+        "strategies": ["baseline", "oversample", "val_attention", "guided"],
+        "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
+        "train_attr": {"epochs": 3, "width": 8},
+        "evaluate": {"bootstrap": 40},
+        "gan": {"steps": 300, "width": 16},
+        "guided": {"n_fit": 600, "batch_size": 64}})
+    root = tmp_path_factory.mktemp("skin4_guided")
+    return root, build_inprocess(root, changes, "compare")

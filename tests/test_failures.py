@@ -1,14 +1,15 @@
 """A stage that fails loses nothing: through ``dvc repro`` / ``dvc exp run`` as a user runs it.
 
-One tiny project runs prepare -> train_attr@target and baseline's augment -> train_target ->
-evaluate; each test then breaks one thing (a param, the device, a shard, a checkpoint),
-checks the one-line message and exit code, and that every output file is byte-identical
-to before (DVC does not delete ``persist`` outs; stages replace them atomically).
+The tests break one thing (a param, the device, a shard, a checkpoint) in one copy of the
+session's finished tiny pipeline (``binary_project``), check the one-line message and exit
+code, and that every output file is byte-identical to before (DVC does not delete
+``persist`` outs; stages replace them atomically).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import signal
@@ -23,22 +24,12 @@ import pytest
 
 from .conftest import REPO
 from .data.realdata import make_folder
-from .dvcproject import commit, dvc, new_project, ran, set_params
+from .dvcproject import dvc, set_params
+from .projects import copy_project
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "dataset": {"n_train": 400, "n_val": 80, "n_test": 160, "rows_per_file": 200,
-                "row_group_size": 100},
-    "strategies": ["baseline"],
-    "train_attr": {"epochs": 1, "width": 8},
-    "train_target": {"epochs": 1, "width": 8, "seeds": [0]},
-    "evaluate": {"bootstrap": 20},
-    "compare": {"references": ["baseline"]},
-}
 TARGETS = ("train_attr@target", "evaluate@baseline")
-STAGES = ("prepare", "train_attr@target", "augment@baseline", "train_target@baseline",
-          "evaluate@baseline")
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -70,13 +61,9 @@ def _one_error_line(stderr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("failures")
-    new_project(root, TINY)
-    proc = dvc(root, "repro", *TARGETS)
-    assert ran(proc.stdout) == set(STAGES)
-    commit(root, "tiny run")
-    return root
+def project(binary_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One copy of the finished tiny pipeline for this module's tests (each restores it)."""
+    return copy_project(binary_project, tmp_path_factory.mktemp("failures") / "project")
 
 
 @pytest.fixture
@@ -85,12 +72,13 @@ def state(project: Path) -> Iterator[dict[str, str]]:
     before = _snapshot(project)
     yield before
     subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=project, check=True)
-    dvc(project, "checkout", "-f", *STAGES)
+    dvc(project, "checkout", "-f")
     assert _md5s(_snapshot(project)) == _md5s(before)
 
 
 def test_bad_param_in_the_workspace_keeps_every_output(project: Path,
                                                        state: dict[str, str]) -> None:
+    """An invalid value: one error line naming key and type; no output touched."""
     set_params(project / "params.yaml", {"dataset": {"n_train": "abc"}})
     proc = dvc(project, "repro", *TARGETS, check=False)
     assert proc.returncode != 0
@@ -101,8 +89,9 @@ def test_bad_param_in_the_workspace_keeps_every_output(project: Path,
 
 def test_a_non_finite_float_stops_training_and_keeps_the_models(
         project: Path, state: dict[str, str]) -> None:
-    (project / "params.yaml").write_text(
-        (project / "params.yaml").read_text().replace("lr: 0.003", "lr: .nan"))
+    """A NaN learning rate is refused before training; the models stay."""
+    set_params(project / "params.yaml", {"train_attr": {"lr": math.nan}})
+    assert "lr: .nan" in (project / "params.yaml").read_text()
     proc = dvc(project, "repro", *TARGETS, check=False)
     assert proc.returncode != 0
     assert "train_attr.lr = nan is invalid; expected a finite number" in _one_error_line(
@@ -123,6 +112,7 @@ def test_exp_run_temp_keeps_params_and_outputs(project: Path, state: dict[str, s
 
 
 def test_a_missing_device_keeps_every_output(project: Path, state: dict[str, str]) -> None:
+    """A device this machine lacks: one error line; no output touched."""
     import torch
 
     device = "cuda:7" if torch.backends.mps.is_available() else "mps"
@@ -135,6 +125,7 @@ def test_a_missing_device_keeps_every_output(project: Path, state: dict[str, str
 
 def test_a_truncated_shard_is_named_and_the_model_kept(project: Path,
                                                         state: dict[str, str]) -> None:
+    """A truncated shard read after training: one line naming it; the model stays."""
     # The test split: train_attr reads it after training, when a careless stage would
     # already have replaced its model.
     shard = project / "data" / "prepared" / "test" / "part-00000.parquet"
@@ -148,6 +139,17 @@ def test_a_truncated_shard_is_named_and_the_model_kept(project: Path,
     assert _changed(state, project) == {"data/prepared/test/part-00000.parquet"}
 
 
+def test_an_unknown_key_fails_before_work_with_the_key(project: Path,
+                                                    state: dict[str, str]) -> None:
+    """A misspelt key stops the first stage with the key and the nearest valid one."""
+    set_params(project / "params.yaml", {"dataset": {"n_trian": 10}})
+    proc = dvc(project, "repro", check=False)
+    assert proc.returncode != 0
+    assert "unknown key 'dataset.n_trian' (did you mean 'n_train'?)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _changed(state, project) == {"params.yaml"}
+
+
 class _RunsCode:
     def __init__(self, marker: str) -> None:
         self.marker = marker
@@ -158,6 +160,7 @@ class _RunsCode:
 
 def test_a_checkpoint_holding_code_is_refused_and_outputs_kept(
         project: Path, state: dict[str, str], tmp_path: Path) -> None:
+    """A pickled-code checkpoint is refused unloaded (the code never runs); outputs stay."""
     marker = tmp_path / "code-ran"
     ckpt = project / "models" / "target" / "baseline" / "seed0.pt"
     ckpt.write_bytes(pickle.dumps(_RunsCode(str(marker))))
@@ -195,6 +198,7 @@ def test_kill_9_during_prepare_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def test_a_label_row_outside_the_root_stops_prepare_in_one_line(tmp_path: Path) -> None:
+    """A CSV path escaping the image folder stops prepare in one line, unread."""
     secret = tmp_path / "outside" / "secret.png"
     secret.parent.mkdir()
     secret.write_bytes(b"private")

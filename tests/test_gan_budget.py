@@ -1,12 +1,14 @@
 """End to end on a tiny `hard` setting: the GAN strategy must not hurt with the defaults.
 
 The tiny pipeline runs the `hard` preset's data (P(blond | group) 0.85 vs 0.15, a small
-real set) through DVC twice: once with the old GAN defaults (every one of many pairs at
-loss weight 4, labelled by plain attribute classifiers: the generated images outweigh the
-real ones 32 to 1, as 48,000 pairs at weight 4 did against 9,400 real photos, and a GAN
-trained on the skewed data as it is), then with the committed defaults (the baseline is
-reused). One criterion judges both runs (:func:`harms`): with the old defaults it reports
-harm, with the committed ones none, so the test fails if the defaults go back.
+real set) twice, its stages in process: once with the old GAN defaults (every one of many
+pairs at loss weight 4, labelled by plain attribute classifiers: the generated images
+outweigh the real ones 32 to 1, as 48,000 pairs at weight 4 did against 9,400 real photos,
+and a GAN trained on the skewed data as it is), then with the committed defaults. One
+criterion judges both runs (:func:`harms`): with the old defaults it reports harm, with
+the committed ones none, so the test fails if the defaults go back. That DVC reuses the
+baseline (and the GAN unless its own params change) when the defaults change is checked
+on a copy of the session's pipeline.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import yaml
 from facebalance.presets import PRESETS
 
 from .conftest import REPO
-from .dvcproject import dvc, new_project, ran, set_params
+from .dvcproject import dvc, set_params
+from .projects import build_inprocess, merge
+from .stagerun import plan, run_stage
 
 pytestmark = pytest.mark.slow
 
@@ -49,29 +53,46 @@ def _paired(root: Path) -> dict:
     return json.loads((root / "metrics/paired.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    root = tmp_path_factory.mktemp("hard")
-    new_project(root, {**TINY, "augment": OLD["augment"], "complement": OLD["complement"],
-                       "train_attr": {**TINY["train_attr"], **OLD["train_attr"]},
-                       "gan": {**TINY["gan"], **OLD["gan"]}})
-    dvc(root, "repro", "compare")
-    old = _paired(root)
-    old["budget"] = json.loads((root / "metrics/augment/gan_complement.json").read_text())
-    # Back to the committed defaults, keeping the tiny sizes.
-    set_params(root / "params.yaml", {
+def _to_defaults(params: Path) -> None:
+    """Back to the committed defaults of what OLD changes (keeping the tiny sizes)."""
+    set_params(params, {
         "augment": {k: DEFAULTS["augment"][k] for k in OLD["augment"]},
         "complement": {"n_pairs": DEFAULTS["complement"]["n_pairs"]},
         "train_attr": {"balance": DEFAULTS["train_attr"]["balance"]},
         "gan": {"balance": DEFAULTS["gan"]["balance"]}})
-    proc = dvc(root, "repro", "compare")
-    # The GAN is reused unless the defaults train it differently; the baseline always is.
-    gan_changed = DEFAULTS["gan"]["balance"] != OLD["gan"]["balance"]
-    assert ("train_gan" in ran(proc.stdout)) == gan_changed
-    assert "train_target@baseline" not in ran(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    root = tmp_path_factory.mktemp("hard")
+    build_inprocess(root, merge(TINY, OLD), "compare")
+    old = _paired(root)
+    old["budget"] = json.loads((root / "metrics/augment/gan_complement.json").read_text())
+    _to_defaults(root / "params.yaml")
+    # The stages DVC reuses here (test_dvc_reuses_the_baseline_...) keep their outputs.
+    reused = {"prepare", "augment@baseline", "train_target@baseline", "evaluate@baseline"}
+    for name, cmd in plan(root, "compare"):
+        if name not in reused:
+            run_stage(root, cmd)
     new = _paired(root)
     new["budget"] = json.loads((root / "metrics/augment/gan_complement.json").read_text())
     return {"old": old, "new": new}
+
+
+def test_dvc_reuses_the_baseline_and_the_gan_unless_its_params_change(
+        binary_copy: Path) -> None:
+    """Changing the defaults as above on a finished pipeline trained with the old GAN and
+    labeller params: DVC reruns the GAN only if gan.balance changed, never the baseline."""
+    params = yaml.safe_load((binary_copy / "params.yaml").read_text())
+    assert params["gan"]["balance"] == OLD["gan"]["balance"]
+    assert params["train_attr"]["balance"] == OLD["train_attr"]["balance"]
+    _to_defaults(binary_copy / "params.yaml")
+    changed = set(json.loads(dvc(binary_copy, "status", "--json").stdout))
+    gan_changed = DEFAULTS["gan"]["balance"] != OLD["gan"]["balance"]
+    assert ("train_gan" in changed) == gan_changed
+    assert {"train_attr@target", "complement"} <= changed  # what the change is about
+    assert not changed & {"prepare", "augment@baseline", "train_target@baseline",
+                          "evaluate@baseline"}
 
 
 def test_the_old_budget_outweighs_the_real_data_and_the_new_one_follows_it(runs) -> None:

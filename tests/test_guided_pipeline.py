@@ -1,4 +1,8 @@
-"""guided end to end: a tiny `skin4_guided` pipeline (4 skin groups) through DVC."""
+"""guided end to end: the tiny `skin4_guided` pipeline (4 skin groups), in process.
+
+``skin4_run`` (conftest.py) is shared with test_task_pipelines.py; DVC runs the guided
+stages in the session's ``binary_project``.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +11,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from facebalance.data.shards import read_columns, read_parquet
 from facebalance.models.classifier import load_checkpoint
 
-from .dvcproject import dvc, new_project, ran
-from .test_smote_pipeline import _preset
-
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "dataset": {"n_train": 800, "n_val": 160, "n_test": 240, "rows_per_file": 400,
-                "row_group_size": 100},
-    "train_target": {"epochs": 1, "width": 8, "seeds": [0, 1]},
-    "train_attr": {"epochs": 3, "width": 8},
-    "evaluate": {"bootstrap": 40},
-    "gan": {"steps": 300, "width": 16},
-    "guided": {"n_fit": 600, "batch_size": 64},
-}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("skin4_guided")
-    changes = _preset("skin4_guided")
-    for section, values in TINY.items():
-        changes[section] = {**changes.get(section, {}), **values}
-    new_project(root, changes)
-    stages = ran(dvc(root, "repro", "compare").stdout)
+def project(skin4_run: tuple[Path, list[str]]) -> Path:
+    root, stages = skin4_run
     assert {"train_attr@protected", "train_gan", "guide", "augment_guided",
-            "train_target@guided"} <= stages
-    assert not stages & {"sample", "score", "boundaries", "complement", "invert"}
+            "train_target@guided"} <= set(stages)
+    assert not set(stages) & {"sample", "score", "boundaries", "complement", "invert"}
     return root
 
 
 def test_small_groups_reach_the_mean_size_with_agreeing_images(project: Path) -> None:
+    """Groups below the mean size get guided images up to it, which the protected
+    classifier agrees with; the training index adds the ones that still agree."""
     report = json.loads((project / "metrics/guided.json").read_text())
     counts = report["real_counts"]
     size = report["group_size"]
@@ -52,6 +41,8 @@ def test_small_groups_reach_the_mean_size_with_agreeing_images(project: Path) ->
         assert r["needed"] == size - counts[g] and r["made"] == r["needed"]
         assert 0 < r["hit_rate"] <= 1 and r["mean_step_length"] >= 0
         assert r["agreement"] >= 0.9  # the stored images, rescored after the PNG round trip
+    n_real = yaml.safe_load((project / "params.yaml").read_text())["dataset"]["n_train"]
+    assert sum(counts.values()) == n_real
     table = read_parquet(project / "data/guided/guided.parquet")
     assert len(table) == report["new_images"] == sum(r["made"] for r in report["groups"].values())
     ids = read_columns(project / "data/guided/images", ["id"])["id"]
@@ -61,7 +52,7 @@ def test_small_groups_reach_the_mean_size_with_agreeing_images(project: Path) ->
     kept = table[table["agrees"]]
     assert len(kept) >= 0.9 * len(table)
     index = read_parquet(project / "data/trainsets/guided.parquet")
-    assert len(index) == 800 + len(kept)
+    assert len(index) == n_real + len(kept)
     assert (index["source"] == "generated").sum() == len(kept)
     groups = np.bincount(index["group"], minlength=4)
     real = np.array([counts[f"skin={g}"] for g in range(4)])
@@ -70,6 +61,7 @@ def test_small_groups_reach_the_mean_size_with_agreeing_images(project: Path) ->
 
 
 def test_the_protected_classifier_has_one_output_per_group(project: Path) -> None:
+    """K = 4 groups: a 4-way protected classifier, per-group report, guided compared."""
     _, config, meta = load_checkpoint(project / "models/attr/protected.pt")
     assert config.num_outputs == 4 and meta["classes"] == 4
     rep = json.loads((project / "metrics/attr/protected.json").read_text())
