@@ -62,7 +62,7 @@ bench: setup
 lock: setup
 	$(BIN)/python -m pip install -q --upgrade -e ".[dev,dlib]"
 	$(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -viE '^((torch|torchvision|triton|facenet-pytorch)==|(nvidia|cuda)-)' \
+	  | grep -viE '^((torch|torchvision|triton|facenet-pytorch)( @|==)|(nvidia|cuda)-)' \
 	  | sed '1i # make lock: exact versions of the dependencies (Python 3.11, x86_64); torch pins are in the Makefile' \
 	  > constraints.txt
 

@@ -71,7 +71,9 @@ def main(
         summary["images_not_in_pairs"] -= len(rows)
     t0 = time.perf_counter()
     vectors = embed_dataset(embedder, ShardDataset(rows, {}, cache_mb=e.cache_mb),
-                            e.embed_batch_size, workers=cpu_workers())
+                            e.embed_batch_size,
+                            workers=min(p.base.threads or cpu_workers(),
+                                        -(-len(rows) // e.embed_batch_size)))
     seconds = time.perf_counter() - t0
     summary |= {"dim": cfg.dim, "images": {s: int((rows["split"] == s).sum())
                                            for s in ("train", "val", "test")},

@@ -531,3 +531,24 @@ def test_cli_audit_pairs(tmp_path: Path) -> None:
     rep = json.loads((out / "pairs.json").read_text())
     assert set(rep["by_group"]["race"]) == {"asian", "black", "white"}
     assert "tar_at_far_0.05" in rep["metrics"] and "| fnmr_ratio_race |" in result.output
+
+
+def test_audit_options_are_bounded_and_checked(tmp_path: Path) -> None:
+    """A typo in a count fails in one line instead of allocating until killed."""
+    import pandas as pd
+
+    from facebalance.audit import MAX_BOOTSTRAP_CELLS, _check_bootstrap_size, audit_command
+
+    frame = pd.DataFrame({"label": [0, 1] * 10, "score": [0.2, 0.8] * 10,
+                          "group": ["a", "b"] * 10})
+    path = tmp_path / "p.csv"
+    frame.to_csv(path, index=False)
+    for key, value, why in (("bootstrap", 10**9, "from 1 to 100000"),
+                            ("bootstrap", "many", "from 1 to 100000"),
+                            ("seed", -1, "from 0 to 2147483647")):
+        with pytest.raises(FacebalanceError, match=rf"^audit: {key} = .*; expected an "
+                                                   rf"integer {why}$"):
+            audit_command(path, tmp_path / "out", **{key: value})
+    with pytest.raises(FacebalanceError, match=r"need \d+ GB of resample weights; lower "
+                                               r"--bootstrap"):
+        _check_bootstrap_size(500, MAX_BOOTSTRAP_CELLS // 100)

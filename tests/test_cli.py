@@ -206,3 +206,7 @@ def test_exps_table_keeps_headlines_and_changed_params_only() -> None:
                      ["baseline deo", "0.146", "0.100"],
                      ["verify head.auc", "0.920", "0.920"],
                      ["train_target.lr", "0.001", "0.002"]]
+    # One strategy: DVC names its columns by the bare metric.
+    single = [{"Experiment": "", "rev": "workspace", "deo": "0.1", "ap": "0.9", "kl": "0.2"}]
+    assert exps_table(single, params=set()) == [["", "workspace"], ["deo", "0.100"],
+                                                ["ap", "0.900"]]

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from facebalance.config import parse_yaml
 from facebalance.data.shards import atomic_write_bytes
-from facebalance.errors import FacebalanceError
+from facebalance.errors import FacebalanceError, first_line
 from facebalance.metrics.bootstrap import bootstrap_weights, summarize
 from facebalance.metrics.compare import comparison_frame, fmt, plot_comparison, to_markdown
 from facebalance.metrics.fairness import accuracy, average_precision, group_rates
@@ -152,8 +152,7 @@ def read_table(path: str | Path, text_columns: Sequence[str] = ()) -> pd.DataFra
             return pd.read_csv(path, dtype={c: str for c in text_columns if c in header})
         return pd.read_parquet(path)
     except (OSError, ValueError) as err:  # pandas' and Arrow's parse errors are ValueErrors
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FacebalanceError(ERR_READ.format(path=path, reason=reason)) from None
+        raise FacebalanceError(ERR_READ.format(path=path, reason=first_line(err))) from None
 
 
 def load_config(path: str | Path, keys: Sequence[str] = CONFIG_KEYS) -> dict[str, Any]:
@@ -161,10 +160,10 @@ def load_config(path: str | Path, keys: Sequence[str] = CONFIG_KEYS) -> dict[str
     underscore); an unknown key is an error naming the valid ones."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        reason = str(err).strip().splitlines()[0]
-        raise FacebalanceError(ERR_CONFIG.format(path=path, reason=reason)) from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise FacebalanceError(ERR_CONFIG.format(path=path, reason=first_line(err))) from None
+    data = parse_yaml(text, path) or {}  # one line with line and column; no aliases
     if not isinstance(data, dict):
         raise FacebalanceError(ERR_CONFIG.format(
             path=path, reason=f"expected a mapping of options, got a {type(data).__name__}"))
@@ -842,6 +841,7 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
     prep = prepare_predictions(frame, label=label, scores=cols, groups=group_map, kind=kind,
                                id_column=id_column, split=split, strict=strict,
                                source=source, val=val, age_bins=age_bins)
+    _check_bootstrap_size(n_bootstrap, len(prep.test))
     train_rows = train if train is not None else (prep.train if len(prep.train) else None)
     other = other_cols = None
     if reference is not None:
@@ -1174,6 +1174,7 @@ def audit_pairs(frame: pd.DataFrame, *, score: str = "score", same: str = "same"
                        "labels"}
     cluster_col = identity_a if identity_a and identity_a in test.columns else id_a
     cluster = pd.factorize(test[cluster_col].astype(str))[0]
+    _check_bootstrap_size(n_bootstrap, len(test))
     weights = np.vstack([np.ones(len(test)), bootstrap_weights(
         int(cluster.max()) + 1, n_bootstrap, bootstrap_seed)[:, cluster]])
     fars = tuple(float(f) for f in fars)
@@ -1282,6 +1283,38 @@ def _floats(value: Any, what: str) -> list[float]:
                                "20,30,40") from None
 
 
+#: Bootstrap resamples at most (as ``evaluate.bootstrap``); the resample weights are a dense
+#: (resamples x rows) array.
+MAX_BOOTSTRAP = 100_000
+#: Resamples x rows at most (about 3.2 GB of weights and their temporaries).
+MAX_BOOTSTRAP_CELLS = 400_000_000
+
+
+def _int_option(o: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    """An integer option from the command line or the YAML, or one clear error."""
+    value = o.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise FacebalanceError(f"audit: {key} = {value!r}; expected an integer from {lo} to "
+                               f"{hi}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise FacebalanceError(f"audit: {key} = {value!r}; expected an integer from {lo} to "
+                               f"{hi}") from None
+    if not lo <= number <= hi:
+        raise FacebalanceError(f"audit: {key} = {number}; expected an integer from {lo} to "
+                               f"{hi}")
+    return number
+
+
+def _check_bootstrap_size(n_bootstrap: int, rows: int) -> None:
+    if n_bootstrap * rows > MAX_BOOTSTRAP_CELLS:
+        raise FacebalanceError(
+            f"audit: {n_bootstrap} bootstrap resamples of {rows:,} rows need "
+            f"{n_bootstrap * rows * 8 / 1e9:.0f} GB of resample weights; lower --bootstrap "
+            f"(at most {MAX_BOOTSTRAP_CELLS // max(rows, 1):,} for this file)")
+
+
 def audit_command(predictions: str | Path, out: str | Path, *,
                   config: str | Path | None = None, **options: Any
                   ) -> dict[str, dict[str, Any]]:
@@ -1299,8 +1332,9 @@ def audit_command(predictions: str | Path, out: str | Path, *,
         split=str(o.get("split", "split")),
         threshold=None if o.get("threshold") is None else float(o["threshold"]),
         strict=bool(o.get("strict", False)), age_bins=_floats(o.get("age_bins"), "age_bins"),
-        n_bootstrap=int(o.get("bootstrap", 500)), bootstrap_seed=int(o.get("seed", 0)),
-        kl_bins=int(o.get("kl_bins", 50)))
+        n_bootstrap=_int_option(o, "bootstrap", 500, 1, MAX_BOOTSTRAP),
+        bootstrap_seed=_int_option(o, "seed", 0, 0, 2**31 - 1),
+        kl_bins=_int_option(o, "kl_bins", 50, 2, 10_000))
 
 
 def audit_pairs_command(pairs: str | Path, out: str | Path, *,
@@ -1319,7 +1353,8 @@ def audit_pairs_command(pairs: str | Path, out: str | Path, *,
         identity_a=str(o.get("identity_a", "identity_a")), split=str(o.get("split", "split")),
         threshold=None if o.get("threshold") is None else float(o["threshold"]),
         fars=_floats(o.get("far"), "far") or (0.01, 0.001),
-        strict=bool(o.get("strict", False)), n_bootstrap=int(o.get("bootstrap", 500)),
-        bootstrap_seed=int(o.get("seed", 0)), source=str(pairs))
+        strict=bool(o.get("strict", False)),
+        n_bootstrap=_int_option(o, "bootstrap", 500, 1, MAX_BOOTSTRAP),
+        bootstrap_seed=_int_option(o, "seed", 0, 0, 2**31 - 1), source=str(pairs))
     write_pair_audit(out, report)
     return report

@@ -279,6 +279,8 @@ def exps_table(rows: list[dict[str, str]], params: set[str],
         strategy = re.fullmatch(r"metrics/eval/(.+)\.json:(\w+)", col)
         if strategy and strategy[2] in metrics:
             picked.append((col, f"{strategy[1]} {strategy[2]}"))
+        elif col in metrics:  # one strategy: DVC shortens its columns to the bare name
+            picked.append((col, col))
         elif col.removeprefix("metrics/verify.json:") in EXPS_VERIFY:
             picked.append((col, f"verify {col.removeprefix('metrics/verify.json:')}"))
     picked += [(col, col) for col in rows[0]
@@ -508,7 +510,12 @@ def verify(
     if detect and d.align == "none":  # mtcnn alignment already refused a faceless image
         from facebalance.data.convert import MtcnnDetector, open_rgb
 
-        finder = MtcnnDetector()
+        try:
+            finder = MtcnnDetector()
+        except ImportError:
+            typer.echo("warning: the face check needs facenet-pytorch (make setup installs "
+                       "it); the images were not checked for a face (--no-detect)", err=True)
+            return
         for f in dict.fromkeys((image1, image2)):
             if finder([open_rgb(f, f.parent, d.max_pixels)])[0] is None:
                 typer.echo(f"warning: {f}: MTCNN finds no face in it; the verdict above "

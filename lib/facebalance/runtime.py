@@ -125,8 +125,7 @@ def run_app(app: typer.Typer | Callable[..., Any]) -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with logging_redirect_tqdm():  # log lines through tqdm.write, above any bar
             code = typer.main.get_command(app)(standalone_mode=False)
@@ -134,6 +133,9 @@ def run_app(app: typer.Typer | Callable[..., Any]) -> None:
         for bar in list(getattr(tqdm, "_instances", ())):
             bar.close()  # ends the bar's line: the error line must not continue it
         sys.exit(_error_exit(err))
+    finally:  # a caller in the same process (a test) gets its own handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if isinstance(code, int) and code != 0:  # typer returns exit codes in this mode
         sys.exit(code)
 

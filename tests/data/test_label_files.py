@@ -143,8 +143,8 @@ def test_a_non_utf8_csv_is_named(tmp_path: Path) -> None:
     root, _ = _folder(tmp_path)
     (root / "labels.csv").write_bytes("file,blond,male,note\nimg/a.jpg,1,0,caf\xe9\n"
                                       .encode("latin-1"))
-    with pytest.raises(FacebalanceError, match=r"labels.csv is not UTF-8 text .*save it as "
-                                               r"UTF-8"):
+    with pytest.raises(FacebalanceError, match=r"labels.csv line 2 is not UTF-8 text; save "
+                                               r"the file as UTF-8"):
         index_dataset(params("folder", root))
 
 

@@ -194,9 +194,9 @@ def test_an_output_folder_holding_other_files_is_refused_not_deleted(tmp_path: P
         (tmp / "a.json").write_text("2")
     assert sorted(p.name for p in out.rglob("*")) == ["a.json"]
     (out / "my_notes.txt").write_text("keep me")
-    (out / "photo.jpg").write_text("keep me too")
+    (out / "IMG_0001.png").write_text("a photo of the user's")
     with pytest.raises(FacebalanceError, match=rf"^{out} holds files this stage did not write "
-                                               r"\(my_notes.txt, photo.jpg\); .*choose "
+                                               r"\(IMG_0001.png, my_notes.txt\); .*choose "
                                                r"another --out$"):
         with atomic_directory(out) as tmp:
             (tmp / "a.json").write_text("3")

@@ -39,6 +39,7 @@ from facebalance.data.shards import (  # noqa: F401  (ALPHA_BACKGROUND: re-expor
     write_table_atomic,
 )
 from facebalance.errors import CorruptImageError, FacebalanceError
+from facebalance.processes import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -285,37 +286,6 @@ def _decode(path: Path, job: DecodeJob) -> Decoded:
 def decode_chunk(job: DecodeJob) -> list[Decoded]:
     """:func:`_decode` of each path (the unit of work of a decode process)."""
     return [_decode(p, job) for p in job.paths]
-
-
-def exit_with_parent(parent: int) -> None:
-    """Make a worker process end when ``parent`` dies, even by ``kill -9``.
-
-    Linux delivers SIGKILL to the worker through ``PR_SET_PDEATHSIG``; elsewhere a daemon
-    thread polls the parent id. Without this, decode workers (hundreds of MB each) outlive
-    a killed ``prepare``. Ctrl-C, which reaches the whole process group, is left to the
-    parent (it stops the stage and the pool; workers would each print a traceback).
-    """
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if sys.platform == "linux":
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-        return
-    import threading
-    import time
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 class ChunkDecoder:

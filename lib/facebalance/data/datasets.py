@@ -12,7 +12,6 @@ row groups rather than rows so those caches hit. Either way a batch is fetched w
 from __future__ import annotations
 
 import logging
-import signal
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from facebalance.data.shards import (
 # Re-exported only for stage scripts of earlier commits (before stages/_checkout.py, a
 # queued DVC experiment ran its snapshot's scripts against the workspace's lib).
 from facebalance.data.shards import shard_refs as shard_refs
+from facebalance.processes import leave_signals_to_parent
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,7 @@ def _passthrough(batch: object) -> object:
 
 
 def _worker_signals(_worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group: the main process stops the stage and ends
-    # its workers, which must not each print a traceback (SIGTERM: torch's own shutdown).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    leave_signals_to_parent()
 
 
 def make_loader(dataset: ShardDataset, batch_size: int, *, shuffle: bool, seed: int = 0,

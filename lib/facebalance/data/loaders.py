@@ -292,15 +292,26 @@ def index_utkface(p: DatasetParams, root: Path, seed: int = 0) -> LabelIndex:
                       skipped={"malformed_name": malformed})
 
 
+def _bad_utf8_line(path: Path) -> int:
+    """The line of a file's first byte that is not UTF-8 (pandas' own offset counts from
+    the chunk it was reading)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return data[:err.start].count(b"\n") + 1
+    return 1
+
+
 def _read_csv(path: Path, required: tuple[str, ...],
               reserved: Callable[[pd.Index], None] | None = None) -> pd.DataFrame:
     """A label CSV as text columns (a byte-order mark and Windows line ends allowed), plus
     ``line``; ``reserved`` checks the CSV's own column names first."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise FacebalanceError(f"dataset: {path} is not UTF-8 text (byte {err.start}: "
-                               f"{err.reason}); save it as UTF-8") from err
+    except UnicodeDecodeError:
+        raise FacebalanceError(f"dataset: {path} line {_bad_utf8_line(path)} is not UTF-8 "
+                               "text; save the file as UTF-8") from None
     except pd.errors.EmptyDataError:
         raise FacebalanceError(f"dataset: {path} is empty; expected a header line and one "
                                "row per image") from None

@@ -368,22 +368,26 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
     _move_into_place(tmp, out)
 
 
-#: Kinds of files the stages write: an earlier output may hold some that this run does
-#: not (a trained embedder's .pt where dlib now writes only its .json).
-OUTPUT_SUFFIXES = (".parquet", ".json", ".pt", ".png", ".csv", ".md")
+#: Names of files an earlier run of a stage may have written that this run does not (fewer
+#: shard parts or seeds, a trained embedder's weights where dlib writes only its config, an
+#: LFW pairs table): replaced with the rest. Any other file not in the new output is the
+#: user's.
+_REPLACEABLE = re.compile(
+    r"^(part-\d+\.parquet|seed\d+\.pt|(embedder|encoder|head)\.(pt|json)|pairs\.parquet"
+    r"|\.DS_Store|Thumbs\.db)$")  # and what file browsers leave behind
 
 
 def _foreign_files(old: Path, new: Path) -> list[str]:
-    """Files under ``old`` that no stage would have written: neither in ``new`` nor of an
-    output kind (:data:`OUTPUT_SUFFIXES`), e.g. notes or photos in a folder of the user's
-    passed as ``--out``."""
+    """Files under ``old`` that no run of the stage writes: neither in ``new`` nor named
+    like an output of another configuration (:data:`_REPLACEABLE`), e.g. notes or photos
+    in a folder of the user's passed as ``--out``."""
     if old.is_symlink() or not old.exists():
         return []
     if not old.is_dir():
         return [old.name]
     return sorted(str(f.relative_to(old)) for f in old.rglob("*")
                   if not f.is_dir() and not (new / f.relative_to(old)).exists()
-                  and f.suffix.lower() not in OUTPUT_SUFFIXES)
+                  and not _REPLACEABLE.match(f.name))
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

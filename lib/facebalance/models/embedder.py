@@ -52,6 +52,7 @@ from facebalance.data.shards import (
 from facebalance.errors import FacebalanceError, first_line
 from facebalance.models.classifier import SmallResNet, load_weights_file, save_model
 from facebalance.models.train import TrainConfig, train_classifier
+from facebalance.processes import exit_with_parent
 from facebalance.task import classifier_task
 
 #: facenet-pytorch's pretrained files (release v2.2.9) and their identity counts.
@@ -360,8 +361,6 @@ _WORKER: DlibEmbedder | None = None
 
 
 def _dlib_worker_start(align: str, parent: int) -> None:
-    from facebalance.data.convert import exit_with_parent
-
     exit_with_parent(parent)
     global _WORKER
     _WORKER = DlibEmbedder(align)
