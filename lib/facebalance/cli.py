@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -183,20 +184,26 @@ def _preset_command(name: str, params: Path, temp: bool) -> list[str]:
             *set_args(changes), "compare"]
 
 
-def _run(cmd: list[str]) -> None:
+def _dvc(cmd: list[str], capture: bool = False) -> subprocess.CompletedProcess:
     """Run a dvc command with this environment's bin folder first on PATH, so that dvc
     and the stages' ``python`` are the ones facebalance is installed in."""
     import os
-    import shlex
-    import subprocess
 
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    typer.echo("$ " + shlex.join(cmd))
     try:
-        code = subprocess.run(cmd, env=env).returncode
+        return subprocess.run(cmd, env=env, capture_output=capture, text=capture)
     except FileNotFoundError:
         _fail(FacebalanceError(f"{cmd[0]} is not installed here (pip install -e .)"))
+        raise  # unreachable: _fail exits
+
+
+def _run(cmd: list[str]) -> None:
+    """:func:`_dvc` with the command echoed; a failure is one line."""
+    import shlex
+
+    typer.echo("$ " + shlex.join(cmd))
+    code = _dvc(cmd).returncode
     if code != 0:
         _fail(FacebalanceError(f"{shlex.join(cmd[:4])} ... failed (exit {code})"))
 
@@ -312,8 +319,6 @@ def exps(
     every column)."""
     import csv
     import io
-    import os
-    import subprocess
 
     from facebalance.config import read_params_data
 
@@ -321,10 +326,8 @@ def exps(
         keys = _flat_keys(read_params_data(params))
     except FacebalanceError as err:
         _fail(err)
-    bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    cmd = ["dvc", "exp", "show", *([] if all_columns else ["--csv"])]
-    proc = subprocess.run(cmd, capture_output=not all_columns, text=True, env=env)
+    proc = _dvc(["dvc", "exp", "show", *([] if all_columns else ["--csv"])],
+                capture=not all_columns)
     if proc.returncode != 0:
         _fail(FacebalanceError(f"dvc exp show failed (exit {proc.returncode}): "
                                f"{(proc.stderr or '').strip()[:300]}"))
@@ -343,8 +346,6 @@ def experiment_file(name: str, path: str) -> str:
     The newest experiment of that name wins: one queued again from a later commit keeps
     its name under another baseline prefix.
     """
-    import subprocess
-
     refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate",
                            "--format=%(refname)", "refs/exps"],
                           capture_output=True, text=True).stdout.split()
