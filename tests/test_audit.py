@@ -84,9 +84,9 @@ def test_groups_are_named_by_value_and_unknown_rows_are_their_own_group() -> Non
     # The fairness metrics are those of the known rows alone: fairness_report on them.
     known = frame.drop(index=[3, 5, 7, 10])
     codes = (known["gender"] == "male").to_numpy().astype(int)
-    ref = fairness_report(np.array([1]), [np.array([0.5])], known["label"].to_numpy(), codes,
+    ref = fairness_report(np.array([]), [np.array([])], known["label"].to_numpy(), codes,
                           [known["score"].to_numpy()], seeds=[0], group_name="gender",
-                          n_bootstrap=50)
+                          n_bootstrap=50, threshold=0.5)
     for key in ("ap", "accuracy", "deo", "dp_diff", "eo_diff", "kl", "group_acc_std"):
         assert rep[key] == ref[key], key
     assert rep["by_group"]["gender=male"] == ref["by_group"]["gender=1"]
@@ -116,6 +116,21 @@ def test_threshold_is_calibrated_on_val_given_or_on_test_and_the_report_says_whi
     assert on_test["threshold"]["seed0"] == calibrated_threshold(test["label"], test["score"])
     assert on_test["audit"]["threshold"]["source"] == "test"
     assert "test rows themselves" in on_test["audit"]["threshold"]["text"]
+
+
+def test_fairness_report_threshold_argument_is_the_calibrated_path_when_equal() -> None:
+    """``threshold=`` is a real argument, not faked validation rows; without it the report
+    (what the pipeline's evaluate writes) is the calibrated one, unchanged."""
+    test, val = scored(300, 21), scored(200, 22)
+    codes = (test["gender"] == "male").to_numpy().astype(int)
+    args = (test["label"].to_numpy(), codes, [test["score"].to_numpy()])
+    thr = calibrated_threshold(val["label"], val["score"])
+    calibrated = fairness_report(val["label"].to_numpy(), [val["score"].to_numpy()], *args,
+                                 seeds=[0], n_bootstrap=20)
+    given = fairness_report(np.array([]), [np.array([])], *args, seeds=[0], n_bootstrap=20,
+                            threshold=thr)
+    assert json_roundtrip(given) == json_roundtrip(calibrated)
+    assert calibrated["threshold"] == {"seed0": thr}
 
 
 def test_several_score_columns_are_seeds_and_a_group_rename_applies() -> None:
@@ -159,9 +174,10 @@ def test_bias_amplification_is_null_without_training_counts_and_uses_them_when_g
     rep = audit_predictions(frame, scores="score", groups="gender", threshold=0.5,
                             train=train, n_bootstrap=10)["gender"]
     codes = (frame["gender"] == "male").to_numpy().astype(int)
-    ref = fairness_report(np.array([1]), [np.array([0.5])], frame["label"].to_numpy(), codes,
+    ref = fairness_report(np.array([]), [np.array([])], frame["label"].to_numpy(), codes,
                           [frame["score"].to_numpy()], seeds=[0], group_name="gender",
-                          reference_counts=np.array([[60, 95], [40, 5]]), n_bootstrap=10)
+                          reference_counts=np.array([[60, 95], [40, 5]]), n_bootstrap=10,
+                          threshold=0.5)
     assert rep["ba"] == ref["ba"] and np.isfinite(rep["ba"]["value"])
     assert "200 training rows" in rep["audit"]["bias_amplification"]
 

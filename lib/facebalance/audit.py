@@ -542,14 +542,13 @@ def _renamed(entries: Mapping[str, Any], attr: str, names: Sequence[str]) -> dic
 def _threshold_inputs(prep: Prepared, threshold: float | None
                       ) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
     """The validation labels and scores :func:`fairness_report` calibrates each seed's
-    threshold on, and how the threshold was chosen."""
+    threshold on (empty with a given ``threshold``, which it then uses as it is), and how
+    the threshold was chosen."""
     if threshold is not None:
         t = float(threshold)
         if not 0 <= t <= 1:
             raise FacebalanceError(ERR_THRESHOLD.format(value=threshold))
-        # One positive row scored t: the calibrated threshold (the k-th largest score, k = 1)
-        # is then exactly t, with fairness_report unchanged.
-        return (np.array([1]), [np.array([t])] * len(prep.preds),
+        return (prep.y[:0], [p[:0] for p in prep.preds],
                 {"source": "given", "text": f"given: {t:g} for every model"})
     if len(prep.val):
         if not (prep.val_y == 1).any():
@@ -600,7 +599,8 @@ def _binary_report(prep: Prepared, column: str, attr: str, *, threshold: float |
                              [s[known] for s in prep.preds], seeds=list(seeds),
                              group_name=attr, reference_counts=counts,
                              n_bootstrap=n_bootstrap, bootstrap_seed=bootstrap_seed,
-                             kl_bins=kl_bins)
+                             kl_bins=kl_bins,
+                             threshold=None if threshold is None else float(threshold))
     report["by_group"] = _renamed(report["by_group"], attr, names)
     meta: dict[str, Any] = {"threshold": how, "warnings": []}
     if counts is None:

@@ -147,13 +147,15 @@ def fairness_report(val_y: np.ndarray, val_scores: Sequence[np.ndarray], test_y:
                     test_groups: np.ndarray, test_scores: Sequence[np.ndarray], *,
                     seeds: Sequence[int], group_name: str = "group",
                     reference_counts: np.ndarray | None = None, n_bootstrap: int = 500,
-                    bootstrap_seed: int = 0, kl_bins: int = 50) -> dict[str, Any]:
+                    bootstrap_seed: int = 0, kl_bins: int = 50,
+                    threshold: float | None = None) -> dict[str, Any]:
     """Metrics of a binary classifier trained with several seeds.
 
     Parameters
     ----------
     val_y, val_scores
-        Validation labels and each seed's scores: they fix each seed's calibrated threshold.
+        Validation labels and each seed's scores: they fix each seed's calibrated threshold
+        (unused when ``threshold`` is given).
     test_y, test_groups, test_scores
         Test labels, protected groups and each seed's scores.
     seeds
@@ -166,6 +168,9 @@ def fairness_report(val_y: np.ndarray, val_scores: Sequence[np.ndarray], test_y:
         Bootstrap resamples of the test set and their seed.
     kl_bins
         Histogram bins of the KL metric.
+    threshold
+        One decision threshold for every seed (a deployed model's), instead of calibrating
+        each seed's on the validation rows.
 
     Returns
     -------
@@ -176,7 +181,7 @@ def fairness_report(val_y: np.ndarray, val_scores: Sequence[np.ndarray], test_y:
     weights = bootstrap_weights(len(test_y), n_bootstrap, bootstrap_seed)
     point, boot, thresholds = [], [], {}
     for seed, vs, ts in zip(seeds, val_scores, test_scores, strict=True):
-        thr = calibrated_threshold(val_y, vs)
+        thr = calibrated_threshold(val_y, vs) if threshold is None else float(threshold)
         thresholds[f"seed{seed}"] = thr
         pred = (np.asarray(ts) >= thr).astype(np.int8)
         point.append(_seed_metrics(test_y, test_groups, ts, pred, np.ones((1, len(test_y))),
