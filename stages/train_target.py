@@ -7,7 +7,8 @@ import pandas as pd
 import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
-from facebalance.balance.strategies import ATTENTION_STRATEGIES, training_options
+from facebalance.balance.registry import strategy as strategy_spec
+from facebalance.balance.strategies import training_options
 from facebalance.config import as_dict, load_params
 from facebalance.data.shards import atomic_directory, read_columns, read_parquet, shard_refs
 from facebalance.models.classifier import save_checkpoint
@@ -32,13 +33,11 @@ def main(
     p = load_params(params)
     device = setup(p.base)
     rows = read_parquet(index)
-    a = p.augment
-    options = training_options(strategy, mixup_alpha=a.mixup_alpha, cutmix_alpha=a.cutmix_alpha,
-                               attention_max=a.attention_max)
+    options = training_options(strategy, p.augment)
     # The spec (classes, regression scale) comes from the real train split, not the index.
     task = task_from_params(p, read_columns(train, param_columns(p)))
     attention_val = None
-    if strategy in ATTENTION_STRATEGIES:
+    if strategy_spec(strategy).needs_val:
         refs = shard_refs(val, param_columns(p))
         attention_val = pd.concat([refs[["path", "_file", "_row"]], task_labels(task, refs)],
                                   axis=1)

@@ -4,9 +4,6 @@ They live apart from the algorithms so that ``config`` (imported by every stage)
 import the algorithms, and a change to one reruns only the stages that run it.
 """
 
-STRATEGIES = ("baseline", "reweight", "oversample", "mixup", "cutmix", "val_attention",
-              "gan_complement", "gan_gz_only", "gan_complement_real", "latent_smote",
-              "pixel_smote", "guided")
 REWEIGHT_MODES = ("equal_cells", "independence", "within_class")
 BOUNDARY_METHODS = ("svm", "logistic")
 COMPLEMENT_MODES = ("paper", "perp", "on_hyperplane")
@@ -50,14 +47,6 @@ GUARD_METRICS = {
 }
 #: Per-head metrics of a multitask model's extra targets.
 HEAD_METRICS = ("accuracy", "macro_f1", "class_acc_std")
-#: Strategies that need the GAN stages (a binary target and a binary protected attribute).
-GAN_STRATEGIES = ("gan_complement", "gan_gz_only", "gan_complement_real")
-#: Strategies that fill the small cells with interpolations of inverted real images (latent
-#: SMOTE) or of their pixels (the control); they need the GAN and the invert stage, any task.
-INTERPOLATION_STRATEGIES = ("latent_smote", "pixel_smote")
-#: Strategies that add faces generated along a group's latent direction (a binary target,
-#: labelled by the target classifier; 2..K groups).
-GUIDED_STRATEGIES = ("guided",)
 #: How the invert stage finds latents (:mod:`facebalance.latent.invert`).
 INVERT_METHODS = ("encoder", "optimize", "both")
 #: Named tasks (param changes in :mod:`facebalance.presets`) that ``make repro`` can run.

@@ -32,19 +32,16 @@ from facebalance.choices import (
     EMBED_MODELS,
     EVAL_SPLITS,
     GAN_BALANCE,
-    GAN_STRATEGIES,
-    GUIDED_STRATEGIES,
     HEAD_METRICS,
-    INTERPOLATION_STRATEGIES,
     INVERT_METHODS,
     PRESETS,
     REGRESSION_LOSSES,
     REWEIGHT_MODES,
-    STRATEGIES,
     TASK_KINDS,
     TASK_METRICS,
     VERIFY_FEATURES,
 )
+from facebalance.balance.registry import REGISTRY, STRATEGIES
 from facebalance.errors import FacebalanceError, first_line
 
 #: Binary attributes synthfaces renders; any two can be target and protected.
@@ -655,28 +652,7 @@ def _check_task(p: Params) -> None:
         raise FacebalanceError(
             f"params: dataset.target and dataset.protected are both {d.target!r}; "
             "they must differ for a binary task")
-    gan = [s for s in p.strategies if s in GAN_STRATEGIES]
-    if gan and t.kind != "binary":
-        raise FacebalanceError(
-            f"params: strategies lists {', '.join(gan)}, which need task.kind: binary; the "
-            f"z/z' complements flip one binary protected attribute while keeping one "
-            f"binary target, which a {t.kind} task does not have")
-    if gan and d.name == "synthfaces" and d.protected not in SYNTH_BINARY_ATTRIBUTES:
-        raise FacebalanceError(
-            f"params: strategies lists {', '.join(gan)}, which need a binary protected "
-            f"attribute; dataset.protected = {d.protected!r} has more than two groups (the "
-            "z/z' complement mirrors a face across one hyperplane)")
-    guided = [s for s in p.strategies if s in GUIDED_STRATEGIES]
-    if guided and t.kind != "binary":
-        raise FacebalanceError(
-            f"params: strategies lists guided, which labels its generated faces with the "
-            f"binary target classifier (train_attr@target); task.kind is {t.kind!r}: use a "
-            "binary target, or latent_smote (any task kind)")
-    if p.gan.balance == "oversample" and t.kind != "binary" and (
-            gan or any(s in INTERPOLATION_STRATEGIES for s in p.strategies)):
-        raise FacebalanceError(
-            f"params: gan.balance = {p.gan.balance!r} balances target x protected cells of a "
-            f"binary task; task.kind is {t.kind!r}: use gan.balance: none")
+    _check_strategies_fit(p)
     if t.kind == "regression" and "reweight" in p.strategies and (
             p.augment.reweight_mode == "independence"):
         raise FacebalanceError(
@@ -685,6 +661,32 @@ def _check_task(p: Params) -> None:
             "groups)")
     if d.name == "synthfaces":
         _check_synth_task(p)
+
+
+def _check_strategies_fit(p: Params) -> None:
+    """Each listed strategy supports the task (its registry entry says which)."""
+    d, t = p.dataset, p.task
+    unfit: dict[str, list[str]] = {}
+    for name in p.strategies:
+        if t.kind not in REGISTRY[name].task_kinds:
+            unfit.setdefault(REGISTRY[name].why, []).append(name)
+    for why, names in unfit.items():
+        kinds = " or ".join(REGISTRY[names[0]].task_kinds)
+        raise FacebalanceError(
+            f"params: strategies lists {', '.join(names)}, which {why}; task.kind is "
+            f"{t.kind!r}: remove {'it' if len(names) == 1 else 'them'} or use task.kind: "
+            f"{kinds}")
+    two = [s for s in p.strategies if REGISTRY[s].binary_protected]
+    if two and d.name == "synthfaces" and d.protected not in SYNTH_BINARY_ATTRIBUTES:
+        raise FacebalanceError(
+            f"params: strategies lists {', '.join(two)}, which need a binary protected "
+            f"attribute; dataset.protected = {d.protected!r} has more than two groups (the "
+            "z/z' complement mirrors a face across one hyperplane)")
+    if p.gan.balance == "oversample" and t.kind != "binary" and any(
+            REGISTRY[s].inputs for s in p.strategies):
+        raise FacebalanceError(
+            f"params: gan.balance = {p.gan.balance!r} balances target x protected cells of a "
+            f"binary task; task.kind is {t.kind!r}: use gan.balance: none")
 
 
 def _check_synth_task(p: Params) -> None:

@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from facebalance.balance.strategies import (
-    ATTENTION_STRATEGIES,
-    build_training_index,
-    training_options,
-)
+from facebalance.balance.registry import strategy as strategy_spec
+from facebalance.balance.strategies import build_training_index, training_options
 from facebalance.config import DatasetParams, EvaluateParams, Params
 from facebalance.data.prepare import write_synthfaces
 from facebalance.data.shards import shard_refs
@@ -46,7 +43,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     out = {}
     for strategy in ("baseline", "reweight", "val_attention"):
         index = build_training_index(strategy, real, seed=0)
-        attention = val if strategy in ATTENTION_STRATEGIES else None
+        attention = val if strategy_spec(strategy).needs_val else None
         models = root / strategy
         for s in SEEDS:
             net, cfg, _ = fit_classifier(index, params, image_size=32, seed=100 + s,

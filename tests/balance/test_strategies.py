@@ -13,6 +13,7 @@ from facebalance.balance.strategies import (
     select_pairs,
     synthetic_summary,
 )
+from facebalance.config import AugmentParams
 from facebalance.errors import FacebalanceError
 
 
@@ -92,11 +93,29 @@ def test_build_training_index_columns_and_errors() -> None:
         build_training_index("baseline", real.drop(columns="group"))
 
 
-def test_every_strategy_param_value_has_a_builder() -> None:
-    from facebalance.balance.strategies import BUILDERS
-    from facebalance.choices import STRATEGIES
-
-    assert set(BUILDERS) == set(STRATEGIES) and len(BUILDERS) == len(STRATEGIES)
+def test_options_are_declared_and_default_to_the_params() -> None:
+    y, g = _skewed(50)
+    real = pd.DataFrame({"path": "p", "_file": 0, "_row": np.arange(50), "id": np.arange(50),
+                         "label": y, "group": g})
+    # A misspelled option, or one of another strategy, is an error (it was ignored).
+    with pytest.raises(FacebalanceError, match="strategy 'reweight' takes no option "
+                       "'reweight_mod'; its options: reweight_mode"):
+        build_training_index("reweight", real, reweight_mod="independence")
+    with pytest.raises(FacebalanceError, match="strategy 'baseline' takes no option "
+                       "'oversample_to'; its options: none"):
+        build_training_index("baseline", real, oversample_to="mean")
+    # Without a value, params.yaml's default; an AugmentParams section, or an override, wins.
+    default = build_training_index("reweight", real)
+    np.testing.assert_array_equal(
+        default["weight"], build_training_index("reweight", real,
+                                                reweight_mode=AugmentParams().reweight_mode)
+        ["weight"])
+    section = AugmentParams(reweight_mode="independence")
+    np.testing.assert_array_equal(
+        build_training_index("reweight", real, augment=section)["weight"],
+        build_training_index("reweight", real, reweight_mode="independence")["weight"])
+    assert not np.array_equal(default["weight"],
+                              build_training_index("reweight", real, augment=section)["weight"])
 
 
 def _index_rows(label: np.ndarray, group: np.ndarray, **extra: np.ndarray) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from facebalance.balance.attention import primary_error
 from facebalance.balance.strategies import training_options
 from facebalance.config import ClassifierParams
 from facebalance.data.datasets import ShardDataset
@@ -22,7 +23,6 @@ from facebalance.models.train import (
     head_targets,
     mix_batch,
     predict_outputs,
-    primary_error,
     task_loss,
 )
 from facebalance.task import Head, TaskSpec, cell_ids, group_ids, resolve_task, task_labels

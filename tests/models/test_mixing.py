@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
+from facebalance.balance.attention import cell_weights
 from facebalance.balance.strategies import training_options
 from facebalance.config import ClassifierParams
 from facebalance.data.shards import shard_refs
 from facebalance.models.fit import fit_classifier
-from facebalance.models.train import cell_weights, draw_mix, mix_batch
+from facebalance.models.train import draw_mix, mix_batch
 
 
 def test_mixup_matches_a_per_element_loop() -> None:

@@ -10,6 +10,10 @@ repeats rows; reweighting changes weights; the GAN strategies add rows that poin
 generated shards. ``train_target`` reads this table; the training-time strategies
 (``mixup``, ``cutmix``, ``val_attention``) keep the real rows and change the training
 loop instead (:func:`training_options`).
+
+What each strategy needs and which builder it uses is declared once, in
+:mod:`facebalance.balance.registry`; the options' defaults are ``params.yaml``'s
+(:class:`facebalance.config.AugmentParams`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebalance.choices import GUIDED_STRATEGIES, INTERPOLATION_STRATEGIES, REWEIGHT_MODES
+from facebalance.balance.registry import Strategy, strategy
+from facebalance.choices import REWEIGHT_MODES
+from facebalance.config import AugmentParams
 from facebalance.errors import FacebalanceError
 from facebalance.task import BINARY_TASK, TaskSpec, label_keys, present_cells
 
@@ -129,23 +135,26 @@ def _cell_label(frame: pd.DataFrame, task: TaskSpec) -> np.ndarray:
     return frame["label"].to_numpy()
 
 
-def _baseline(frame: pd.DataFrame, **_: object) -> pd.DataFrame:
+def _real(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec, seed: int,
+          options: dict[str, Any]) -> pd.DataFrame:
     return frame.assign(weight=np.float32(1.0))
 
 
-def _reweight(frame: pd.DataFrame, *, reweight_mode: str = "equal_cells",
-              task: TaskSpec = BINARY_TASK, **_: object) -> pd.DataFrame:
-    if task.kind == "regression" and reweight_mode == "independence":
+def _reweight(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec, seed: int,
+              options: dict[str, Any]) -> pd.DataFrame:
+    mode = options["reweight_mode"]
+    if task.kind == "regression" and mode == "independence":
         raise FacebalanceError(
             "augment.reweight_mode = 'independence' has nothing to do for regression (one "
             "label class); use equal_cells or within_class (both equalize the age groups)")
     return frame.assign(weight=reweight_weights(_cell_label(frame, task), frame["group"],
-                                                reweight_mode))
+                                                mode))
 
 
-def _oversample(frame: pd.DataFrame, *, seed: int = 0, oversample_to: str = "max",
-                task: TaskSpec = BINARY_TASK, **_: object) -> pd.DataFrame:
-    rows = oversample_rows(_cell_label(frame, task), frame["group"], seed, oversample_to)
+def _oversample(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec, seed: int,
+                options: dict[str, Any]) -> pd.DataFrame:
+    rows = oversample_rows(_cell_label(frame, task), frame["group"], seed,
+                           options["oversample_to"])
     return frame.iloc[rows].reset_index(drop=True).assign(weight=np.float32(1.0))
 
 
@@ -273,16 +282,17 @@ def _with_synthetic(frame: pd.DataFrame, synth: pd.DataFrame, weight: float) -> 
                      ignore_index=True)
 
 
-def _gan_complement(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: float = 4.0,
-                    **_: object) -> pd.DataFrame:
-    return _with_synthetic(frame, pairs, synthetic_weight)
+def _pairs(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec, seed: int,
+           options: dict[str, Any]) -> pd.DataFrame:
+    return _with_synthetic(frame, added, options["synthetic_weight"])
 
 
-def _gan_gz_only(frame: pd.DataFrame, *, pairs: pd.DataFrame, synthetic_weight: float = 4.0,
-                 **_: object) -> pd.DataFrame:
+def _pairs_z(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec, seed: int,
+             options: dict[str, Any]) -> pd.DataFrame:
     # Control: the G(z) of the same pairs at twice the weight, so the total synthetic
     # weight equals gan_complement's; only the complements are missing.
-    return _with_synthetic(frame, pairs[pairs["member"] == "z"], 2 * synthetic_weight)
+    return _with_synthetic(frame, added[added["member"] == "z"],
+                           2 * options["synthetic_weight"])
 
 
 def added_rows(plan: pd.DataFrame, refs: pd.DataFrame, source: str = "plan.parquet"
@@ -318,104 +328,123 @@ def _with_rows(frame: pd.DataFrame, rows: pd.DataFrame, source: str) -> pd.DataF
                      ignore_index=True)
 
 
-def _interpolated(frame: pd.DataFrame, *, interpolated: pd.DataFrame, **_: object
-                  ) -> pd.DataFrame:
-    return _with_rows(frame, interpolated, "interpolated")
+def _interpolated(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec,
+                  seed: int, options: dict[str, Any]) -> pd.DataFrame:
+    return _with_rows(frame, added, "interpolated")
 
 
-def _guided(frame: pd.DataFrame, *, guided: pd.DataFrame, **_: object) -> pd.DataFrame:
-    return _with_rows(frame, guided, "generated")
+def _guided(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec, seed: int,
+            options: dict[str, Any]) -> pd.DataFrame:
+    return _with_rows(frame, added, "generated")
 
 
-def _gan_complement_real(frame: pd.DataFrame, *, partners: pd.DataFrame,
-                         synthetic_weight: float = 1.0, **_: object) -> pd.DataFrame:
+def _partners(frame: pd.DataFrame, added: pd.DataFrame | None, task: TaskSpec, seed: int,
+              options: dict[str, Any]) -> pd.DataFrame:
     # G(z') of inverted real faces, each with its real face's target label.
-    return _with_synthetic(frame, partners, synthetic_weight)
+    return _with_synthetic(frame, added, options["synthetic_weight"])
 
 
-BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
-    "baseline": _baseline,
+#: Index builders by :attr:`facebalance.balance.registry.Strategy.index`: each gets the real
+#: rows, the added rows (or None), the task, the seed and the strategy's declared options.
+INDEX_BUILDERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "real": _real,
     "reweight": _reweight,
     "oversample": _oversample,
-    # Training-time strategies: the real rows as they are; see training_options.
-    "mixup": _baseline,
-    "cutmix": _baseline,
-    "val_attention": _baseline,
-    "gan_complement": _gan_complement,
-    "gan_gz_only": _gan_gz_only,
-    "latent_smote": _interpolated,
-    "pixel_smote": _interpolated,
+    "pairs": _pairs,
+    "pairs_z": _pairs_z,
+    "partners": _partners,
+    "interpolated": _interpolated,
     "guided": _guided,
-    "gan_complement_real": _gan_complement_real,
 }
-#: Strategies whose training set adds the generated z/z' pairs.
-PAIR_STRATEGIES = ("gan_complement", "gan_gz_only")
-#: Strategies that weight each (label, group) cell's loss by its validation error, each epoch.
-ATTENTION_STRATEGIES = ("val_attention",)
+#: What each added table is, for the error when it is missing.
+_ADDED = {"pairs": "the z/z' pairs (--pairs)",
+          "partners": "the complements of the real images (--partners)",
+          "interpolated": "the interpolated images (--interpolated)",
+          "guided": "the guided images (--guided)"}
 
 
-def training_options(strategy: str, *, mixup_alpha: float = 0.4, cutmix_alpha: float = 1.0,
-                     attention_max: float = 4.0) -> dict[str, object]:
+def strategy_options(spec: Strategy, names: tuple[str, ...], given: dict[str, Any],
+                     augment: AugmentParams | None) -> dict[str, Any]:
+    """The values of a strategy's declared ``augment.*`` options: given ones first, then
+    ``augment`` (the params), then the params' defaults; an undeclared name is an error."""
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        raise FacebalanceError(
+            f"strategy {spec.name!r} takes no option {unknown[0]!r}; its options: "
+            f"{', '.join(names) or 'none'}")
+    source = augment if augment is not None else AugmentParams()
+    return {k: given[k] if k in given else getattr(source, k) for k in names}
+
+
+def training_options(name: str, augment: AugmentParams | None = None, **given: Any
+                     ) -> dict[str, object]:
     """How a strategy changes the training loop (``TrainConfig`` fields), beyond its index.
 
-    ``mixup`` / ``cutmix`` mix every batch (FairFace transfer-learning study); the others
-    train as the baseline does. ``val_attention`` also needs the validation split (see
-    :data:`ATTENTION_STRATEGIES`).
+    ``mixup`` / ``cutmix`` mix every batch (FairFace transfer-learning study);
+    ``val_attention`` weights cells by their validation error (and needs the val split:
+    :attr:`~facebalance.balance.registry.Strategy.needs_val`); the others train as the
+    baseline does.
+
+    Parameters
+    ----------
+    name
+        The strategy.
+    augment
+        The ``augment`` params (default: params.yaml's defaults).
+    **given
+        Overrides of the strategy's loop options (``mixup_alpha=0.2``).
     """
-    if strategy == "mixup":
-        return {"mix": "mixup", "mix_alpha": mixup_alpha}
-    if strategy == "cutmix":
-        return {"mix": "cutmix", "mix_alpha": cutmix_alpha}
-    if strategy in ATTENTION_STRATEGIES:
-        return {"attention_max": attention_max}
+    spec = strategy(name)
+    opts = strategy_options(spec, spec.loop_options, given, augment)
+    if spec.loop in ("mixup", "cutmix"):
+        return {"mix": spec.loop, "mix_alpha": opts[f"{spec.loop}_alpha"]}
+    if spec.loop == "attention":
+        return {"attention_max": opts["attention_max"]}
     return {}
 
 
-def build_training_index(strategy: str, real: pd.DataFrame, *, task: TaskSpec = BINARY_TASK,
-                         **options: object) -> pd.DataFrame:
+def build_training_index(name: str, real: pd.DataFrame, *, task: TaskSpec = BINARY_TASK,
+                         seed: int = 0, augment: AugmentParams | None = None,
+                         **given: Any) -> pd.DataFrame:
     """The training set index of a strategy built from the real training rows.
 
     Parameters
     ----------
-    strategy
-        One of :data:`BUILDERS`.
+    name
+        A strategy of :data:`facebalance.balance.registry.REGISTRY`.
     real
         Real training rows with ``path``, ``_file``, ``_row``, ``id``, ``group`` and the
         task's label columns (``label``, ``label1``...; see
         :func:`facebalance.task.task_labels`).
     task
         What the labels are; regression balances the age bins (``group``) alone.
-    **options
-        Strategy options (``seed``, ``reweight_mode``, ``oversample_to``; for
-        :data:`PAIR_STRATEGIES` ``pairs`` from :func:`pair_rows` and ``synthetic_weight``;
-        for :data:`INTERPOLATION_STRATEGIES` ``interpolated`` from :func:`added_rows`;
-        for ``guided`` ``guided``, the same kind of rows of the guided images).
+    seed
+        Random draws (oversampling).
+    augment
+        The ``augment`` params the strategy's options come from (default: params.yaml's
+        defaults).
+    **given
+        The added rows the strategy declares (``pairs`` from :func:`pair_rows`,
+        ``interpolated`` / ``guided`` / ``partners`` from :func:`added_rows`) and overrides
+        of its declared options (``reweight_mode="independence"``). Anything else is an
+        error, so a misspelled option is never ignored.
 
     Returns
     -------
     pandas.DataFrame
         Columns :data:`INDEX_COLUMNS` (and ``label1``... for multitask).
     """
-    try:
-        builder = BUILDERS[strategy]
-    except KeyError:
-        raise FacebalanceError(
-            f"unknown strategy {strategy!r}; valid: {', '.join(BUILDERS)}") from None
-    if strategy in PAIR_STRATEGIES and options.get("pairs") is None:
-        raise FacebalanceError(f"strategy {strategy!r} needs the z/z' pairs (--pairs)")
-    if strategy == "gan_complement_real" and options.get("partners") is None:
-        raise FacebalanceError(
-            f"strategy {strategy!r} needs the complements of the real images (--partners)")
-    if strategy in GUIDED_STRATEGIES and options.get("guided") is None:
-        raise FacebalanceError(f"strategy {strategy!r} needs the guided images (--guided)")
-    if strategy in INTERPOLATION_STRATEGIES and options.get("interpolated") is None:
-        raise FacebalanceError(
-            f"strategy {strategy!r} needs the interpolated images (--interpolated)")
+    spec = strategy(name)
+    added = given.pop(spec.adds, None) if spec.adds else None
+    if spec.adds and added is None:
+        raise FacebalanceError(f"strategy {name!r} needs {_ADDED[spec.adds]}")
+    options = strategy_options(spec, spec.options, given, augment)
     extra = label_keys(task)[1:]
     needed = [c for c in INDEX_COLUMNS if c not in ("weight", "source")] + extra
     missing = [c for c in needed if c not in real.columns]
     if missing:
         raise FacebalanceError(f"training rows lack columns {missing}")
-    out = builder(real[needed].assign(source="real"), task=task, **options)
+    out = INDEX_BUILDERS[spec.index](real[needed].assign(source="real"), added, task, seed,
+                                     options)
     out["weight"] = out["weight"].astype(np.float32)
     return out[list(INDEX_COLUMNS) + extra]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facebalance.balance.attention import attention_weights
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
 from facebalance.errors import FacebalanceError
 from facebalance.task import BINARY_TASK, TaskSpec, label_keys
@@ -82,20 +83,6 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor | list[torch.Tensor], w: torch.Te
     return x, ys, mix(w)
 
 
-def error_weights(errors: np.ndarray, max_weight: float) -> np.ndarray:
-    """Loss multipliers of cells from their validation error (error rate or MAE): error over
-    the mean error, clipped to ``[1 / max_weight, max_weight]`` (equal errors: all 1)."""
-    err = np.asarray(errors, dtype=np.float64)
-    if err.mean() <= 0:
-        return np.ones_like(err)
-    return np.clip(err / err.mean(), 1.0 / max_weight, max_weight)
-
-
-def cell_weights(accuracy: np.ndarray, max_weight: float) -> np.ndarray:
-    """:func:`error_weights` of the error rates ``1 - accuracy``."""
-    return error_weights(1.0 - np.asarray(accuracy, dtype=np.float64), max_weight)
-
-
 def head_targets(task: TaskSpec, rows: dict, device: torch.device) -> list[torch.Tensor]:
     """Each head's training target of a batch: 0/1 floats, one-hot rows, or the
     standardized number ``(y - center) / scale``."""
@@ -145,17 +132,6 @@ def head_outputs(task: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def primary_error(task: TaskSpec, outputs: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Per-sample error of the primary head: wrong (0/1) for classification at threshold 0.5
-    or argmax, the absolute error for regression."""
-    head, cols = task.heads[0], task.slices()[0]
-    out = outputs[:, cols]
-    if head.kind == "regression":
-        return np.abs(out[:, 0] - label)
-    pred = out.argmax(axis=1) if head.kind == "multiclass" else out[:, 0] >= 0.5
-    return (pred != np.asarray(label).astype(np.int64)).astype(np.float64)
-
-
 @dataclass
 class ValAttention:
     """Validation set whose per-cell error sets the loss weight of each training cell.
@@ -173,19 +149,8 @@ class ValAttention:
                 ) -> np.ndarray:
         """Per-cell multipliers from the model's validation error."""
         (outputs,) = predict_outputs([model], self.dataset, device, self.task)
-        err = primary_error(self.task, outputs, self.dataset.arrays["label"])
-        cells = self.dataset.arrays["cell"]
-        n = np.bincount(cells, minlength=self.n_cells)
-        present = n > 0
-        if self.task.kind == "regression":
-            total = np.bincount(cells, weights=err, minlength=self.n_cells)
-            cell_err = np.divide(total, n, out=np.zeros(self.n_cells), where=present)
-        else:
-            hits = np.bincount(cells, weights=1.0 - err, minlength=self.n_cells)
-            cell_err = 1.0 - np.divide(hits, n, out=np.ones(self.n_cells), where=present)
-        # A cell absent from validation cannot be judged: it gets the mean error (weight 1).
-        cell_err[~present] = cell_err[present].mean() if present.any() else 0.0
-        return error_weights(cell_err, max_weight)
+        return attention_weights(self.task, outputs, self.dataset.arrays["label"],
+                                 self.dataset.arrays["cell"], self.n_cells, max_weight)
 
 
 #: Narrowest convolution run in channels_last. oneDNN in torch 2.14.1 on AVX2 CPUs (AMD
