@@ -48,6 +48,13 @@ import pandas as pd
 from facebalance.config import parse_yaml
 from facebalance.data.shards import atomic_write_bytes
 from facebalance.errors import FacebalanceError, first_line
+from facebalance.gallery import (
+    DEFAULT_PER_KIND,
+    draw_gallery,
+    images_from_shards,
+    load_image_file,
+    pick_mistakes,
+)
 from facebalance.metrics.bootstrap import bootstrap_weights, summarize
 from facebalance.metrics.compare import comparison_frame, fmt, plot_comparison, to_markdown
 from facebalance.metrics.fairness import accuracy, average_precision, group_rates
@@ -74,7 +81,8 @@ UNKNOWN = "unknown"
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 #: Keys of an audit YAML file (``facebalance audit --config``).
 CONFIG_KEYS = ("label", "score", "group", "kind", "id", "split", "threshold", "val", "train",
-               "compare", "strict", "name", "bootstrap", "seed", "kl_bins", "age_bins")
+               "compare", "strict", "name", "bootstrap", "seed", "kl_bins", "age_bins",
+               "images", "shards", "gallery")
 #: Keys of a pairs audit YAML file (``facebalance audit-pairs --config``).
 PAIR_CONFIG_KEYS = ("score", "same", "id_a", "id_b", "group", "identity_a",
                     "split", "threshold", "far", "strict", "bootstrap", "seed")
@@ -104,6 +112,8 @@ ERR_LABELS_DIFFER = ("audit: id {id!r} has label {a_value!r} in {a} and {b_value
                      "paired differences need the same true labels")
 ERR_NO_ID = ("audit: paired differences match rows by id, and {source} has no id column "
              "{column!r}")
+ERR_SHARDS_NO_ID = ("audit: --shards finds the test images by id, and {source} has no id "
+                    "column {column!r}")
 ERR_STRICT = ("audit: {where} has no {column!r} group; --strict needs one in every row "
               "(without it such rows count as 'unknown')")
 ERR_FEW_GROUPS = ("audit: {column!r} has {n} known group(s) among the test rows ({names}); "
@@ -935,6 +945,8 @@ def audit_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
             lines.append(f"| {group} | " + " | ".join(cells) + " |")
         lines.append("")
         notes = list(meta["warnings"])
+        if "gallery" in meta:
+            notes.append(f"Gallery: {meta['gallery']}.")
         if meta["kind"] == "binary":
             notes.append(f"BA: {meta['bias_amplification']}.")
             notes.append("n/a: undefined (a rate of a group without positives or negatives, "
@@ -992,15 +1004,18 @@ def _file_name(attr: str) -> str:
 
 
 def write_audit(out: str | Path, reports: Mapping[str, Mapping[str, Any]],
-                figures: Mapping[str, bytes] | None = None) -> list[Path]:
+                figures: Mapping[str, bytes] | None = None,
+                galleries: Mapping[str, bytes] | None = None) -> list[Path]:
     """Write an audit's files into ``out``: ``<attribute>.json`` (the report, NaN as
-    null), ``audit.md``, ``<attribute>_metrics.png`` (headline metrics with intervals) and
-    the ``figures`` given (``<attribute>_scores.png``). Returns the paths written."""
+    null), ``audit.md``, ``<attribute>_metrics.png`` (headline metrics with intervals),
+    the ``figures`` given (``<attribute>_scores.png``) and ``galleries``
+    (``<attribute>_gallery.png``). Returns the paths written."""
     out = Path(out)
     written = []
     pngs = {f"{_file_name(a)}_metrics.png": plot_comparison(comparison_frame(
         {r["strategy"]: dict(r)}, default_metrics(r))) for a, r in reports.items()}
     pngs.update({f"{_file_name(a)}_scores.png": png for a, png in (figures or {}).items()})
+    pngs.update({f"{_file_name(a)}_gallery.png": png for a, png in (galleries or {}).items()})
     markdown = audit_markdown(reports)  # everything computed before the first file
     for attr, rep in reports.items():
         body = {k: v for k, v in rep.items() if k != "paired"}
@@ -1020,15 +1035,20 @@ def write_audit(out: str | Path, reports: Mapping[str, Mapping[str, Any]],
 def audit_files(predictions: str | Path, out: str | Path, *, groups: Sequence[str] |
                 Mapping[str, str] = ("group",), val: str | Path | None = None,
                 train: str | Path | None = None, compare: str | Path | None = None,
-                name: str | None = None, **options: Any) -> dict[str, dict[str, Any]]:
+                name: str | None = None, images: str | None = None,
+                shards: str | Path | None = None, gallery_k: int = DEFAULT_PER_KIND,
+                **options: Any) -> dict[str, dict[str, Any]]:
     """:func:`audit_predictions` of files, writing :func:`write_audit`'s outputs.
 
     ``predictions``, ``val``, ``train`` and ``compare`` (the reference) are CSV or Parquet
     files; the model is named after its file unless ``name`` is given, the reference after
-    its file. ``options`` go to :func:`audit_predictions`.
+    its file. ``images`` (a column of image paths, relative to the predictions file) and
+    ``shards`` (a shard folder holding the test images under the table's ids) are the
+    gallery's image sources (:func:`audit_frame`). ``options`` go to
+    :func:`audit_predictions`.
     """
     group_map = parse_groups(groups)
-    text = [*group_map, options.get("id_column") or "id"]
+    text = [*group_map, options.get("id_column") or "id", *([images] if images else [])]
     frame = read_table(predictions, text)
     kwargs: dict[str, Any] = dict(options)
     if val is not None:
@@ -1039,24 +1059,123 @@ def audit_files(predictions: str | Path, out: str | Path, *, groups: Sequence[st
         kwargs["reference"] = read_table(compare, text)
         kwargs["reference_name"] = Path(compare).stem
         kwargs["reference_source"] = str(compare)
-    name = name or Path(predictions).stem
-    reports = audit_predictions(frame, groups=group_map, name=name, source=str(predictions),
-                                **kwargs)
+    return audit_frame(frame, out, groups=group_map, name=name or Path(predictions).stem,
+                       source=str(predictions), images=images,
+                       image_root=Path(predictions).parent, shards=shards,
+                       gallery_k=gallery_k, **kwargs)
+
+
+def audit_frame(frame: pd.DataFrame, out: str | Path, *,
+                groups: Sequence[str] | Mapping[str, str] = ("group",),
+                source: str = "the predictions", images: str | None = None,
+                image_root: str | Path = ".", shards: str | Path | None = None,
+                gallery_k: int = DEFAULT_PER_KIND, extra_meta: Mapping[str, Any] | None = None,
+                **options: Any) -> dict[str, dict[str, Any]]:
+    """:func:`audit_predictions` of a table, writing :func:`write_audit`'s outputs: the
+    reports, ``audit.md``, the metric and score figures and, with an image source, each
+    attribute's gallery of most confident mistakes (:mod:`facebalance.gallery`).
+
+    Parameters
+    ----------
+    frame, groups, source
+        As :func:`audit_predictions`; ``options`` are its other arguments.
+    out
+        Folder to write into.
+    images
+        A column of image file paths (relative to ``image_root``, or absolute).
+    shards
+        A shard folder holding the test images under the ids of the ``id`` column (a row
+        with a blank ``images`` cell is looked up there too).
+    gallery_k
+        Faces per kind of mistake and group.
+    extra_meta
+        Entries added to each report's ``audit`` (``model``: how a model file was run).
+    """
+    group_map = parse_groups(groups)
+    reports = audit_predictions(frame, groups=group_map, source=source, **options)
+    for rep in reports.values():
+        rep["audit"].update(extra_meta or {})
     kind = options.get("kind", "binary")
+    label = options.get("label", "label")
+    cols = score_columns(frame, options.get("scores"), kind, source)
+    id_column = options.get("id_column", "id")
+    id_column = id_column if id_column and id_column in frame.columns else None
+    prep = prepare_predictions(
+        frame, label=label, scores=cols, groups=group_map, kind=kind, id_column=id_column,
+        split=options.get("split", "split"), strict=False, source=source,
+        age_bins=options.get("age_bins", ()))
+    thresholds = {attr: next(iter(rep.get("threshold", {}).values()), None)
+                  for attr, rep in reports.items()}
     figures = {}
     if kind in ("binary", "regression"):
-        label = options.get("label", "label")
-        cols = score_columns(frame, options.get("scores"), kind, str(predictions))
-        id_column = options.get("id_column", "id")
-        prep = prepare_predictions(
-            frame, label=label, scores=cols, groups=group_map, kind=kind,
-            id_column=id_column if id_column in frame.columns else None,
-            split=options.get("split", "split"), strict=False, source=str(predictions),
-            age_bins=options.get("age_bins", ()))
-        figures = {attr: plot_group_scores(prep, attr, kind, next(iter(
-            rep.get("threshold", {}).values()), None)) for attr, rep in reports.items()}
-    write_audit(out, reports, figures)
+        figures = {attr: plot_group_scores(prep, attr, kind, thresholds[attr])
+                   for attr in reports}
+    galleries = {}
+    if images is None and shards is None:
+        for rep in reports.values():
+            rep["audit"]["gallery"] = ("none: no image source was given (--images COLUMN or "
+                                       "--shards DIR)")
+    else:
+        if images is not None:
+            _require(prep.test, images, "image", source)
+        if shards is not None and id_column is None:
+            raise FacebalanceError(ERR_SHARDS_NO_ID.format(
+                source=source, column=options.get("id_column") or "id"))
+        galleries = _galleries(prep, reports, cols, kind=kind, thresholds=thresholds,
+                               images=images, image_root=Path(image_root), shards=shards,
+                               id_column=id_column, k=gallery_k)
+    write_audit(out, reports, figures, galleries)
     return reports
+
+
+def _galleries(prep: Prepared, reports: Mapping[str, dict[str, Any]], cols: ScoreColumns, *,
+               kind: str, thresholds: Mapping[str, float | None], images: str | None,
+               image_root: Path, shards: str | Path | None, id_column: str | None,
+               k: int) -> dict[str, bytes]:
+    """Each attribute's gallery PNG of the first model's most confident mistakes; only the
+    faces shown are read (from the image column, else the shards)."""
+    scores = y_pred = None
+    if kind == "binary":
+        scores = prep.preds[0]
+    elif kind == "multiclass" and len(cols.columns[0]) > 1:
+        scores = np.stack([_probabilities(prep.test, c, id_column) for c in cols.columns[0]],
+                          axis=1)
+    else:
+        y_pred = prep.preds[0]
+    picks = {attr: pick_mistakes(prep.y, prep.groups[attr][0], kind=kind, scores=scores,
+                                 threshold=thresholds[attr], y_pred=y_pred, k=k,
+                                 class_names=prep.class_names) for attr in reports}
+    rows = np.unique(np.concatenate([p.shown() for p in picks.values()]))
+    where = {int(r): _where(prep.test, int(r), id_column) for r in rows}
+    faces: dict[int, np.ndarray] = {}
+    from_shards = {}
+    for r in rows:
+        path = _group_text(prep.test[images].iloc[r]) if images else None
+        if path is not None:
+            full = Path(path) if Path(path).is_absolute() else image_root / path
+            faces[int(r)] = load_image_file(full, where[int(r)])
+        elif shards is not None:
+            from_shards[int(r)] = str(prep.test[id_column].iloc[r])
+        else:
+            raise FacebalanceError(ERR_NAN.format(role="image", column=images,
+                                                  where=where[int(r)]))
+    if from_shards:
+        faces.update(images_from_shards(shards, from_shards, where))
+    out = {}
+    for attr, rep in reports.items():
+        names = prep.groups[attr][1]
+        what = {"binary": f"threshold {fmt(thresholds[attr])}", "multiclass": "wrong class",
+                "regression": "prediction - label"}[kind]
+        title = (f"{rep['strategy']}, {attr}: the most confident mistakes of each group "
+                 f"({what}; model {rep['audit']['scores'][f'seed{cols.seeds[0]}']})")
+        labels = {i: n if attr in prep.named_bins else f"{attr}={n}"
+                  for i, n in enumerate([*names, UNKNOWN])}
+        labels[-1] = labels.pop(len(names))  # code -1: the rows without a group value
+        out[attr] = draw_gallery(picks[attr], faces, labels, title=title, k=k)
+        shown = sum(len(r) for per in picks[attr].rows.values() for r in per.values())
+        rep["audit"]["gallery"] = (f"{_file_name(attr)}_gallery.png: {shown} faces, up to "
+                                   f"{k} per kind of mistake and group, of the first model")
+    return out
 
 
 # ---------------------------------------------------------------------------------- pairs
@@ -1258,7 +1377,7 @@ def _merged(config: str | Path | None, options: Mapping[str, Any],
     merged: dict[str, Any] = {}
     if config:
         merged = load_config(config, keys)
-        for key in ("val", "train", "compare"):
+        for key in ("val", "train", "compare", "shards"):
             if merged.get(key) and not Path(merged[key]).is_absolute():
                 merged[key] = Path(config).parent / merged[key]
     merged.update(_given(options))
@@ -1334,7 +1453,9 @@ def audit_command(predictions: str | Path, out: str | Path, *,
         strict=bool(o.get("strict", False)), age_bins=_floats(o.get("age_bins"), "age_bins"),
         n_bootstrap=_int_option(o, "bootstrap", 500, 1, MAX_BOOTSTRAP),
         bootstrap_seed=_int_option(o, "seed", 0, 0, 2**31 - 1),
-        kl_bins=_int_option(o, "kl_bins", 50, 2, 10_000))
+        kl_bins=_int_option(o, "kl_bins", 50, 2, 10_000),
+        images=None if o.get("images") is None else str(o["images"]), shards=o.get("shards"),
+        gallery_k=_int_option(o, "gallery", DEFAULT_PER_KIND, 1, 50))
 
 
 def audit_pairs_command(pairs: str | Path, out: str | Path, *,
@@ -1358,3 +1479,214 @@ def audit_pairs_command(pairs: str | Path, out: str | Path, *,
         bootstrap_seed=_int_option(o, "seed", 0, 0, 2**31 - 1), source=str(pairs))
     write_pair_audit(out, report)
     return report
+
+
+# -------------------------------------------------------------------------- model files
+
+#: How a model's output becomes scores (``--output``).
+MODEL_OUTPUTS = ("logit", "probability", "softmax", "value")
+#: Default ``--output`` per task kind.
+DEFAULT_OUTPUT = {"binary": "logit", "multiclass": "softmax", "regression": "value"}
+#: Default normalisation: the pipeline's own models take ``(x / 255 - 0.5) / 0.5`` in
+#: [-1, 1]; ImageNet models want mean 0.485,0.456,0.406 and std 0.229,0.224,0.225.
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ERR_MODEL_OUTPUT = ("audit-model: output {output!r} is invalid for a {kind} model; valid "
+                    "values: {valid}")
+ERR_MODEL_INDEX = ("audit-model: {path} outputs {n} columns per image; {why} (--index, "
+                   "0..{last})")
+ERR_MODEL_ROWS = "audit-model: {path} returned {got} rows for a batch of {want} images"
+ERR_MODEL_COLUMN = ("audit-model: the prepared data {data} has no {role} column {column!r}; "
+                    "its columns: {columns}")
+ERR_MODEL_NORM = ("audit-model: {what} {value!r} is invalid; expected 1 or 3 numbers "
+                  "(R,G,B){positive}")
+
+
+def _per_channel(value: Any, what: str, positive: bool) -> tuple[float, float, float]:
+    try:
+        numbers = [float(v) for v in _floats(value, what)]
+    except FacebalanceError:
+        numbers = []
+    if len(numbers) == 1:
+        numbers *= 3
+    if len(numbers) != 3 or (positive and min(numbers) <= 0):
+        raise FacebalanceError(ERR_MODEL_NORM.format(what=what, value=value,
+                                                     positive=", each > 0" if positive
+                                                     else ""))
+    return numbers[0], numbers[1], numbers[2]
+
+
+def model_scores(out: np.ndarray, *, kind: str, output: str, index: int | None,
+                 path: str | Path = "the model") -> np.ndarray:
+    """A batch of model outputs ``(B,)`` / ``(B, C)`` as the audit's scores: binary
+    positive-class probabilities ``(B,)``, multiclass probabilities ``(B, C)`` or
+    regression values ``(B,)``; sigmoid and softmax in float32, as the pipeline's heads."""
+    import torch
+
+    valid = {"binary": ("logit", "probability", "softmax"),
+             "multiclass": ("logit", "softmax", "probability"), "regression": ("value",)}[kind]
+    if output not in valid:
+        raise FacebalanceError(ERR_MODEL_OUTPUT.format(output=output, kind=kind,
+                                                       valid=", ".join(valid)))
+    out = np.asarray(out).reshape(len(out), -1)
+    n = out.shape[1]
+
+    def column(default: int | None, why: str) -> int:
+        col = default if index is None else index
+        if col is None or not 0 <= col < n:
+            raise FacebalanceError(ERR_MODEL_INDEX.format(path=path, n=n, last=n - 1,
+                                                          why=why))
+        return col
+
+    t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+    if kind == "multiclass":
+        return (torch.softmax(t, dim=1) if output != "probability" else t).numpy()
+    if kind == "regression":
+        return out[:, column(0 if n == 1 else None, "name the predicted value's column")
+                   ].astype(np.float64)
+    if output == "softmax":
+        if n < 2:
+            raise FacebalanceError(ERR_MODEL_INDEX.format(
+                path=path, n=n, last=n - 1, why="a softmax needs 2 or more columns"))
+        return torch.softmax(t, dim=1)[:, column(1 if n == 2 else None,
+                                                 "name the positive class's column")].numpy()
+    v = t[:, column(0 if n == 1 else None, "name the positive class's column")]
+    return (torch.sigmoid(v) if output == "logit" else v).numpy()
+
+
+def score_shards(model: Any, split_dir: str | Path, *, kind: str, output: str,
+                 index: int | None, input_size: int | None, mean: Sequence[float],
+                 std: Sequence[float], batch_size: int) -> tuple[np.ndarray, list[str]]:
+    """Scores of every image of a shard folder (in :func:`read_columns` order), streamed in
+    batches of ``batch_size`` (never the whole split decoded at once); and the ids."""
+    import torch
+
+    from facebalance.data.shards import decode_batch, iter_batches
+
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    scores, ids = [], []
+    for i, batch in enumerate(iter_batches(split_dir, ["id", "image"], batch_rows=batch_size)):
+        images, _ = decode_batch(batch, split_dir)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+        if input_size and tuple(x.shape[-2:]) != (input_size, input_size):
+            x = torch.nn.functional.interpolate(x, size=(input_size, input_size),
+                                                mode="bilinear", antialias=True,
+                                                align_corners=False)
+        x = (x - mean_t) / std_t
+        out = model(x.numpy())
+        if len(out) != len(images):
+            raise FacebalanceError(ERR_MODEL_ROWS.format(path=getattr(model, "path", "?"),
+                                                         got=len(out), want=len(images)))
+        scores.append(model_scores(out, kind=kind, output=output, index=index,
+                                   path=getattr(model, "path", "the model")))
+        ids.extend(batch["id"].astype(str))
+        if (i + 1) % 20 == 0:
+            log.info("scored %d images of %s", len(ids), split_dir)
+    return np.concatenate(scores), ids
+
+
+def audit_model(model_path: str | Path, data: str | Path, out: str | Path, *,
+                label: str | None = None, groups: Sequence[str] | None = None,
+                kind: str = "binary", input_size: int | None = None,
+                mean: Any = DEFAULT_MEAN, std: Any = DEFAULT_STD, output: str | None = None,
+                index: int | None = None, batch_size: int = 64, name: str | None = None,
+                gallery_k: int = DEFAULT_PER_KIND, **options: Any) -> dict[str, dict[str, Any]]:
+    """Score a prepared dataset's test split (and val, for the threshold) with a model file,
+    then audit the scores as :func:`audit_frame` does, the gallery drawn from the test
+    shards.
+
+    Parameters
+    ----------
+    model_path
+        ``.pt2`` (torch.export), ``.onnx`` or a legacy TorchScript ``.pt``
+        (:func:`facebalance.model_files.load_model_file`).
+    data
+        A prepared dataset: shard folders ``train/``, ``val/``, ``test/`` (``prepare``).
+    out
+        Folder of the audit's outputs.
+    label, groups
+        The true label column and protected column(s) of the shards; default the
+        pipeline's ``dataset.target`` / ``dataset.protected`` (``blond``, ``male``).
+    kind
+        ``binary``, ``multiclass`` or ``regression``.
+    input_size
+        Side of the square input the model takes; default the data's image size (other
+        sizes are resized, bilinear with antialiasing).
+    mean, std
+        Per-channel normalisation of ``x / 255`` (default 0.5, 0.5: [-1, 1], as the
+        pipeline's models; :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD` for most
+        torchvision models).
+    output
+        ``logit`` (sigmoid / softmax applied here), ``probability``, ``softmax`` (of the
+        columns, binary: the positive class's), ``value`` (regression); default per kind
+        (:data:`DEFAULT_OUTPUT`).
+    index
+        The output column of the positive class (binary) or value (regression); needed
+        when the model has several columns (a 40-attribute CelebA head).
+    batch_size
+        Images per forward pass.
+    name, gallery_k, options
+        The model's name in the report (default: the file's name), gallery faces per kind;
+        other :func:`audit_predictions` options (threshold, strict, bootstrap, ...).
+    """
+    from facebalance.config import DatasetParams
+    from facebalance.data.shards import open_parquet, read_columns, shard_files
+    from facebalance.model_files import load_model_file
+
+    if kind not in AUDIT_KINDS:
+        raise FacebalanceError(ERR_KIND.format(kind=kind))
+    output = output or DEFAULT_OUTPUT[kind]
+    if output not in MODEL_OUTPUTS:
+        raise FacebalanceError(ERR_MODEL_OUTPUT.format(output=output, kind=kind,
+                                                       valid=", ".join(MODEL_OUTPUTS)))
+    mean, std = _per_channel(mean, "mean", False), _per_channel(std, "std", True)
+    data = Path(data)
+    model = load_model_file(model_path)
+    columns = [c for c in open_parquet(shard_files(data / "test")[0]).schema_arrow.names
+               if c != "image"]
+    defaults = DatasetParams()
+    label = label or defaults.target
+    groups = list(groups or [defaults.protected])
+    for column, role in ((label, "label"), *((g.partition(":")[0], "group") for g in groups)):
+        if column not in columns:
+            raise FacebalanceError(ERR_MODEL_COLUMN.format(data=data, role=role, column=column,
+                                                           columns=", ".join(columns)))
+    group_map = parse_groups(groups)
+    if input_size is None and model.input_size is not None:
+        input_size = int(model.input_size[0])  # an ONNX model's static input shape
+
+    parts = []
+    for split in ("test", "val") if kind == "binary" else ("test",):
+        refs = read_columns(data / split, ["id", label, *group_map])
+        scores, ids = score_shards(model, data / split, kind=kind, output=output, index=index,
+                                   input_size=input_size, mean=mean, std=std,
+                                   batch_size=batch_size)
+        if ids != list(refs["id"].astype(str)):  # both read the files in one order
+            raise FacebalanceError(f"audit-model: {data / split} changed while it was read")
+        frame = refs[["id", label, *group_map]].assign(split=split)
+        if scores.ndim == 2:
+            for c in range(scores.shape[1]):
+                frame[f"p{c}"] = scores[:, c]
+        else:
+            frame["score" if kind == "binary" else "prediction"] = scores
+        parts.append(frame)
+    frame = pd.concat(parts, ignore_index=True)
+    score_cols: str | list[str] = ("score" if kind == "binary" else "prediction"
+                                   if kind == "regression" else
+                                   ",".join(c for c in frame.columns if re.fullmatch(
+                                       r"p\d+", str(c))))
+    train = (read_columns(data / "train", [label, *group_map]).drop(columns=["_file", "_row"])
+             if kind == "binary" else None)
+    meta = {"file": str(model_path), "format": model.format, "loaded": model.note,
+            "input_size": input_size or "the data's image size", "mean": list(mean),
+            "std": list(std), "output": output, "index": index, "batch_size": batch_size,
+            "data": str(data)}
+    return audit_frame(frame, out, groups=group_map, source=str(model_path),
+                       shards=data / "test", gallery_k=gallery_k, label=label,
+                       scores=score_cols, kind=kind, id_column="id", split="split",
+                       train=train, name=name or Path(model_path).stem,
+                       extra_meta={"model": meta}, **options)

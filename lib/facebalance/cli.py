@@ -574,10 +574,20 @@ def audit(
         help="the model's name in the report (default: the file's name)")] = None,
     age_bins: Annotated[str | None, typer.Option(
         help="regression: also group by these bins of the label, e.g. 20,30,40,50")] = None,
+    images: Annotated[str | None, typer.Option(
+        help="column of image file paths (relative to the predictions file): draws "
+             "<group>_gallery.png, each group's most confidently wrong test faces; only the "
+             "faces shown are read")] = None,
+    shards: Annotated[Path | None, typer.Option(
+        help="facebalance shard folder holding the test images (e.g. data/prepared/test), "
+             "rows matched by --id: another image source of the gallery")] = None,
+    gallery: Annotated[int | None, typer.Option(
+        help="gallery faces per kind of mistake (false negatives, false positives) and "
+             "group (default: 6)", min=1, max=50)] = None,
     config: Annotated[Path | None, typer.Option(
         help="YAML file of these options (keys: label, score, group, kind, id, split, "
              "threshold, val, train, compare, strict, name, bootstrap, seed, kl_bins, "
-             "age_bins); options given here win")] = None,
+             "age_bins, images, shards, gallery); options given here win")] = None,
     out: Annotated[Path, typer.Option(
         help="folder to write <group>.json, audit.md and the PNG figures into")] = Path(
         "audit"),
@@ -596,7 +606,92 @@ def audit(
             predictions, out, config=config, label=label, score=score, group=group,
             kind=kind, id=id_column, split=split, val=val, threshold=threshold, train=train,
             compare=compare, strict=strict, name=name, age_bins=age_bins,
-            bootstrap=bootstrap, seed=seed, kl_bins=kl_bins)
+            bootstrap=bootstrap, seed=seed, kl_bins=kl_bins, images=images, shards=shards,
+            gallery=gallery)
+    except FacebalanceError as err:
+        _fail(err)
+    typer.echo((out / "audit.md").read_text())
+    for rep in reports.values():
+        for warning in rep["audit"]["warnings"]:
+            typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {out}/: " + ", ".join(f"{a}.json" for a in reports) + ", audit.md")
+
+
+@app.command("audit-model")
+def audit_model(
+    model: Annotated[Path, typer.Argument(
+        help="model file: a torch.export program (.pt2), an ONNX model (.onnx, needs "
+             "onnxruntime: pip install facebalance[onnx]) or, legacy, TorchScript (.pt). "
+             "Trust: the file's graph of tensor operations runs, never Python code from it; "
+             "a .pt2 with pickled entries (which torch.export.load would unpickle) or "
+             "compiled code is refused")],
+    data: Annotated[Path, typer.Option(
+        help="prepared dataset: shard folders train/, val/, test/ as `prepare` writes them "
+             "(data/prepared): test is scored and audited, val calibrates the threshold, "
+             "train gives BA its label x group counts")],
+    label: Annotated[str | None, typer.Option(
+        help="true label column of the shards (default: blond, the pipeline's "
+             "dataset.target)")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="protected column of the shards; repeat it for several; COLUMN:NAME "
+                        "names it NAME (default: male, the pipeline's dataset.protected)")
+    ] = None,
+    kind: Annotated[str, typer.Option(
+        help="task kind: binary, multiclass or regression")] = "binary",
+    input_size: Annotated[int | None, typer.Option(
+        help="side of the square input the model takes (default: an ONNX model's static "
+             "size, else the data's image size); other sizes are resized", min=8, max=2048)
+    ] = None,
+    mean: Annotated[str, typer.Option(
+        help="per-channel mean subtracted from x / 255 (R,G,B or one number); 0.5 with "
+             "std 0.5 gives [-1, 1], as the pipeline's models; ImageNet: "
+             "0.485,0.456,0.406")] = "0.5,0.5,0.5",
+    std: Annotated[str, typer.Option(
+        help="per-channel std x / 255 is divided by; ImageNet: 0.229,0.224,0.225")
+    ] = "0.5,0.5,0.5",
+    output: Annotated[str | None, typer.Option(
+        help="what the model outputs: logit (sigmoid, or softmax for multiclass, applied "
+             "here), probability, softmax (of its columns; binary: the positive class's) or "
+             "value (regression) (default: logit; multiclass softmax; regression value)")
+    ] = None,
+    index: Annotated[int | None, typer.Option(
+        help="output column of the positive class (binary) or the value (regression); "
+             "needed when the model has several columns (default: the only one, or column "
+             "1 of a 2-column softmax)", min=0)] = None,
+    batch_size: Annotated[int, typer.Option(
+        help="images per forward pass (the test split is streamed in batches)", min=1,
+        max=4096)] = 64,
+    threshold: Annotated[float | None, typer.Option(
+        help="binary decision threshold, instead of calibrating it on the val split")
+    ] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict/--no-strict", help="a row without a group value is an error")] = False,
+    name: Annotated[str | None, typer.Option(
+        help="the model's name in the report (default: the file's name)")] = None,
+    out: Annotated[Path, typer.Option(
+        help="folder to write <group>.json, audit.md, the PNG figures and "
+             "<group>_gallery.png into")] = Path("audit"),
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of the test rows",
+                                           min=1)] = 500,
+    seed: Annotated[int, typer.Option(help="bootstrap seed", min=0)] = 0,
+    kl_bins: Annotated[int, typer.Option(help="histogram bins of the KL metric", min=2)] = 50,
+    gallery: Annotated[int, typer.Option(
+        help="gallery faces per kind of mistake and group", min=1, max=50)] = 6,
+) -> None:
+    """Score a prepared dataset's test split with your exported model file and audit it as
+    `audit` does (reports, figures and each group's gallery of its worst mistakes)."""
+    from facebalance.audit import MAX_BOOTSTRAP
+    from facebalance.audit import audit_model as run_audit_model
+
+    try:
+        if bootstrap > MAX_BOOTSTRAP:
+            raise FacebalanceError(f"audit-model: --bootstrap {bootstrap}; expected an "
+                                   f"integer from 1 to {MAX_BOOTSTRAP}")
+        reports = run_audit_model(
+            model, data, out, label=label, groups=group, kind=kind, input_size=input_size,
+            mean=mean, std=std, output=output, index=index, batch_size=batch_size,
+            threshold=threshold, strict=strict, name=name, n_bootstrap=bootstrap,
+            bootstrap_seed=seed, kl_bins=kl_bins, gallery_k=gallery)
     except FacebalanceError as err:
         _fail(err)
     typer.echo((out / "audit.md").read_text())
