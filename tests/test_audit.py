@@ -488,7 +488,8 @@ def test_audit_pairs_errors() -> None:
 
 AUDIT_OPTIONS = ("--label", "--score", "--group", "--kind", "--id", "--split", "--val",
                  "--threshold", "--train", "--compare", "--strict", "--name", "--age-bins",
-                 "--config", "--out", "--bootstrap", "--seed", "--kl-bins")
+                 "--config", "--out", "--bootstrap", "--seed", "--kl-bins", "--images",
+                 "--shards", "--gallery")
 PAIR_OPTIONS = ("--score", "--same", "--id-a", "--id-b", "--group", "--identity-a", "--split",
                 "--threshold", "--far", "--strict", "--config", "--out")
 
