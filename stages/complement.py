@@ -10,7 +10,7 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import auto_n_pairs, budget_pairs
-from facebalance.config import load_params
+from facebalance.config import from_params, load_params
 from facebalance.data.shards import atomic_directory, shard_refs
 from facebalance.figures import image_grid, save_png
 from facebalance.latent.boundaries import read_boundaries, read_group_boundaries
@@ -54,9 +54,7 @@ def main(
             "complement.n_pairs = %d is below the %d pairs augment.synthetic_share = %g of "
             "%d real images needs; the GAN strategies will train on less (0: auto)",
             c.n_pairs, need, a.synthetic_share, n_real)
-    spec = PairSpec(mode=c.mode, shell=c.shell, max_step=c.max_step, selection=c.selection,
-                    min_distance=c.min_distance, n_pairs=n_pairs, batch_size=c.batch_size,
-                    seed=derive_seed(p.base.seed, 7))
+    spec = from_params(PairSpec, c, n_pairs=n_pairs, seed=derive_seed(p.base.seed, 7))
     pool = rare = None
     if c.selection == "all" and c.min_distance == 0:
         pool = read_pool(latents, scores, p.boundaries.n_fit + p.boundaries.n_val)

@@ -10,7 +10,7 @@ import torch
 import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
-from facebalance.config import as_dict, load_params
+from facebalance.config import as_dict, from_params, load_params
 from facebalance.data.datasets import ShardDataset, to_float
 from facebalance.data.shards import atomic_directory, shard_refs
 from facebalance.figures import image_grid, save_png
@@ -58,15 +58,13 @@ def main(
     rows["group"] = group_ids(task, rows)
     enc, summary = None, {}
     if v.method != "optimize":
-        cfg = EncoderConfig(image_size=gen.cfg.image_size, latent_dim=gen.cfg.latent_dim,
-                            width=v.encoder_width)
-        enc, curve = train_encoder(gen, cfg, EncoderTrainConfig(
-            steps=v.encoder_steps, batch_size=v.encoder_batch_size, lr=v.encoder_lr,
-            seed=derive_seed(p.base.seed, 10)), device)
+        cfg = from_params(EncoderConfig, v, prefix="encoder_", image_size=gen.cfg.image_size,
+                          latent_dim=gen.cfg.latent_dim)
+        enc, curve = train_encoder(gen, cfg, from_params(
+            EncoderTrainConfig, v, prefix="encoder_", seed=derive_seed(p.base.seed, 10)), device)
         summary["encoder"] = {"steps": v.encoder_steps, "latent_mse": curve[-1]["latent_mse"],
                               "seconds": curve[-1]["seconds"]}
-    cfg = InvertConfig(method=v.method, steps=v.steps, lr=v.lr, prior_weight=v.prior_weight,
-                       batch_size=v.batch_size)
+    cfg = from_params(InvertConfig, v)
     dataset = ShardDataset(rows, {})
     seed = derive_seed(p.base.seed, 12)
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import gan_stream_balance, oversample_rows
-from facebalance.config import as_dict, load_params
+from facebalance.config import as_dict, from_params, load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_write_bytes, shard_refs
 from facebalance.errors import FacebalanceError
@@ -60,10 +60,8 @@ def main(
             refs = refs.iloc[oversample_rows(refs[d.target].to_numpy(),
                                              refs[d.protected].to_numpy(),
                                              derive_seed(p.base.seed, 4, 1))]
-        cfg = GanConfig(image_size=p.base.image_size, latent_dim=g.latent_dim, width=g.width,
-                        mapping_layers=g.mapping_layers)
-        train = GanTrainConfig(steps=g.steps, batch_size=g.batch_size, lr=g.lr, beta1=g.beta1,
-                               ema=g.ema, seed=derive_seed(p.base.seed, 4))
+        cfg = from_params(GanConfig, g, image_size=p.base.image_size)
+        train = from_params(GanTrainConfig, g, seed=derive_seed(p.base.seed, 4))
         gen, curve = train_gan(ShardDataset(refs, {}), cfg, train, device)
         summary = {"source": "trained", "balance": balance, "steps": g.steps,
                    "seconds": curve[-1]["seconds"],

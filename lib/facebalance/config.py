@@ -18,10 +18,11 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from facebalance.balance.registry import REGISTRY, STRATEGIES
 from facebalance.choices import (
     AGE_PROFILES,
     BOUNDARY_METHODS,
@@ -41,8 +42,9 @@ from facebalance.choices import (
     TASK_METRICS,
     VERIFY_FEATURES,
 )
-from facebalance.balance.registry import REGISTRY, STRATEGIES
 from facebalance.errors import FacebalanceError, first_line
+
+_T = TypeVar("_T")
 
 #: Binary attributes synthfaces renders; any two can be target and protected.
 SYNTH_BINARY_ATTRIBUTES = ("blond", "male", "smiling", "eyeglasses")
@@ -819,3 +821,39 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def as_dict(obj: Any) -> dict[str, Any]:
     """A JSON-ready dict of a params dataclass (stored in checkpoints and metrics)."""
     return dataclasses.asdict(obj)
+
+
+def from_params(cls: type[_T], section: Any, *, prefix: str = "", **values: Any) -> _T:
+    """A lib config built from a params section, so the two never drift apart.
+
+    Each field of ``cls`` takes the section's field ``prefix + name`` when there is one;
+    ``values`` give the rest (derived seeds, sizes resolved from the data) and win.
+    ``tests/test_defaults.py`` checks that the lib configs' own defaults equal the
+    params' (for a user calling the library without params).
+
+    Parameters
+    ----------
+    cls
+        A dataclass of lib settings (``GanTrainConfig``, ``PairSpec``...).
+    section
+        A params section (``p.gan``) or any object with those attributes.
+    prefix
+        Prefix of ``cls``'s fields in the section (``encoder_`` in ``invert``).
+    **values
+        Fields set directly.
+
+    Raises
+    ------
+    TypeError
+        When ``values`` names a field ``cls`` does not have.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}")
+    taken = {n: getattr(section, prefix + n) for n in names
+             if n not in values and hasattr(section, prefix + n)}
+    for n, v in taken.items():  # lists in params, tuples in the frozen lib configs
+        if isinstance(v, list):
+            taken[n] = tuple(v)
+    return cls(**taken, **values)

@@ -10,6 +10,7 @@ from torch import nn
 
 from facebalance.balance.strategies import build_training_index, pair_rows
 from facebalance.data.shards import shard_refs
+from facebalance.errors import FacebalanceError
 from facebalance.latent.boundaries import Boundary
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell
 from facebalance.latent.sampling import latents_table, read_latents, sample_latents
@@ -61,8 +62,10 @@ def _pool(n: int):
 
 def test_pairs_flip_planted_protected_and_keep_target(planted, tmp_path: Path) -> None:
     gen, clf, target, protected = planted
-    report = make_pairs(gen, clf, target, protected, PairSpec(n_pairs=200, batch_size=64),
-                        tmp_path, device=torch.device("cpu"), pool=_pool(300), progress=False)
+    # min_distance 0 with selection all: the paper's sampled pool.
+    spec = PairSpec(n_pairs=200, batch_size=64, min_distance=0.0)
+    report = make_pairs(gen, clf, target, protected, spec, tmp_path,
+                        device=torch.device("cpu"), pool=_pool(300), progress=False)
     assert report["n_pairs"] == 200
     assert report["latent_flip_rate"] == 1.0 and report["latent_keep_rate"] == 1.0
     # Images are scored, not latents: near-boundary latents give ambiguous paint.
@@ -119,3 +122,10 @@ def test_min_distance_draws_far_sources(planted, tmp_path: Path) -> None:
     assert np.abs(protected.distance(z)).min() >= 0.8
     assert report["flip_and_keep"] > 0.95  # far from the boundary the paint is unambiguous
     assert report["min_distance"] == 0.8 and (tmp_path / "images_z").is_dir()
+
+
+def test_n_pairs_auto_must_be_resolved_first(planted, tmp_path: Path) -> None:
+    gen, clf, target, protected = planted
+    with pytest.raises(FacebalanceError, match=r"PairSpec.n_pairs = 0; 0 is the params' auto"):
+        make_pairs(gen, clf, target, protected, PairSpec(), tmp_path,
+                   device=torch.device("cpu"), progress=False)

@@ -41,14 +41,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PairSpec:
-    """How to build pairs (mirrors the ``complement`` params)."""
+    """How to build pairs (the ``complement`` params; defaults are theirs).
+
+    ``n_pairs`` 0 is the params' "auto": resolve it with
+    :func:`facebalance.balance.strategies.auto_n_pairs` before :func:`make_pairs`.
+    """
 
     mode: str = "paper"
     shell: str = "none"
     max_step: float = 4.0
     selection: str = "all"
-    min_distance: float = 0.0
-    n_pairs: int = 48000
+    min_distance: float = 2.5
+    n_pairs: int = 0
     batch_size: int = 1024
     seed: int = 0
 
@@ -102,6 +106,11 @@ def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Bounda
         Pair metrics for ``metrics/complement.json``.
     """
     n = spec.n_pairs
+    if n <= 0:
+        raise FacebalanceError(
+            f"complement: PairSpec.n_pairs = {n}; 0 is the params' auto, resolved from the "
+            "real training set: n_pairs=auto_n_pairs(n_real, synthetic_share, "
+            "synthetic_weight) (facebalance.balance.strategies)")
     if spec.selection == "all" and spec.min_distance <= 0:  # the paper: the sampled pool
         if pool is None:
             raise FacebalanceError("complement: selection 'all' needs the sampled latent pool")

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facebalance.config import EmbedParams
+from facebalance.config import EmbedParams, from_params
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
 from facebalance.data.shards import (
     atomic_write_bytes,
@@ -237,9 +237,7 @@ def train_embedder(refs: pd.DataFrame, params: EmbedParams, *, image_size: int, 
     task = classifier_task(n_ids)
     dataset = ShardDataset(refs, {"label": codes, "weight": np.ones(len(refs), np.float32)},
                            cache_mb=params.cache_mb)
-    cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
-                      weight_decay=params.weight_decay, augment=params.augment, seed=seed,
-                      samples_per_epoch=len(refs))
+    cfg = from_params(TrainConfig, params, seed=seed, samples_per_epoch=len(refs))
     history = train_classifier(net, dataset, cfg, device, task=task)
     if params.backbone == "small_resnet":
         embed_part = NetEmbedder(net.features, None)

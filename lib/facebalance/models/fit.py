@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from facebalance.config import ClassifierParams
+from facebalance.config import ClassifierParams, from_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import shard_refs
 from facebalance.models.classifier import ClassifierConfig, build_classifier, load_initial_weights
@@ -120,9 +120,7 @@ def fit_classifiers(index: pd.DataFrame, params: ClassifierParams, *, image_size
         model = build_classifier(config)
         if params.weights:
             load_initial_weights(model, params.weights)
-        cfg = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
-                          weight_decay=params.weight_decay, augment=params.augment, seed=seed,
-                          num_workers=params.num_workers, samples_per_epoch=samples,
+        cfg = from_params(TrainConfig, params, seed=seed, samples_per_epoch=samples,
                           **dict(options or {}))
         history = train_classifier(model, dataset, cfg, device, task=task,
                                    attention=attention)

@@ -191,9 +191,9 @@ def _init_weights(m: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class GanTrainConfig:
-    """Optimisation settings of GAN training."""
+    """Optimisation settings of GAN training (defaults: the ``gan`` params')."""
 
-    steps: int = 2500
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 0.0002
     beta1: float = 0.5

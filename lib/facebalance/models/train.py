@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings of one training run."""
+    """Optimisation settings of one training run (defaults: the ``train_target`` params';
+    ``train_attr`` and the embedder pass their own)."""
 
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 128
     lr: float = 0.003
     weight_decay: float = 0.0005
