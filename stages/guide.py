@@ -22,7 +22,6 @@ from facebalance.runtime import derive_seed, run_app, setup, write_json
 from facebalance.task import (
     classifier_task,
     group_ids,
-    group_names,
     param_columns,
     task_from_params,
 )
@@ -48,8 +47,8 @@ def main(
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     train = shard_refs(data / "train", ["id", *param_columns(p)])
     task = task_from_params(p, train)
-    counts = np.bincount(group_ids(task, train))
-    k = len(counts)
+    k = task.n_groups
+    counts = np.bincount(group_ids(task, train), minlength=k)
     models = load_attribute_classifiers(attr_models, device, protected_groups=k)
     size = int(np.ceil(counts.mean())) if g.to == "mean" else int(counts.max())
     quotas = {grp: size - int(n) for grp, n in enumerate(counts) if n < size}
@@ -81,7 +80,7 @@ def main(
             tmp / "guided.parquet")
         rows = [generate_uint8(gen, torch.from_numpy(z[grp == q][:8]).to(device))
                 for q in sorted(quotas) if (grp == q).any()]
-    names = group_names(task, np.arange(k))
+    names = task.group_names()
     fit_share = np.bincount(groups_fit, minlength=k) / max(len(groups_fit), 1)
     write_json(metrics, {
         "directions": {"n_fit": g.n_fit, "fit_accuracy": fit_acc,

@@ -25,9 +25,7 @@ from facebalance.latent.sampling import generate_shards, read_latents
 from facebalance.models.gan import generate_uint8, load_generator
 from facebalance.runtime import derive_seed, run_app, setup, write_json
 from facebalance.task import (
-    TaskSpec,
     cell_ids,
-    group_names,
     param_columns,
     task_from_params,
     task_labels,
@@ -53,8 +51,7 @@ def main(
     train = shard_refs(data / "train", ["id", *param_columns(p)])
     task = task_from_params(p, train)
     labels = task_labels(task, train)
-    n_groups = int(labels["group"].max()) + 1
-    cells = cell_ids(task, labels["label"].to_numpy(), labels["group"].to_numpy(), n_groups)
+    cells = cell_ids(task, labels["label"].to_numpy(), labels["group"].to_numpy())
     lo, hi = p.interpolate.contribution
     plan, report = smote_plan(cells, derive_seed(p.base.seed, 13), lo, hi)
     frame, z = read_latents(latents)
@@ -83,7 +80,7 @@ def main(
             latent_mix = generate_uint8(gen, torch.from_numpy(z_new[show]).to(device))
             panels = [xa.numpy(), xb.numpy(), latent_mix,
                       mix_pixels(xa.numpy(), xb.numpy(), alpha[show])]
-    names = _cell_names(task, n_groups)
+    names = task.cell_names()
     report["cells"] = {names.get(int(c), c): v for c, v in report["cells"].items()}
     report["skipped_cells"] = [names.get(int(c), str(c)) for c in report["skipped_cells"]]
     report["alpha"] = {"min": float(alpha.min()) if len(alpha) else None,
@@ -95,14 +92,6 @@ def main(
                  scale=max(1, 96 // p.base.image_size))
     else:
         save_png(np.full((8, 8, 3), 255, np.uint8), figure)
-
-
-def _cell_names(task: TaskSpec, n_groups: int) -> dict[int, str]:
-    groups = group_names(task, np.arange(n_groups))
-    if task.kind == "regression":
-        return dict(enumerate(groups))
-    return {label * n_groups + g: f"{task.target}={label}, {groups[g]}"
-            for label in range(task.heads[0].n_classes) for g in range(n_groups)}
 
 
 if __name__ == "__main__":

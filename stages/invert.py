@@ -24,7 +24,7 @@ from facebalance.models.encoder import (
 )
 from facebalance.models.gan import generate_uint8, load_generator
 from facebalance.runtime import derive_seed, run_app, setup, write_json
-from facebalance.task import group_ids, group_names, param_columns, task_from_params
+from facebalance.task import group_ids, param_columns, task_from_params
 
 app = typer.Typer(add_completion=False)
 
@@ -71,7 +71,7 @@ def main(
     z, errors = invert_dataset(gen, enc, dataset, cfg, device, seed)
     seconds = time.perf_counter() - t0
     frame = pd.concat([rows[["split", "group"]], errors], axis=1)
-    names = dict(enumerate(group_names(task, np.arange(int(rows["group"].max()) + 1))))
+    names = dict(enumerate(task.group_names()))
     summary = {"method": v.method, "steps": v.steps, **summary,
                "seconds": seconds, "images_per_second": len(rows) / max(seconds, 1e-9),
                **error_summary(frame, names), "params": as_dict(v)}

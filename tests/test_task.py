@@ -9,7 +9,6 @@ from facebalance.task import (
     cell_ids,
     group_ids,
     group_names,
-    n_cells,
     param_columns,
     present_cells,
     resolve_task,
@@ -62,15 +61,26 @@ def test_groups_cells_and_names_match_a_loop() -> None:
     groups = group_ids(reg, TRAIN)
     expect = [sum(a >= e for e in (30, 40, 60)) for a in TRAIN["age"]]
     assert groups.tolist() == expect == [0, 0, 1, 2, 3, 3]
-    assert cell_ids(reg, TRAIN["age"], groups, 4).tolist() == expect
-    assert group_names(reg, np.arange(4)) == ["age <30", "age 30-39", "age 40-59", "age 60+"]
+    assert reg.n_groups == 4 and cell_ids(reg, TRAIN["age"], groups).tolist() == expect
+    assert reg.group_names() == ["age <30", "age 30-39", "age 40-59", "age 60+"]
+    assert reg.cell_names() == dict(enumerate(reg.group_names()))
     clf = resolve_task("multiclass", "skin", "male", TRAIN)
     labels = task_labels(clf, TRAIN)
-    cells = cell_ids(clf, labels["label"], labels["group"], 2)
+    cells = cell_ids(clf, labels["label"], labels["group"])
     assert cells.tolist() == [s * 2 + m for s, m in zip(TRAIN["skin"], TRAIN["male"],
                                                          strict=True)]
-    assert n_cells(clf, 2) == 8 and n_cells(reg, 4) == 4
-    assert group_names(clf, np.array([0, 1])) == ["male=0", "male=1"]
+    assert (clf.n_groups, clf.n_cells, reg.n_cells) == (2, 8, 4)
+    assert clf.group_names() == group_names(clf, np.array([0, 1])) == ["male=0", "male=1"]
+    assert clf.cell_names()[5] == "skin=2, male=1"
+    # K groups come from the training split and travel with the spec (checkpoints).
+    skin = resolve_task("binary", "male", "skin", TRAIN)
+    assert skin.n_groups == 4 and TaskSpec.from_dict(skin.to_dict()) == skin
+    with pytest.raises(FacebalanceError, match=r"group 4 of skin is not one of the training "
+                       r"split's 0\.\.3"):
+        cell_ids(skin, np.zeros(1), np.array([4]))
+    with pytest.raises(FacebalanceError, match=r"column 'male' \(dataset.protected\) must "
+                       r"hold group numbers 0, 1, \.\.\., got -1"):
+        resolve_task("binary", "skin", "male", TRAIN.assign(skin=TRAIN["skin"] % 2, male=-1))
 
 
 def test_task_labels_when_target_is_the_protected_column() -> None:

@@ -12,9 +12,11 @@ One :class:`TaskSpec` describes every task facebalance trains and judges:
 The spec is resolved once from params and the training labels (class counts, the
 regression scale) and stored in every target checkpoint, so a model knows its heads.
 
-*Cells* are what balancing equalizes and val_attention weights: (primary label x group)
-for classification, the groups for regression. :func:`cell_ids` is the one place they are
-computed.
+*Groups* are the protected column's values ``0..K-1`` (K from the training split), or the
+target's ``age_bins`` (regression); *cells* are what balancing equalizes and val_attention
+weights: (primary label x group) for classification, the groups for regression. The spec
+carries K (:attr:`TaskSpec.n_groups`), so no caller counts them again; :func:`cell_ids`
+is the one place cells are numbered.
 """
 
 from __future__ import annotations
@@ -59,13 +61,20 @@ class Head:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A resolved task: its heads, the protected column and the regression groups."""
+    """A resolved task: its heads, the protected column, its groups and the regression
+    bins. ``n_groups`` is K of the protected column (its values are ``0..K-1``), or
+    ``len(age_bins) + 1`` for regression; 2 where there is no protected column."""
 
     kind: str = "binary"
     heads: tuple[Head, ...] = field(default_factory=lambda: (Head("label", "binary"),))
     protected: str = ""
     age_bins: tuple[float, ...] = ()
     loss: str = "l1"
+    n_groups: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind == "regression":  # the groups are the bins, whatever was passed
+            object.__setattr__(self, "n_groups", len(self.age_bins) + 1)
 
     @property
     def target(self) -> str:
@@ -84,6 +93,25 @@ class TaskSpec:
         if self.protected and self.protected not in cols:
             cols.append(self.protected)
         return cols
+
+    @property
+    def n_cells(self) -> int:
+        """How many cells :func:`cell_ids` numbers."""
+        if self.kind == "regression":
+            return self.n_groups
+        return self.heads[0].n_classes * self.n_groups
+
+    def group_names(self) -> list[str]:
+        """Readable names of the groups ``0..n_groups-1`` (:func:`group_names`)."""
+        return group_names(self, np.arange(self.n_groups))
+
+    def cell_names(self) -> dict[int, str]:
+        """Readable names of every cell: ``blond=1, male=0`` or the age bin."""
+        groups = self.group_names()
+        if self.kind == "regression":
+            return dict(enumerate(groups))
+        return {label * self.n_groups + g: f"{self.target}={label}, {groups[g]}"
+                for label in range(self.heads[0].n_classes) for g in range(self.n_groups)}
 
     def slices(self) -> list[slice]:
         """Each head's columns of the network output."""
@@ -105,7 +133,8 @@ class TaskSpec:
         """Rebuild a spec stored by :meth:`to_dict`."""
         return cls(kind=data["kind"], heads=tuple(Head(**h) for h in data["heads"]),
                    protected=data.get("protected", ""),
-                   age_bins=tuple(data.get("age_bins", ())), loss=data.get("loss", "l1"))
+                   age_bins=tuple(data.get("age_bins", ())), loss=data.get("loss", "l1"),
+                   n_groups=int(data.get("n_groups", 2)))
 
 
 #: One binary head reading ``label`` (attribute classifiers, and the default task).
@@ -175,12 +204,31 @@ def resolve_task(kind: str, target: str, protected: str, train: pd.DataFrame, *,
     """
     if kind == "regression":
         heads = (_head(target, "regression", train),)
-    elif kind == "multitask":
-        heads = tuple(_head(c, "any", train) for c in (target, *extra_targets))
+        n_groups = len(age_bins) + 1
     else:
-        heads = (_head(target, kind, train),)
+        if kind == "multitask":
+            heads = tuple(_head(c, "any", train) for c in (target, *extra_targets))
+        else:
+            heads = (_head(target, kind, train),)
+        n_groups = _groups(train, protected)
     return TaskSpec(kind=kind, heads=heads, protected=protected,
-                    age_bins=tuple(float(b) for b in age_bins), loss=loss)
+                    age_bins=tuple(float(b) for b in age_bins), loss=loss, n_groups=n_groups)
+
+
+def _groups(train: pd.DataFrame, protected: str) -> int:
+    """K of the protected column (values ``0..K-1``); 2 without one."""
+    if not protected:
+        return 2
+    if protected not in train.columns:
+        raise FacebalanceError(
+            f"task: the training split has no column {protected!r} (dataset.protected); "
+            f"columns: {', '.join(c for c in train.columns if c not in ('image',))}")
+    groups = train[protected].to_numpy().astype(np.int64)  # as group_ids reads them
+    if len(groups) and groups.min() < 0:
+        raise FacebalanceError(
+            f"task: column {protected!r} (dataset.protected) must hold group numbers 0, 1, "
+            f"..., got {int(groups.min())}")
+    return int(groups.max()) + 1 if len(groups) else 2
 
 
 def param_columns(p: Any) -> list[str]:
@@ -238,16 +286,18 @@ def task_labels(task: TaskSpec, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=rows.index)
 
 
-def cell_ids(task: TaskSpec, label: np.ndarray, group: np.ndarray,
-             n_groups: int) -> np.ndarray:
-    """The cell of each row: ``label * n_groups + group`` (classification) or the group
-    (regression). Labels are the primary target's classes, groups from :func:`group_ids`;
-    ``n_groups`` must be the same for every split numbered together.
+def cell_ids(task: TaskSpec, label: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """The cell of each row: ``label * task.n_groups + group`` (classification) or the group
+    (regression). Labels are the primary target's classes, groups from :func:`group_ids`.
     """
     group = np.asarray(group, dtype=np.int64)
     if task.kind == "regression":
         return group
-    return np.asarray(label).astype(np.int64) * n_groups + group
+    if len(group) and group.max() >= task.n_groups:
+        raise FacebalanceError(
+            f"task: group {int(group.max())} of {task.protected or 'the groups'} is not one "
+            f"of the training split's 0..{task.n_groups - 1}")
+    return np.asarray(label).astype(np.int64) * task.n_groups + group
 
 
 def present_cells(label: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -256,10 +306,3 @@ def present_cells(label: np.ndarray, group: np.ndarray) -> np.ndarray:
     group = np.asarray(group, dtype=np.int64)
     ids = np.asarray(label).astype(np.int64) * (int(group.max(initial=0)) + 1) + group
     return np.unique(ids, return_inverse=True)[1].ravel()
-
-
-def n_cells(task: TaskSpec, n_groups: int) -> int:
-    """How many cells :func:`cell_ids` numbers with ``n_groups`` groups."""
-    if task.kind == "regression":
-        return n_groups
-    return task.heads[0].n_classes * n_groups

@@ -49,12 +49,12 @@ def test_one_seed_equals_the_plain_recipe(tiny_prepared: Path) -> None:
     rows, val = _rows(tiny_prepared, "train"), _rows(tiny_prepared, "val")
     torch.manual_seed(7)
     ref = build_classifier(ClassifierConfig(width=PARAMS.width))
-    cells = cell_ids(BINARY_TASK, rows["label"], rows["group"], 2)
+    cells = cell_ids(BINARY_TASK, rows["label"], rows["group"])
     data = ShardDataset(rows, {"label": rows["label"].to_numpy("float32"),
                                "weight": rows["weight"].to_numpy("float32"), "cell": cells})
     attention = ValAttention(ShardDataset(val, {
         "label": val["label"].to_numpy("float32"),
-        "cell": cell_ids(BINARY_TASK, val["label"], val["group"], 2)}), 4)
+        "cell": cell_ids(BINARY_TASK, val["label"], val["group"])}), 4)
     cfg = TrainConfig(epochs=PARAMS.epochs, batch_size=PARAMS.batch_size, lr=PARAMS.lr,
                       weight_decay=PARAMS.weight_decay, augment=PARAMS.augment, seed=7,
                       samples_per_epoch=epoch_samples(rows, PARAMS.epoch_size),

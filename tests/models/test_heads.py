@@ -89,7 +89,7 @@ def test_val_attention_by_mae_matches_a_loop(tiny_prepared: Path) -> None:
     val = shard_refs(tiny_prepared / "val", ["age"])
     groups = group_ids(REGRESSION, val)
     data = ShardDataset(val, {"label": val["age"].to_numpy(np.float32),
-                              "cell": cell_ids(REGRESSION, val["age"], groups, 3)})
+                              "cell": cell_ids(REGRESSION, val["age"], groups)})
     torch.manual_seed(0)
     net = build_classifier(ClassifierConfig(width=4, num_outputs=1))
     weights = ValAttention(data, 3, REGRESSION).weights(net, CPU, max_weight=4.0)

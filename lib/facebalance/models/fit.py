@@ -17,7 +17,7 @@ from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import shard_refs
 from facebalance.models.classifier import ClassifierConfig, build_classifier, load_initial_weights
 from facebalance.models.train import TrainConfig, ValAttention, predict_proba, train_classifier
-from facebalance.task import BINARY_TASK, TaskSpec, cell_ids, label_keys, n_cells
+from facebalance.task import BINARY_TASK, TaskSpec, cell_ids, label_keys
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +105,12 @@ def fit_classifiers(index: pd.DataFrame, params: ClassifierParams, *, image_size
     arrays = {**label_arrays(task, index), "weight": index["weight"].to_numpy(np.float32)}
     attention = None
     if attention_val is not None:
-        n_groups = int(max(index["group"].max(), attention_val["group"].max())) + 1
-        arrays["cell"] = cell_ids(task, index["label"], index["group"], n_groups)
+        arrays["cell"] = cell_ids(task, index["label"], index["group"])
         val = ShardDataset(attention_val, {
             "label": attention_val["label"].to_numpy(np.float32),
-            "cell": cell_ids(task, attention_val["label"], attention_val["group"], n_groups)},
+            "cell": cell_ids(task, attention_val["label"], attention_val["group"])},
             cache_mb=params.cache_mb)
-        attention = ValAttention(val, n_cells(task, n_groups), task)
+        attention = ValAttention(val, task.n_cells, task)
     dataset = ShardDataset(index, arrays, cache_mb=params.cache_mb)
     samples = epoch_samples(index, params.epoch_size)
     fitted = []
