@@ -12,7 +12,7 @@ import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.balance.strategies import auto_n_pairs, budget_pairs
 from facebalance.config import from_params, load_params
 from facebalance.data.shards import atomic_directory, shard_refs
-from facebalance.figures import image_grid, save_png
+from facebalance.figures import save_rows
 from facebalance.latent.boundaries import read_boundaries, read_group_boundaries
 from facebalance.latent.pairs import PairSpec, make_pairs, rarest_cell, read_pool
 from facebalance.latent.sampling import read_latent_arrays
@@ -69,11 +69,11 @@ def main(
         _, pair_z = read_latent_arrays(tmp / "pairs.parquet", ("z", "z_prime"))
         z, zp = pair_z["z"], pair_z["z_prime"]
         pick = np.random.default_rng(0).choice(len(z), size=min(16, len(z)), replace=False)
-        both = np.concatenate([generate_uint8(gen, torch.from_numpy(z[pick]).to(device)),
-                               generate_uint8(gen, torch.from_numpy(zp[pick]).to(device))])
+        rows = [generate_uint8(gen, torch.from_numpy(z[pick]).to(device)),
+                generate_uint8(gen, torch.from_numpy(zp[pick]).to(device))]
     report["rare_cell"] = list(rare) if rare else None
     write_json(metrics, report)
-    save_png(image_grid(both, len(pick), pad=1), figure, scale=max(1, 96 // p.base.image_size))
+    save_rows(rows, figure, p.base.image_size)
 
 
 if __name__ == "__main__":

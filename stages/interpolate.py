@@ -12,7 +12,7 @@ import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_directory, shard_refs, write_table_atomic
-from facebalance.figures import image_grid, save_png
+from facebalance.figures import save_rows
 from facebalance.latent.interpolate import (
     mix,
     mix_pixels,
@@ -87,11 +87,7 @@ def main(
                        "max": float(alpha.max()) if len(alpha) else None,
                        "mean": float(alpha.mean()) if len(alpha) else None}
     write_json(metrics, report)
-    if panels:
-        save_png(image_grid(np.concatenate(panels), len(show), pad=1), figure,
-                 scale=max(1, 96 // p.base.image_size))
-    else:
-        save_png(np.full((8, 8, 3), 255, np.uint8), figure)
+    save_rows(panels, figure, p.base.image_size)
 
 
 if __name__ == "__main__":

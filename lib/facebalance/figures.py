@@ -31,3 +31,26 @@ def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+#: Side (pixels) a face is shown at in the stages' figures: small images are upscaled.
+VIEW_SIZE = 96
+
+
+def save_rows(rows: list[np.ndarray], path: str | Path, image_size: int,
+              view: int = VIEW_SIZE) -> None:
+    """Save rows of faces as one PNG: each row ``(k, H, W, 3)`` uint8, shorter rows padded
+    with white, 1-pixel gaps, upscaled to about ``view`` pixels a face (nearest).
+
+    The figure of every stage that shows images (real vs reconstruction, G(z) vs G(z'),
+    guided samples); no rows gives a small white image, so the declared output exists.
+    """
+    scale = max(1, view // image_size)
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        save_png(np.full((8, 8, 3), 255, np.uint8), path, scale=scale)
+        return
+    width = max(len(r) for r in rows)
+    blank = np.full_like(rows[0][:1], 255)
+    images = np.concatenate([np.concatenate([r, *[blank] * (width - len(r))]) for r in rows])
+    save_png(image_grid(images, width, pad=1), path, scale=scale)

@@ -140,6 +140,25 @@ def complement_latents(z: np.ndarray, target: Boundary, protected: Boundary,
     return _same_norm(z, out) if shell == "rescale" else out
 
 
+def flip_and_keep(label: np.ndarray, group: np.ndarray, target_scores: np.ndarray,
+                  protected_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Did a complement do its job, as the attribute classifiers see its image?
+
+    ``flipped``: the protected classifier puts ``G(z')`` on the other side of 0.5 than
+    ``group`` (the source's group); ``kept``: the target classifier keeps ``label`` (the
+    source's target). The source is ``G(z)`` for sampled pairs (its labels are its own
+    scores thresholded) and the real face for complements of inverted real images.
+
+    Returns
+    -------
+    flipped, kept
+        Boolean arrays, one entry per pair.
+    """
+    flipped = (np.asarray(protected_scores) >= 0.5) != np.asarray(group).astype(bool)
+    kept = (np.asarray(target_scores) >= 0.5) == np.asarray(label).astype(bool)
+    return flipped, kept
+
+
 def _same_norm(z: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out`` rescaled in place so each row has the norm of the same row of ``z``
     (``shell: rescale``: prior latents live on a thin shell)."""

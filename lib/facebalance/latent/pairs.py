@@ -27,7 +27,7 @@ from torch import nn
 from facebalance.data.shards import read_parquet, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.latent.boundaries import Boundary
-from facebalance.latent.complement import complement_latents, draw_latents
+from facebalance.latent.complement import complement_latents, draw_latents, flip_and_keep
 from facebalance.latent.sampling import (
     generate_shards,
     latents_table,
@@ -147,9 +147,9 @@ def make_pairs(gen: nn.Module, classifiers: dict[str, nn.Module], target: Bounda
 
     t_z = src_scores["target"].to_numpy() >= 0.5
     g_z = src_scores["protected"].to_numpy() >= 0.5
-    t_zp = comp_scores["target"].to_numpy() >= 0.5
     g_zp = comp_scores["protected"].to_numpy() >= 0.5
-    flipped, kept = g_z != g_zp, t_z == t_zp
+    flipped, kept = flip_and_keep(t_z, g_z, comp_scores["target"].to_numpy(),
+                                  comp_scores["protected"].to_numpy())
     columns = {
         "id_z": id_z, "id_zp": id_zp,
         "target_z": src_scores["target"].to_numpy(np.float32),
