@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,43 @@ def test_a_missing_remote_fails_in_one_line(team: dict) -> None:
     proc = dvc(clone, "pull", "--with-deps", TARGET, check=False)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
+
+
+
+def test_two_queued_experiments_run_at_once(team: dict) -> None:
+    """``dvc queue start -j 2``: two workers, each experiment in its own temporary copy
+    of the repository (.dvc/tmp/exps), 1 torch thread each (2 workers x base.threads <=
+    the cores); both finish, both show in ``dvc exp show``, the workspace is untouched."""
+    project = team["project"]
+    before = {name: (project / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    outputs = _outputs(project)
+    for width in (12, 20):
+        dvc(project, "exp", "run", "--queue", "-n", f"w{width}", "-S", "base.threads=1",
+            "-S", f"train_target.width={width}", TARGET)
+    # The workers are daemons that inherit the caller's stdout: not captured, or the call
+    # would wait for them to exit.
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=project,
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=60)
+    try:
+        deadline, status = time.monotonic() + 240, ""
+        while time.monotonic() < deadline:
+            status = dvc(project, "queue", "status").stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            time.sleep(2)
+        assert status.count("Success") == 2, status
+    finally:
+        dvc(project, "queue", "stop", check=False)
+    table = dvc(project, "exp", "show", "--csv").stdout
+    rows = {r["Experiment"]: r for r in csv.DictReader(io.StringIO(table))}
+    assert {rows[f"w{w}"]["train_target.width"] for w in (12, 20)} == {"12", "20"}, table
+    assert all(0.0 <= float(rows[f"w{w}"]["deo"]) <= 1.0 for w in (12, 20))
+    assert rows["w12"]["deo"] != rows["w20"]["deo"] or rows["w12"]["ap"] != rows["w20"]["ap"]
+    after = {name: (project / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    assert after == before and _outputs(project) == outputs
 
 
 # --- An SSH remote: push and pull cross a real sshd (Debian's openssh-server) on 127.0.0.1,
