@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,14 @@ def test_a_split_without_both_kinds_of_pairs_is_named() -> None:
     with pytest.raises(FacebalanceError,
                        match="the val split has 40 genuine and 0 impostor pairs; it needs"):
         verify_pairs(rows, emb, pairs, ["skin"], VerifyConfig(bootstrap=10))
+
+
+def test_skipped_verification_writes_every_output(tmp_path: Path) -> None:
+    from facebalance.models.verifier import VerifyOutputs
+
+    names = ("model_dir", "scores", "report", "metrics", "table", "roc", "figure")
+    out = VerifyOutputs(*(tmp_path / n for n in names))
+    out.write_skipped("no pairs")
+    assert all((tmp_path / n).exists() for n in names)
+    assert json.loads((tmp_path / "metrics").read_text()) == {"skipped": "no pairs"}
+    assert (tmp_path / "table").read_text() == "verification skipped: no pairs\n"

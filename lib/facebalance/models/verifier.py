@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from facebalance.data.face_pairs import identity_pairs
-from facebalance.data.shards import read_columns, read_parquet
+from facebalance.data.shards import read_columns, read_parquet, write_table_atomic
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.bootstrap import bootstrap_weights, summarize
 from facebalance.metrics.verification import (
@@ -357,3 +357,51 @@ def empty_png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (1, 1), (255, 255, 255)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class VerifyOutputs:
+    """The verify stage's declared outputs, written together: every one exists afterwards,
+    a skipped verification included (DVC requires its outs)."""
+
+    model_dir: Path
+    scores: Path
+    report: Path
+    metrics: Path
+    table: Path
+    roc: Path
+    figure: Path
+
+    def write(self, head: PairHead, thresholds: dict[str, float], scored: pd.DataFrame,
+              report: Mapping[str, Any], features: Sequence[str]) -> None:
+        """Write a verification: head, test pair scores, report, headline, markdown table,
+        ROC points and figure (each atomically; the caller computed everything first)."""
+        from facebalance.data.shards import atomic_directory, atomic_write_bytes
+        from facebalance.models.pair_head import save_verifier
+        from facebalance.runtime import write_csv, write_json
+
+        points = roc_points(scored)
+        with atomic_directory(self.model_dir) as tmp:
+            save_verifier(tmp / "head.json", head, thresholds,
+                          {"kind": "verification", "features": list(features)})
+        write_table_atomic(scored, self.scores)
+        write_json(self.report, report)
+        write_json(self.metrics, headline(report))
+        atomic_write_bytes(self.table, markdown_table(report).encode())
+        write_csv(self.roc, points)
+        atomic_write_bytes(self.figure, plot_roc(points, report))
+
+    def write_skipped(self, reason: str) -> None:
+        """Write every output of a verification that did not run, saying why."""
+        from facebalance.data.shards import atomic_directory, atomic_write_bytes
+        from facebalance.runtime import write_csv, write_json
+
+        skipped = {"task": {"kind": "verification"}, "skipped": reason}
+        with atomic_directory(self.model_dir) as tmp:
+            write_json(tmp / "skipped.json", skipped)
+        write_table_atomic(pd.DataFrame({"id_a": [], "id_b": [], "same": []}), self.scores)
+        write_json(self.report, skipped)
+        write_json(self.metrics, {"skipped": reason})
+        atomic_write_bytes(self.table, f"verification skipped: {reason}\n".encode())
+        write_csv(self.roc, pd.DataFrame({"verifier": [], "fmr": [], "tar": []}))
+        atomic_write_bytes(self.figure, empty_png())
