@@ -73,3 +73,22 @@ def test_group_boundaries_recover_a_planted_target_direction_per_group(tmp_path)
     path.write_text(json.dumps({}))
     with pytest.raises(FacebalanceError, match="has no domain-dependent target boundaries"):
         read_group_boundaries(path)
+
+
+def test_fit_attribute_boundaries_on_planted_scores() -> None:
+    from facebalance.config import BoundaryParams
+    from facebalance.latent.boundaries import fit_attribute_boundaries
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((600, 6))
+    scores = {"target": (z[:, 0] > 0).astype(float), "protected": (z[:, 1] > 0.2) * 0.9}
+    params = BoundaryParams(n_fit=400, n_val=200, method="logistic", domain_dependent=True)
+    result, report = fit_attribute_boundaries(z, scores, {"target": "blond",
+                                                          "protected": "male"}, params, 0)
+    assert report["target"]["accuracy_val"] > 0.95 and report["protected"]["accuracy_val"] > 0.95
+    assert result["target"]["attribute"] == "blond" and len(result["target_by_group"]) == 2
+    assert abs(report["cos_target_protected"]) < 0.3  # planted orthogonal normals
+    with pytest.raises(FacebalanceError, match=r"boundaries: z.parquet has 600 latents, "
+                       r"fewer than n_fit \+ n_val = 700"):
+        fit_attribute_boundaries(z, scores, {"target": "a", "protected": "b"},
+                                 BoundaryParams(n_fit=500, n_val=200), 0, source="z.parquet")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,3 +181,59 @@ def fit_group_boundaries(z: np.ndarray, target: np.ndarray, groups: np.ndarray,
             "cos_protected": float(bnd.w @ protected.w)}
     report["cos_between"] = float(found[0].w @ found[1].w)
     return [bnd.to_dict() for bnd in found], report
+
+
+def fit_attribute_boundaries(z: np.ndarray, scores: Mapping[str, np.ndarray],
+                             attributes: Mapping[str, str], params: BoundaryParams,
+                             seed: int, source: str = "the latents"
+                             ) -> tuple[dict[str, object], dict[str, object]]:
+    """The ``boundaries`` stage: target and protected hyperplanes (and, with
+    ``domain_dependent``, one target hyperplane per protected group) fitted on the first
+    ``n_fit`` scored latents, checked on the next ``n_val``.
+
+    Parameters
+    ----------
+    z
+        Sampled latents, in order.
+    scores
+        ``{"target": ..., "protected": ...}``: the attribute classifiers' scores of their
+        images, row for row (labels are the scores thresholded at 0.5).
+    attributes
+        ``{"target": column, "protected": column}``, recorded with the boundaries.
+    params
+        The ``boundaries`` params.
+    seed
+        Seed of the fits.
+    source
+        Where the latents come from, for the error when there are too few.
+
+    Returns
+    -------
+    boundaries, report
+        The boundaries JSON (``target``, ``protected``, ``target_by_group``) and the
+        metrics JSON (positive rates, fit and held-out accuracy, the normals' cosine).
+    """
+    b = params
+    if len(z) < b.n_fit + b.n_val:
+        raise FacebalanceError(f"boundaries: {source} has {len(z)} latents, fewer than "
+                               f"n_fit + n_val = {b.n_fit + b.n_val}")
+    result: dict[str, object] = {}
+    report: dict[str, object] = {"method": b.method, "n_fit": b.n_fit, "n_val": b.n_val}
+    labels = {role: (np.asarray(scores[role]) >= 0.5).astype(int)
+              for role in ("target", "protected")}
+    fit, val = slice(0, b.n_fit), slice(b.n_fit, b.n_fit + b.n_val)
+    for role, y in labels.items():
+        boundary = fit_boundary(z[fit], y[fit], b.method, b.c, seed)
+        result[role] = {**boundary.to_dict(), "attribute": attributes[role]}
+        report[role] = {
+            "attribute": attributes[role],
+            "positive_rate": float(y[fit].mean()),
+            "accuracy_fit": boundary_accuracy(boundary, z[fit], y[fit]),
+            "accuracy_val": boundary_accuracy(boundary, z[val], y[val]) if b.n_val else None,
+        }
+    bt, bg = (Boundary.from_dict(result[r]) for r in ("target", "protected"))
+    report["cos_target_protected"] = float(bt.w @ bg.w)
+    if b.domain_dependent:  # one target boundary per protected group (by its classifier)
+        result["target_by_group"], report["target_by_group"] = fit_group_boundaries(
+            z, labels["target"], labels["protected"], b, bg, seed)
+    return result, report
