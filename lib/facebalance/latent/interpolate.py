@@ -175,3 +175,79 @@ def write_pixel_mixes(dataset: ShardDataset, plan: pd.DataFrame, ids: list[str],
             extra = columns.iloc[start:start + len(part)].reset_index(drop=True)
             writer.write(pd.concat([frame, extra], axis=1))
     return len(plan)
+
+
+def interpolate_cells(gen: torch.nn.Module, train: pd.DataFrame, labels: pd.DataFrame,
+                      z: np.ndarray, task: TaskSpec, out: Path, *, seed: int,
+                      contribution: tuple[float, float], batch_size: int,
+                      device: torch.device, show: int = 8
+                      ) -> tuple[dict[str, object], list[np.ndarray]]:
+    """The ``interpolate`` stage: plan latent SMOTE for every small cell, generate the
+    latent mixes and write the pixel mixes (the control) with one shared plan.
+
+    Parameters
+    ----------
+    gen
+        Generator.
+    train
+        Real training rows: image references and ``id``.
+    labels
+        Their task labels (:func:`facebalance.task.task_labels`).
+    z
+        Their inverted latents, row for row.
+    task
+        The task (cells and label mixing).
+    out
+        Folder to write ``plan.parquet``, ``latent/`` and ``pixel/`` into.
+    seed
+        Seed of the plan.
+    contribution
+        ``interpolate.contribution``: the range of the mixing weight.
+    batch_size
+        Images generated and written at once.
+    device
+        Where the generator runs.
+    show
+        Interpolations in the figure.
+
+    Returns
+    -------
+    report, rows
+        Cell sizes before and after (named cells), skipped cells and the mixing weights'
+        range; the figure's rows: a, b, latent mix, pixel mix.
+    """
+    from facebalance.data.shards import write_table_atomic
+    from facebalance.latent.sampling import generate_shards
+    from facebalance.models.gan import generate_uint8
+    from facebalance.task import cell_ids
+
+    cells = cell_ids(task, labels["label"].to_numpy(), labels["group"].to_numpy())
+    lo, hi = contribution
+    plan, report = smote_plan(cells, seed, lo, hi)
+    new = smote_labels(task, labels, plan)
+    ids = [f"interp-{i:07d}" for i in range(len(plan))]
+    a, b, alpha = plan["a"].to_numpy(), plan["b"].to_numpy(), plan["alpha"].to_numpy()
+    columns = pd.concat([pd.DataFrame({"a_id": train["id"].to_numpy()[a],
+                                       "b_id": train["id"].to_numpy()[b],
+                                       "alpha": alpha.astype(np.float32)}), new], axis=1)
+    z_new = mix(z[a], z[b], alpha.astype(np.float32)).astype(np.float32)
+    images = ShardDataset(train[["path", "_file", "_row"]], {})
+    generate_shards(gen, z_new, ids, out / "latent", device=device, batch_size=batch_size,
+                    columns=columns, source="interpolated")
+    write_pixel_mixes(images, plan, ids, columns, out / "pixel", batch_size=batch_size)
+    write_table_atomic(columns.assign(id=ids), out / "plan.parquet")
+    pick = np.arange(min(show, len(plan)))
+    rows = []
+    if len(pick):
+        xa, _ = images.__getitems__(a[pick].tolist())
+        xb, _ = images.__getitems__(b[pick].tolist())
+        rows = [xa.numpy(), xb.numpy(), generate_uint8(gen, torch.from_numpy(z_new[pick])
+                                                       .to(device)),
+                mix_pixels(xa.numpy(), xb.numpy(), alpha[pick])]
+    names = task.cell_names()
+    report["cells"] = {names.get(int(c), c): v for c, v in report["cells"].items()}
+    report["skipped_cells"] = [names.get(int(c), str(c)) for c in report["skipped_cells"]]
+    report["alpha"] = {"min": float(alpha.min()) if len(alpha) else None,
+                       "max": float(alpha.max()) if len(alpha) else None,
+                       "mean": float(alpha.mean()) if len(alpha) else None}
+    return report, rows
