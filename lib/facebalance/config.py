@@ -64,6 +64,11 @@ MAX_COUNT = 10_000_000
 #: Upper bound of batch sizes (a batch is held in memory at once).
 MAX_BATCH = 65_536
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+#: ``base.precision``: the training loops' compute (see :mod:`facebalance.precision`).
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+#: fp16 needs CUDA: its gradient scaler and fp16 kernels; CPU autocast has neither.
+FP16_NEEDS_CUDA = ("params: base.precision = 'fp16' needs a CUDA device, but the device is "
+                   "{device!r}; use bf16 or fp32")
 
 
 def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None,
@@ -83,6 +88,10 @@ class BaseParams:
     device: str = _opt("auto", doc="auto | cpu | cuda | cuda:N | mps")
     image_size: int = _opt(32, choices=IMAGE_SIZES, doc="side of the square images")
     threads: int = _opt(0, lo=0, hi=1024, doc="torch CPU threads; 0 keeps torch's default")
+    # fp32 by default: the committed results were made in fp32 and reproduce bit for bit.
+    precision: str = _opt("fp32", choices=PRECISIONS,
+                          doc="training compute: fp32, bf16 or fp16 (CUDA) autocast, or auto "
+                              "(bf16 on a GPU with bf16 or a CPU with AMX, else fp32)")
 
 
 @dataclass(frozen=True)
@@ -552,6 +561,8 @@ def _check_cross(p: Params) -> None:
         raise FacebalanceError(
             f"params: base.device = {p.base.device!r} is invalid; "
             "valid values: auto, cpu, cuda, cuda:N, mps")
+    if p.base.precision == "fp16" and p.base.device in ("cpu", "mps"):
+        raise FacebalanceError(FP16_NEEDS_CUDA.format(device=p.base.device))
     _check_choice_list("strategies", p.strategies, STRATEGIES)
     _check_choice_list("presets", p.presets, PRESETS)
     if p.dataset.name != "synthfaces" and not p.dataset.root:
