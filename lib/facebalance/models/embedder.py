@@ -202,8 +202,8 @@ def identity_codes(identity: pd.Series) -> tuple[np.ndarray, int]:
 
 
 def train_embedder(refs: pd.DataFrame, params: EmbedParams, *, image_size: int, seed: int,
-                   device: torch.device) -> tuple[NetEmbedder, EmbedderConfig,
-                                                  list[dict[str, float]]]:
+                   device: torch.device, precision: str = "fp32"
+                   ) -> tuple[NetEmbedder, EmbedderConfig, list[dict[str, float]]]:
     """Train ``params.backbone`` to classify the identities of ``refs``; return the network
     without its logits as an embedder.
 
@@ -219,6 +219,8 @@ def train_embedder(refs: pd.DataFrame, params: EmbedParams, *, image_size: int, 
         Seeds initialisation, order and augmentation.
     device
         Where to train.
+    precision
+        ``base.precision`` resolved for ``device`` (see :mod:`facebalance.precision`).
     """
     codes, n_ids = identity_codes(refs["identity"])
     if n_ids < 2:
@@ -237,7 +239,8 @@ def train_embedder(refs: pd.DataFrame, params: EmbedParams, *, image_size: int, 
     task = classifier_task(n_ids)
     dataset = ShardDataset(refs, {"label": codes, "weight": np.ones(len(refs), np.float32)},
                            cache_mb=params.cache_mb)
-    cfg = from_params(TrainConfig, params, seed=seed, samples_per_epoch=len(refs))
+    cfg = from_params(TrainConfig, params, seed=seed, samples_per_epoch=len(refs),
+                      precision=precision)
     history = train_classifier(net, dataset, cfg, device, task=task)
     if params.backbone == "small_resnet":
         embed_part = NetEmbedder(net.features, None)

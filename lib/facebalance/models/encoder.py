@@ -22,6 +22,7 @@ from torch import nn
 from facebalance.errors import FacebalanceError
 from facebalance.models.classifier import save_model
 from facebalance.models.gan import _n_up, prior_latents
+from facebalance.precision import autocast, backward_step, grad_scaler, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class EncoderTrainConfig:
     lr: float = 0.001
     seed: int = 0
     log_every: int = 100
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (see facebalance.precision)
 
 
 def train_encoder(gen: nn.Module, cfg: EncoderConfig, train: EncoderTrainConfig,
@@ -76,7 +78,9 @@ def train_encoder(gen: nn.Module, cfg: EncoderConfig, train: EncoderTrainConfig,
     cfg
         Encoder architecture; ``latent_dim`` and ``image_size`` must match the generator.
     train
-        Steps, batch size, Adam learning rate (cosine-decayed to zero), seed.
+        Steps, batch size, Adam learning rate (cosine-decayed to zero), seed, precision
+        (autocast of the generator's and the encoder's forward passes; the target latents,
+        the loss and the step stay float32).
     device
         Where to train.
 
@@ -90,23 +94,32 @@ def train_encoder(gen: nn.Module, cfg: EncoderConfig, train: EncoderTrainConfig,
         raise FacebalanceError(
             f"encoder {cfg.image_size}px/{cfg.latent_dim}-d does not match the generator "
             f"({gen.cfg.image_size}px/{gen.cfg.latent_dim}-d)")
+    precision = resolve_precision(train.precision, device)
+    scaler = grad_scaler(precision, device)
     torch.manual_seed(train.seed)
     enc = Encoder(cfg).to(device).train()
     opt = torch.optim.Adam(enc.parameters(), train.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, train.steps)
     history: list[dict[str, float]] = []
     window, start = 0.0, time.perf_counter()
+    losses: list[torch.Tensor] = []  # on the device until the next logging step
     for step in range(1, train.steps + 1):
         with torch.no_grad():  # (G(z), z) pairs, z in the generator's latent space (w)
             z = prior_latents(gen, torch.randn(train.batch_size, cfg.latent_dim, device=device))
-            x = gen(z)
-        loss = nn.functional.mse_loss(enc(x), z)
+            with autocast(precision, device):  # z itself stays float32: it is the target
+                x = gen(z)
+        with autocast(precision, device):
+            pred = enc(x)
+        # .float(): the loss in float32 (a no-op returning pred itself in fp32).
+        loss = nn.functional.mse_loss(pred.float(), z)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward_step(loss, opt, scaler)
         sched.step()
-        window += loss.item()
+        losses.append(loss.detach())
         if step % train.log_every == 0 or step == train.steps:
+            for value in torch.stack(losses).tolist():  # one sync; summed in step order
+                window += value
+            losses.clear()
             n = step - (history[-1]["step"] if history else 0)
             history.append({"step": step, "latent_mse": window / n,
                             "seconds": time.perf_counter() - start})

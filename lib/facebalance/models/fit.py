@@ -43,7 +43,8 @@ def label_arrays(task: TaskSpec, rows: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size: int,
                    seed: int, device: torch.device, options: Mapping[str, Any] | None = None,
-                   attention_val: pd.DataFrame | None = None, task: TaskSpec = BINARY_TASK
+                   attention_val: pd.DataFrame | None = None, task: TaskSpec = BINARY_TASK,
+                   precision: str = "fp32"
                    ) -> tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]:
     """Train one classifier (or regressor) on a training set index.
 
@@ -56,14 +57,15 @@ def fit_classifier(index: pd.DataFrame, params: ClassifierParams, *, image_size:
     """
     (fitted,) = fit_classifiers(index, params, image_size=image_size, seeds=[seed],
                                 device=device, options=options, attention_val=attention_val,
-                                task=task)
+                                task=task, precision=precision)
     return fitted
 
 
 def fit_classifiers(index: pd.DataFrame, params: ClassifierParams, *, image_size: int,
                     seeds: Sequence[int], device: torch.device,
                     options: Mapping[str, Any] | None = None,
-                    attention_val: pd.DataFrame | None = None, task: TaskSpec = BINARY_TASK
+                    attention_val: pd.DataFrame | None = None, task: TaskSpec = BINARY_TASK,
+                    precision: str = "fp32"
                     ) -> list[tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]]:
     """Train one classifier (or regressor) per seed on a training set index.
 
@@ -93,6 +95,9 @@ def fit_classifiers(index: pd.DataFrame, params: ClassifierParams, *, image_size
         each epoch re-weights the training cells by their validation error.
     task
         Heads and losses (default: one binary head).
+    precision
+        ``base.precision`` resolved for ``device``
+        (:func:`facebalance.precision.resolve_precision`): the forward passes' compute.
 
     Returns
     -------
@@ -120,7 +125,7 @@ def fit_classifiers(index: pd.DataFrame, params: ClassifierParams, *, image_size
         if params.weights:
             load_initial_weights(model, params.weights)
         cfg = from_params(TrainConfig, params, seed=seed, samples_per_epoch=samples,
-                          **dict(options or {}))
+                          precision=precision, **dict(options or {}))
         history = train_classifier(model, dataset, cfg, device, task=task,
                                    attention=attention)
         fitted.append((model, config, history))

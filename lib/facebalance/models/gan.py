@@ -31,6 +31,13 @@ from facebalance.models.classifier import (
     holds_pickled_code,
     save_model,
 )
+from facebalance.precision import (
+    autocast,
+    backward_step,
+    grad_scaler,
+    resolve_precision,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +207,7 @@ class GanTrainConfig:
     ema: float = 0.99
     seed: int = 0
     log_every: int = 100
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (see facebalance.precision)
 
 
 @torch.no_grad()
@@ -221,7 +229,8 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
     cfg
         Architecture.
     train
-        Steps, batch size, Adam settings, EMA decay, seed.
+        Steps, batch size, Adam settings, EMA decay, seed, precision (autocast of the
+        forward passes; the losses, the steps and the EMA stay float32).
     device
         Where to train.
 
@@ -234,9 +243,13 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
     Raises
     ------
     FacebalanceError
-        When a loss becomes NaN/inf, or the discriminator wins outright for a whole
-        logging window (D(real) > 0.99 and D(fake) < 0.01: the generator has collapsed).
+        When a loss becomes NaN/inf (checked at each ``log_every`` step), or the
+        discriminator wins outright for a whole logging window (D(real) > 0.99 and
+        D(fake) < 0.01: the generator has collapsed).
     """
+    precision = resolve_precision(train.precision, device)
+    # One scaler per optimizer: each loss's overflow skips only its own step.
+    scaler_d, scaler_g = grad_scaler(precision, device), grad_scaler(precision, device)
     torch.manual_seed(train.seed)
     gen, disc = Generator(cfg).to(device), Discriminator(cfg).to(device)
     gen.apply(_init_weights)
@@ -248,6 +261,9 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
     loader, sampler = make_loader(dataset, train.batch_size, shuffle=True, seed=train.seed)
     history: list[dict[str, float]] = []
     window = np.zeros(4)
+    # Each step's (d_loss, g_loss, D(real), D(fake)) stays on the device until the next
+    # logging step reads the window back at once: no host sync per step.
+    pending: list[torch.Tensor] = []
     step, epoch, start = 0, 0, time.perf_counter()
     while step < train.steps:
         sampler.set_epoch(epoch)
@@ -255,32 +271,39 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
         for x, _ in loader:
             if step >= train.steps:
                 break
-            real = to_float(x).to(device)
+            real = to_float(to_device(x, device))
             flip = torch.rand(len(real), device=device) < 0.5
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
             z = torch.randn(len(real), cfg.latent_dim, device=device)
-            fake = gen(z)
-            d_real, d_fake = disc(real), disc(fake.detach())
+            with autocast(precision, device):
+                fake = gen(z)
+                d_real, d_fake = disc(real), disc(fake.detach())
+            # .float(): the losses in float32 (no-ops returning the tensors in fp32).
+            d_real, d_fake = d_real.float(), d_fake.float()
             loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            d_gen = disc(fake)
+            backward_step(loss_d, opt_d, scaler_d)
+            with autocast(precision, device):
+                d_gen = disc(fake)
+            d_gen = d_gen.float()
             loss_g = bce(d_gen, torch.ones_like(d_gen))
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            backward_step(loss_g, opt_g, scaler_g)
             _ema_update(ema, gen, train.ema if step > 100 else 0.0)
             step += 1
-            vals = np.array([loss_d.item(), loss_g.item(),
-                             torch.sigmoid(d_real).mean().item(),
-                             torch.sigmoid(d_fake).mean().item()])
-            if not np.isfinite(vals[:2]).all():
-                raise FacebalanceError(
-                    f"GAN training diverged at step {step}: d_loss={vals[0]}, g_loss={vals[1]};"
-                    " lower gan.lr or change gan.seed")
-            window += vals
+            pending.append(torch.stack([loss_d.detach(), loss_g.detach(),
+                                        torch.sigmoid(d_real.detach()).mean(),
+                                        torch.sigmoid(d_fake.detach()).mean()]))
             if step % train.log_every == 0 or step == train.steps:
+                first = step - len(pending) + 1
+                for i, row in enumerate(torch.stack(pending).tolist()):
+                    vals = np.array(row)
+                    if not np.isfinite(vals[:2]).all():
+                        raise FacebalanceError(
+                            f"GAN training diverged at step {first + i}: d_loss={vals[0]}, "
+                            f"g_loss={vals[1]}; lower gan.lr or change gan.seed")
+                    window += vals  # step by step, in order: the sums of a per-step loop
+                pending.clear()
                 n = step - (history[-1]["step"] if history else 0)
                 mean = window / n
                 window[:] = 0

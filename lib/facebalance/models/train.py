@@ -15,6 +15,13 @@ from torch import nn
 from facebalance.balance.attention import attention_weights
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
 from facebalance.errors import FacebalanceError
+from facebalance.precision import (
+    autocast,
+    backward_step,
+    grad_scaler,
+    resolve_precision,
+    to_device,
+)
 from facebalance.task import BINARY_TASK, TaskSpec, label_keys
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,12 @@ class TrainConfig:
     mix: str = "none"  # none | mixup | cutmix
     mix_alpha: float = 0.4  # Beta(alpha, alpha) of the mixing share
     attention_max: float = 4.0  # val_attention: largest cell loss multiplier
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (see facebalance.precision)
+
+
+#: Batch losses are read back to the host this many at a time (and at each epoch's end):
+#: one sync instead of one per batch, which would stall a GPU's queue every step.
+LOSS_SYNC_STEPS = 50
 
 
 MIX_MODES = ("none", "mixup", "cutmix")
@@ -67,7 +80,7 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor | list[torch.Tensor], w: torch.Te
     ``y`` is one label tensor or a list (one per head): 0/1 labels, one-hot class rows
     and numbers all mix linearly.
     """
-    p = torch.as_tensor(perm, device=x.device)
+    p = to_device(torch.as_tensor(perm), x.device)
     if box is None:
         share = lam
         x = lam * x + (1.0 - lam) * x[p]
@@ -89,7 +102,7 @@ def head_targets(task: TaskSpec, rows: dict, device: torch.device) -> list[torch
     standardized number ``(y - center) / scale``."""
     out = []
     for head, key in zip(task.heads, label_keys(task), strict=True):
-        v = torch.as_tensor(rows[key], device=device)
+        v = to_device(torch.as_tensor(rows[key]), device)
         if head.kind == "multiclass":
             out.append(nn.functional.one_hot(v.long(), head.n_classes).float())
         elif head.kind == "regression":
@@ -174,12 +187,13 @@ def memory_format(model: nn.Module) -> torch.memory_format:
 def augment_batch(x: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch.Tensor:
     """Random horizontal flips and per-image shifts of up to ``shift`` pixels (vectorized)."""
     b, c, h, w = x.shape
-    flip = torch.rand(b, generator=gen, device="cpu").to(x.device) < 0.5
+    flip = to_device(torch.rand(b, generator=gen, device="cpu"), x.device) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if shift <= 0:
         return x
     xp = nn.functional.pad(x, (shift,) * 4, mode="replicate")
-    oy, ox = torch.randint(0, 2 * shift + 1, (2, b), generator=gen, device="cpu").to(x.device)
+    oy, ox = to_device(torch.randint(0, 2 * shift + 1, (2, b), generator=gen, device="cpu"),
+                       x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     xp = xp.gather(2, rows.expand(b, c, h, w + 2 * shift))
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
@@ -197,6 +211,25 @@ def warmup_cosine(total_steps: int, warmup: float = 0.1):
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def _add_losses(total: float, count: float, losses: list[torch.Tensor], sizes: list[int],
+                epoch: int) -> tuple[float, float]:
+    """Read back pending batch losses in one sync and add ``loss * batch size`` to the
+    epoch's running sums one batch at a time, in order (the same float sums as adding
+    each batch's ``loss.item()`` as it came). Empties ``losses`` and ``sizes``."""
+    if not losses:
+        return total, count
+    for value, n in zip(torch.stack(losses).tolist(), sizes, strict=True):
+        if not math.isfinite(value):
+            raise FacebalanceError(
+                f"training diverged: loss is {value} in epoch {epoch + 1}; "
+                "lower the learning rate")
+        total += value * n
+        count += n
+    losses.clear()
+    sizes.clear()
+    return total, count
 
 
 def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
@@ -220,6 +253,7 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     cfg
         Optimisation settings; ``cfg.seed`` fixes initialisation-independent randomness
         (data order, augmentation). Seed torch before building the model for the rest.
+        ``cfg.precision`` autocasts the forward pass (the loss and step stay float32).
     device
         Where to train.
     task
@@ -233,10 +267,13 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     Raises
     ------
     FacebalanceError
-        When the loss becomes NaN or infinite.
+        When the loss becomes NaN or infinite (checked every :data:`LOSS_SYNC_STEPS`
+        batches and at each epoch's end), or ``cfg.precision`` does not suit ``device``.
     """
     if cfg.mix not in MIX_MODES:
         raise FacebalanceError(f"training: mix = {cfg.mix!r}; valid: {', '.join(MIX_MODES)}")
+    precision = resolve_precision(cfg.precision, device)
+    scaler = grad_scaler(precision, device)
     fmt = memory_format(model)
     model.to(device, memory_format=fmt).train()
     loader, sampler = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -256,31 +293,34 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
             cell_w = attention.weights(model, device, cfg.attention_max)
             model.train()
         start, total, weight_sum = time.perf_counter(), 0.0, 0.0
+        losses: list[torch.Tensor] = []  # on the device until the next read-back
+        sizes: list[int] = []
         for x, rows in loader:
-            x = to_float(x).to(device, non_blocking=True)
+            x = to_float(to_device(x, device))  # uint8 crosses the bus: a quarter of float
             if cfg.augment:
                 x = augment_batch(x, gen)
             ys = head_targets(task, rows, device)
-            w = (torch.as_tensor(rows[weight_key], dtype=torch.float32, device=device)
+            w = (to_device(torch.as_tensor(rows[weight_key], dtype=torch.float32), device)
                  if weight_key else torch.ones(len(x), device=device))
             if cell_w is not None:
-                w = w * torch.as_tensor(cell_w[rows["cell"]], dtype=torch.float32,
-                                        device=device)
+                w = w * to_device(torch.as_tensor(cell_w[rows["cell"]], dtype=torch.float32),
+                                  device)
             if cfg.mix != "none":
                 x, ys, w = mix_batch(x, ys, w, *draw_mix(mix_rng, cfg.mix, cfg.mix_alpha,
                                                          len(x), x.shape[2], x.shape[3]))
             x = x.contiguous(memory_format=fmt)
-            loss = (task_loss(task, model(x), ys) * w).mean()
-            if not math.isfinite(loss.item()):
-                raise FacebalanceError(
-                    f"training diverged: loss is {loss.item()} in epoch {epoch + 1}; "
-                    "lower the learning rate")
+            with autocast(precision, device):
+                logits = model(x)
+            # .float(): the loss in float32 (a no-op returning logits itself in fp32).
+            loss = (task_loss(task, logits.float(), ys) * w).mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_step(loss, opt, scaler)
             sched.step()
-            total += loss.item() * len(x)
-            weight_sum += len(x)
+            losses.append(loss.detach())
+            sizes.append(len(x))
+            if len(losses) == LOSS_SYNC_STEPS:
+                total, weight_sum = _add_losses(total, weight_sum, losses, sizes, epoch)
+        total, weight_sum = _add_losses(total, weight_sum, losses, sizes, epoch)
         row = {"epoch": epoch + 1, "loss": total / max(weight_sum, 1),
                "seconds": time.perf_counter() - start}
         if cell_w is not None:
@@ -302,7 +342,7 @@ def predict_outputs(models: Sequence[nn.Module], dataset: ShardDataset, device: 
     loader, _ = make_loader(dataset, batch_size, shuffle=False)
     out = [np.empty((len(dataset), task.num_outputs), dtype=np.float32) for _ in models]
     for x, rows in loader:
-        x = to_float(x).to(device)
+        x = to_float(to_device(x, device))
         for m, fmt, preds in zip(models, fmts, out, strict=True):
             logits = m(x.contiguous(memory_format=fmt))
             preds[rows["index"]] = head_outputs(task, logits).float().cpu().numpy()
