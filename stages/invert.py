@@ -23,6 +23,7 @@ from facebalance.models.encoder import (
     train_encoder,
 )
 from facebalance.models.gan import generate_uint8, load_generator
+from facebalance.precision import precision_record, resolve_precision
 from facebalance.runtime import derive_seed, run_app, setup, write_json
 from facebalance.task import group_ids, param_columns, task_from_params
 
@@ -43,6 +44,9 @@ def main(
     """Invert train (all) and test (invert.n_test) images; report errors per group."""
     p = load_params(params)
     device = setup(p.base)
+    precision = resolve_precision(p.base.precision, device)
+    # Empty for the default fp32; else what ran (and that auto chose it).
+    record = precision_record(p.base.precision, precision)
     v = p.invert
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
     cols = ["id", *param_columns(p)]
@@ -61,9 +65,10 @@ def main(
         cfg = from_params(EncoderConfig, v, prefix="encoder_", image_size=gen.cfg.image_size,
                           latent_dim=gen.cfg.latent_dim)
         enc, curve = train_encoder(gen, cfg, from_params(
-            EncoderTrainConfig, v, prefix="encoder_", seed=derive_seed(p.base.seed, 10)), device)
+            EncoderTrainConfig, v, prefix="encoder_", seed=derive_seed(p.base.seed, 10),
+            precision=precision), device)
         summary["encoder"] = {"steps": v.encoder_steps, "latent_mse": curve[-1]["latent_mse"],
-                              "seconds": curve[-1]["seconds"]}
+                              "seconds": curve[-1]["seconds"], **record}
     cfg = from_params(InvertConfig, v)
     dataset = ShardDataset(rows, {})
     seed = derive_seed(p.base.seed, 12)
@@ -90,7 +95,7 @@ def main(
     # Outputs last: a failure above leaves the previous ones as they were.
     with atomic_directory(encoder_dir) as tmp:  # never empty: DVC tracks empty dirs badly
         if enc is not None:
-            save_encoder(tmp / "encoder.pt", enc, {"params": as_dict(v)})
+            save_encoder(tmp / "encoder.pt", enc, {"params": as_dict(v), **record})
         write_json(tmp / "encoder.json", {"method": v.method, "encoder": enc is not None,
                                           **summary.get("encoder", {})})
     write_latents(out, table)

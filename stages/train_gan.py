@@ -23,6 +23,7 @@ from facebalance.models.gan import (
     save_generator,
     train_gan,
 )
+from facebalance.precision import precision_record, resolve_precision
 from facebalance.runtime import derive_seed, run_app, setup, write_csv, write_json
 
 app = typer.Typer(add_completion=False)
@@ -40,6 +41,9 @@ def main(
     """Train (or adopt) the generator, then draw a sample grid."""
     p = load_params(params)
     device = setup(p.base)
+    precision = resolve_precision(p.base.precision, device)
+    # Empty for the default fp32; else what ran (and that auto chose it).
+    record = precision_record(p.base.precision, precision)
     g = p.gan
     curve: list[dict] = []
     if g.checkpoint:
@@ -61,11 +65,13 @@ def main(
                                              refs[d.protected].to_numpy(),
                                              derive_seed(p.base.seed, 4, 1))]
         cfg = from_params(GanConfig, g, image_size=p.base.image_size)
-        train = from_params(GanTrainConfig, g, seed=derive_seed(p.base.seed, 4))
+        train = from_params(GanTrainConfig, g, seed=derive_seed(p.base.seed, 4),
+                            precision=precision)
         gen, curve = train_gan(ShardDataset(refs, {}), cfg, train, device)
         summary = {"source": "trained", "balance": balance, "steps": g.steps,
                    "seconds": curve[-1]["seconds"],
-                   **{k: curve[-1][k] for k in ("d_loss", "g_loss", "d_real", "d_fake")}}
+                   **{k: curve[-1][k] for k in ("d_loss", "g_loss", "d_real", "d_fake")},
+                   **record}
     z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
     # An adopted mapping-network checkpoint loads as its w view: map the draws first.
     grid = image_grid(generate_uint8(gen, prior_latents(gen, z.to(device))), 8, pad=1)
@@ -73,7 +79,7 @@ def main(
     if g.checkpoint:
         atomic_write_bytes(model, Path(g.checkpoint).read_bytes())
     else:
-        save_generator(model, gen, {"params": as_dict(g)})
+        save_generator(model, gen, {"params": as_dict(g), **record})
     save_png(grid, samples, scale=max(1, 128 // p.base.image_size))
     write_csv(history, pd.DataFrame(curve, columns=["step", "d_loss", "g_loss", "d_real",
                                                     "d_fake", "seconds"]))
