@@ -28,6 +28,7 @@ from facebalance.models.embedder import (
     save_embedder,
     write_embeddings,
 )
+from facebalance.precision import precision_record, resolve_precision
 from facebalance.runtime import derive_seed, run_app, setup, write_json
 
 app = typer.Typer(add_completion=False)
@@ -60,11 +61,12 @@ def main(
                                                np.zeros((0, 1), np.float32)))
         write_json(metrics, {**summary, "skipped": reason})
         return
+    precision = resolve_precision(p.base.precision, device)
     embedder, cfg, net, training = build_embedder(
         rows, e, image_size=p.base.image_size, seed=derive_seed(p.base.seed, 20),
-        device=device)
+        device=device, precision=precision)
     if training:
-        summary["training"] = training
+        summary["training"] = {**training, **precision_record(p.base.precision, precision)}
     elif (data / "pairs.parquet").is_file():  # a pretrained embedder: only the pairs' faces
         summary["images_not_in_pairs"] = len(rows)
         rows = pair_image_rows(rows, read_parquet(data / "pairs.parquet", ["id_a", "id_b"]))

@@ -16,6 +16,7 @@ from facebalance.data.shards import shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.models.attributes import train_attribute
 from facebalance.models.classifier import save_checkpoint
+from facebalance.precision import precision_record, resolve_precision
 from facebalance.runtime import derive_seed, run_app, setup, write_csv, write_json
 
 app = typer.Typer(add_completion=False)
@@ -42,15 +43,17 @@ def main(
     device = setup(p.base)
     other = p.dataset.target if which == "protected" else p.dataset.protected
     seed = derive_seed(p.base.seed, p.train_attr.seeds[0], 1 if which == "target" else 2)
+    precision = resolve_precision(p.base.precision, device)
+    record = precision_record(p.base.precision, precision)  # empty for fp32
     net, config, hist, k, report = train_attribute(
         shard_refs(data / "train", ["id", attr, other]),
         shard_refs(data / "test", ["id", attr, group]), which=which, attr=attr, other=other,
         group=group, params=p.train_attr, image_size=p.base.image_size, seed=seed,
-        device=device)
+        device=device, precision=precision)
     # Outputs last: a failure above leaves the previous ones as they were.
     save_checkpoint(model, net, config, {"attribute": attr, "which": which, "seed": seed,
-                                         "classes": k})
-    write_json(metrics, report)
+                                         "classes": k, **record})
+    write_json(metrics, {**report, **record})
     write_csv(history, pd.DataFrame(hist))
 
 

@@ -13,6 +13,7 @@ from facebalance.config import as_dict, load_params
 from facebalance.data.shards import atomic_directory, read_columns, read_parquet, shard_refs
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifiers
+from facebalance.precision import precision_record, resolve_precision
 from facebalance.runtime import derive_seed, run_app, setup, write_csv
 from facebalance.task import param_columns, task_from_params, task_labels
 
@@ -42,15 +43,18 @@ def main(
         attention_val = pd.concat([refs[["path", "_file", "_row"]], task_labels(task, refs)],
                                   axis=1)
     seeds = p.train_target.seeds
+    precision = resolve_precision(p.base.precision, device)
     fitted = fit_classifiers(rows, p.train_target, image_size=p.base.image_size,
                              seeds=[derive_seed(p.base.seed, s) for s in seeds], device=device,
-                             options=options, attention_val=attention_val, task=task)
+                             options=options, attention_val=attention_val, task=task,
+                             precision=precision)
     curves = []
     with atomic_directory(out) as tmp:  # every seed or none: no stale seed files survive
         for s, (net, config, hist) in zip(seeds, fitted, strict=True):
             save_checkpoint(tmp / f"seed{s}.pt", net, config,
                             {"strategy": strategy, "seed": s, "task": task.to_dict(),
-                             "params": as_dict(p.train_target)})
+                             "params": as_dict(p.train_target),
+                             **precision_record(p.base.precision, precision)})
             curves += [{"seed": s, **h} for h in hist]
     write_csv(history, pd.DataFrame(curves))
 

@@ -40,7 +40,7 @@ def attribute_classes(values: list, which: str, attr: str) -> int:
 
 def train_attribute(train: pd.DataFrame, test: pd.DataFrame, *, which: str, attr: str,
                     other: str, group: str, params: AttrParams, image_size: int, seed: int,
-                    device: torch.device
+                    device: torch.device, precision: str = "fp32"
                     ) -> tuple[nn.Module, ClassifierConfig, list[dict[str, float]], int,
                                dict[str, Any]]:
     """Train the ``which`` attribute's classifier and measure it on the test split.
@@ -59,7 +59,7 @@ def train_attribute(train: pd.DataFrame, test: pd.DataFrame, *, which: str, attr
         ``train_attr`` params (``balance: reweight`` weighs every (attr, other) cell the
         same, so the labeller of G(z) cannot score well by leaning on the correlated
         attribute).
-    image_size, seed, device
+    image_size, seed, device, precision
         As :func:`facebalance.models.fit.fit_classifier`.
 
     Returns
@@ -74,7 +74,7 @@ def train_attribute(train: pd.DataFrame, test: pd.DataFrame, *, which: str, attr
     refs["weight"] = (reweight_weights(refs["label"].to_numpy(), refs[other].to_numpy())
                       if params.balance == "reweight" else np.float32(1.0))
     net, config, hist = fit_classifier(refs, params, image_size=image_size, seed=seed,
-                                       device=device, task=task)
+                                       device=device, task=task, precision=precision)
     (out,) = predict_outputs([net], ShardDataset(test, {}), device, task)
     y = test[attr].to_numpy()
     pred = (out[:, 0] >= 0.5).astype(np.int8) if k == 2 else out.argmax(axis=1)

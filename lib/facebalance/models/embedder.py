@@ -467,12 +467,13 @@ def read_embeddings(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def build_embedder(rows: pd.DataFrame, params: EmbedParams, *, image_size: int, seed: int,
-                   device: torch.device) -> tuple[Embedder, EmbedderConfig,
-                                                  NetEmbedder | None, dict[str, Any]]:
+                   device: torch.device, precision: str = "fp32"
+                   ) -> tuple[Embedder, EmbedderConfig, NetEmbedder | None, dict[str, Any]]:
     """The embedder ``params`` name, trained here when ``weights: train``.
 
     Sets ``rows["head_fit"]``: with ``weights: train`` the held-out training identities
     (:func:`holdout_identities`) and every val/test row; with pretrained weights every row.
+    ``precision`` (``base.precision`` resolved) is the training forward passes' compute.
 
     Returns
     -------
@@ -497,7 +498,7 @@ def build_embedder(rows: pd.DataFrame, params: EmbedParams, *, image_size: int, 
     rows["head_fit"] = holdout_identities(rows, params.holdout, seed)
     fit = rows[(rows["split"] == "train") & ~rows["head_fit"]]
     net, cfg, history = train_embedder(fit, params, image_size=image_size, seed=seed,
-                                       device=device)
+                                       device=device, precision=precision)
     held = rows[rows["head_fit"] & (rows["split"] == "train")]
     training = {"images": len(fit), "identities": int(fit["identity"].nunique()),
                 "holdout_identities": int(held["identity"].nunique()),
