@@ -63,7 +63,7 @@ def main() -> None:
     d = params.dataset
     t, g = d.target, d.protected
     balanced = dataclasses.replace(d, n_train=args.oracle_n, p_protected=0.5,
-                                   p_target_protected0=0.5, p_target_protected1=0.5)
+                                   p_target_given_group=[0.5, 0.5])
     with tempfile.TemporaryDirectory() as tmp:
         skewed, even = Path(tmp) / "skewed", Path(tmp) / "balanced"
         size = params.base.image_size

@@ -185,8 +185,10 @@ CLASSIC = ["baseline", "reweight"]
       "dataset": {"target": "skin", "protected": "skin"}, "strategies": CLASSIC},
      r"task\.extra_targets contains 'skin'; expected column names other than dataset\.target"),
     ({"dataset": {"protected": "skin"}, "strategies": CLASSIC},
-     r"dataset\.p_target_given_group = \[\]; protected: skin needs P\(target=1 \| group\) "
-     r"for each of the 4 skin groups"),
+     r"dataset\.p_target_given_group = \[0\.24, 0\.02\]; protected: skin needs "
+     r"P\(target=1 \| group\) for each of its 4 groups"),
+    ({"dataset": {"p_target_protected0": 0.3}},
+     r"'dataset\.p_target_protected0' is now the first value of dataset\.p_target_given_group"),
     ({"dataset": {**SKIN, "skin_shares": [0.5, 0.5, 0.5, 0.5]}, "strategies": CLASSIC},
      r"dataset\.skin_shares = \[0\.5, 0\.5, 0\.5, 0\.5\] sums to 2; expected 1"),
     ({"dataset": {**SKIN, "p_target_given_group": [0.3, 0.15, 1.5, 0.03]},

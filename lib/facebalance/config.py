@@ -107,10 +107,9 @@ class DatasetParams:
     n_val: int = _opt(2000, lo=8)
     n_test: int = _opt(4000, lo=8)
     p_protected: float = _opt(0.42, lo=0.0, hi=1.0, doc="P(protected=1) in train")
-    p_target_protected0: float = _opt(0.24, lo=0.0, hi=1.0, doc="P(target=1 | protected=0)")
-    p_target_protected1: float = _opt(0.02, lo=0.0, hi=1.0, doc="P(target=1 | protected=1)")
     p_target_given_group: list = _opt(
-        [], doc="synthfaces with protected: skin: P(target=1 | skin group), one per group")
+        [0.24, 0.02], doc="synthfaces train: P(target=1 | group), one per protected group "
+                          "(2 for a binary attribute, 4 for skin)")
     skin_shares: list = _opt([0.25, 0.25, 0.25, 0.25],
                              doc="synthfaces train: shares of the 4 skin groups when skin is "
                                  "the protected attribute or the target")
@@ -469,6 +468,15 @@ def _resolve_type(ftype: Any) -> Any:
     return ftype
 
 
+#: Keys that were replaced, and what to write instead (a params file of an older version).
+RENAMED = {
+    "dataset.p_target_protected0": "is now the first value of dataset.p_target_given_group "
+                                   "(one P(target=1 | group) per group: [0.24, 0.02])",
+    "dataset.p_target_protected1": "is now the second value of dataset.p_target_given_group "
+                                   "(one P(target=1 | group) per group: [0.24, 0.02])",
+}
+
+
 def _build(cls: type, data: Any, prefix: str, default: Any) -> Any:
     if data is None:
         data = {}
@@ -477,6 +485,8 @@ def _build(cls: type, data: Any, prefix: str, default: Any) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
+        if f"{prefix}.{key}" in RENAMED:
+            raise FacebalanceError(f"params: '{prefix}.{key}' {RENAMED[f'{prefix}.{key}']}")
         if key not in names:
             raise FacebalanceError(
                 f"params: unknown key '{prefix}.{key}'{_suggest(str(key), names)}; "
@@ -726,11 +736,13 @@ def _check_synth_task(p: Params) -> None:
         raise FacebalanceError(
             "params: synthfaces draws a skin target with skin as its groups; set "
             "dataset.protected: skin (the per-class accuracy spread is the fairness measure)")
-    if d.protected == "skin" and d.target != "skin":
-        if len(d.p_target_given_group) != 4:
+    if d.protected and d.target != "skin":  # the target is drawn given the group
+        groups = 4 if d.protected == "skin" else 2
+        if len(d.p_target_given_group) != groups:
             raise FacebalanceError(
                 f"params: dataset.p_target_given_group = {d.p_target_given_group!r}; "
-                "protected: skin needs P(target=1 | group) for each of the 4 skin groups")
+                f"protected: {d.protected} needs P(target=1 | group) for each of its "
+                f"{groups} groups")
         for v in d.p_target_given_group:
             _check_value("dataset.p_target_given_group", v, float, {"lo": 0.0, "hi": 1.0})
     if d.protected == "skin" or d.target == "skin":

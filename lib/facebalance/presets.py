@@ -60,8 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "hard": {
         "dataset.n_train": 9000,
         "dataset.p_protected": 0.5,
-        "dataset.p_target_protected0": 0.85,
-        "dataset.p_target_protected1": 0.15,
+        "dataset.p_target_given_group": [0.85, 0.15],
         "dataset.blond_cue": 1.0,
         "strategies": ["baseline", "reweight", "oversample", "gan_complement", "gan_gz_only"],
     },

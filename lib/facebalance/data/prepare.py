@@ -24,13 +24,11 @@ SPLITS = ("train", "val", "test")
 def synthfaces_specs(p: DatasetParams) -> dict[str, synthfaces.SplitSpec]:
     """Split specs from params: skewed train; val and test balanced (equal cells, uniform
     ages) or, with ``eval_split: natural``, drawn like train."""
-    skewed = p.protected == "skin" and p.target != "skin"
     common = {"target": p.target, "protected": p.protected,
               "images_per_identity": p.images_per_identity,
               "skin_shares": tuple(p.skin_shares), "age_profile": p.age_profile,
               "p_protected": p.p_protected, "blond_cue": p.blond_cue,
-              "p_target_given": (tuple(p.p_target_given_group) if skewed
-                                 else (p.p_target_protected0, p.p_target_protected1))}
+              "p_target_given": tuple(p.p_target_given_group)}
     balanced = p.eval_split == "balanced"
     return {
         "train": synthfaces.SplitSpec(n=p.n_train, **common),
