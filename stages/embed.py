@@ -17,6 +17,7 @@ import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_directory, read_parquet
+from facebalance.distributed import start
 from facebalance.models.embedder import (
     build_embedder,
     cpu_workers,
@@ -61,10 +62,15 @@ def main(
                                                np.zeros((0, 1), np.float32)))
         write_json(metrics, {**summary, "skipped": reason})
         return
+    # Only a trained embedder trains: the rest (embedding every image) runs once, on rank 0.
+    ranks = start(p.base.nproc if e.weights == "train" else 1, device)
+    device = ranks.device
     precision = resolve_precision(p.base.precision, device)
     embedder, cfg, net, training = build_embedder(
         rows, e, image_size=p.base.image_size, seed=derive_seed(p.base.seed, 20),
         device=device, precision=precision)
+    if not ranks.main:  # rank 0 embeds and writes
+        return
     if training:
         summary["training"] = {**training, **precision_record(p.base.precision, precision)}
     elif (data / "pairs.parquet").is_file():  # a pretrained embedder: only the pairs' faces

@@ -13,6 +13,7 @@ import typer
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
 from facebalance.data.shards import shard_refs
+from facebalance.distributed import start
 from facebalance.errors import FacebalanceError
 from facebalance.models.attributes import train_attribute
 from facebalance.models.classifier import save_checkpoint
@@ -40,7 +41,8 @@ def main(
             f"train_attr: the GAN stages need task.kind: binary, not {p.task.kind!r}; run "
             "`dvc repro compare`, which runs only the stages the listed strategies need")
     attr, group = getattr(p.dataset, which), p.dataset.protected
-    device = setup(p.base)
+    ranks = start(p.base.nproc, setup(p.base))  # > 1 process: under torchrun
+    device = ranks.device
     other = p.dataset.target if which == "protected" else p.dataset.protected
     seed = derive_seed(p.base.seed, p.train_attr.seeds[0], 1 if which == "target" else 2)
     precision = resolve_precision(p.base.precision, device)
@@ -50,6 +52,8 @@ def main(
         shard_refs(data / "test", ["id", attr, group]), which=which, attr=attr, other=other,
         group=group, params=p.train_attr, image_size=p.base.image_size, seed=seed,
         device=device, precision=precision)
+    if not ranks.main:  # rank 0 writes
+        return
     # Outputs last: a failure above leaves the previous ones as they were.
     save_checkpoint(model, net, config, {"attribute": attr, "which": which, "seed": seed,
                                          "classes": k, **record})

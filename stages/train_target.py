@@ -11,6 +11,7 @@ from facebalance.balance.registry import strategy as strategy_spec
 from facebalance.balance.strategies import training_options
 from facebalance.config import as_dict, load_params
 from facebalance.data.shards import atomic_directory, read_columns, read_parquet, shard_refs
+from facebalance.distributed import start
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.fit import fit_classifiers
 from facebalance.precision import precision_record, resolve_precision
@@ -32,7 +33,8 @@ def main(
 ) -> None:
     """Train ``train_target.seeds`` models on the index."""
     p = load_params(params)
-    device = setup(p.base)
+    group = start(p.base.nproc, setup(p.base))  # > 1 process: under torchrun
+    device = group.device
     rows = read_parquet(index)
     options = training_options(strategy, p.augment)
     # The spec (classes, regression scale) comes from the real train split, not the index.
@@ -48,6 +50,8 @@ def main(
                              seeds=[derive_seed(p.base.seed, s) for s in seeds], device=device,
                              options=options, attention_val=attention_val, task=task,
                              precision=precision)
+    if not group.main:  # rank 0 writes
+        return
     curves = []
     with atomic_directory(out) as tmp:  # every seed or none: no stale seed files survive
         for s, (net, config, hist) in zip(seeds, fitted, strict=True):

@@ -88,6 +88,9 @@ class BaseParams:
     device: str = _opt("auto", doc="auto | cpu | cuda | cuda:N | mps")
     image_size: int = _opt(32, choices=IMAGE_SIZES, doc="side of the square images")
     threads: int = _opt(0, lo=0, hi=1024, doc="torch CPU threads; 0 keeps torch's default")
+    nproc: int = _opt(1, lo=1, hi=1024,
+                      doc="processes of data-parallel training (DDP under torchrun: "
+                          "train_attr, train_target, the embedder); 1: one process")
     # fp32 by default: the committed results were made in fp32 and reproduce bit for bit.
     precision: str = _opt("fp32", choices=PRECISIONS,
                           doc="training compute: fp32, bf16 or fp16 (CUDA) autocast, or auto "

@@ -66,3 +66,18 @@ def test_unshuffled_loader_keeps_order(tmp_path: Path) -> None:
 def test_refs_must_have_reference_columns() -> None:
     with pytest.raises(ValueError, match="refs lack columns"):
         ShardDataset(pd.DataFrame({"id": ["a"]}), {})
+
+
+def test_ranks_take_their_rows_of_the_same_global_batches() -> None:
+    keys = np.repeat(np.arange(10), 7)  # 70 rows in 10 row groups
+    one = BlockShuffleSampler(keys, 16, seed=3, window=2)
+    ranks = [BlockShuffleSampler(keys, 16, seed=3, window=2, rank=r, world=3) for r in range(3)]
+    for s in (one, *ranks):
+        s.set_epoch(1)
+    for batch, *parts in zip(one, *ranks, strict=True):
+        assert sorted(sum(parts, [])) == sorted(batch)
+        assert parts[1] == batch[1::3]
+    assert one.global_sizes() == [16, 16, 16, 16, 6] and len(ranks[0]) == 5
+    # A last batch with fewer rows than ranks is left out: a rank would get none.
+    assert BlockShuffleSampler(keys, 23, seed=0, world=2).global_sizes() == [23, 23, 23]
+    assert BlockShuffleSampler(keys, 23, seed=0, world=1).global_sizes() == [23, 23, 23, 1]

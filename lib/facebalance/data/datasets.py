@@ -164,10 +164,13 @@ class BlockShuffleSampler(Sampler[list[int]]):
     With ``window=0`` the whole set is shuffled (right when images are preloaded).
     With ``num_samples`` below the dataset size, each epoch takes the first
     ``num_samples`` of its (different) shuffled order: a fixed budget per epoch.
+    Data-parallel (``world`` > 1): every rank draws the same global batches and takes rows
+    ``rank, rank + world, ...`` of each, so together the ranks see what one process would.
     """
 
     def __init__(self, block_keys: np.ndarray, batch_size: int, seed: int, shuffle: bool = True,
-                 window: int = 8, num_samples: int = 0) -> None:
+                 window: int = 8, num_samples: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
         self.block_keys = np.asarray(block_keys)
         self.num_samples = num_samples if 0 < num_samples < len(block_keys) else len(block_keys)
         self.batch_size = batch_size
@@ -175,6 +178,7 @@ class BlockShuffleSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.window = window
         self.epoch = 0
+        self.rank, self.world = rank, world
 
     def set_epoch(self, epoch: int) -> None:
         """Use a different, reproducible order for each epoch."""
@@ -197,11 +201,19 @@ class BlockShuffleSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self.order()[: self.num_samples]
-        for s in range(0, len(order), self.batch_size):
-            yield order[s: s + self.batch_size].tolist()
+        for s, n in zip(range(0, len(order), self.batch_size), self.global_sizes(),
+                        strict=False):
+            yield order[s: s + n][self.rank::self.world].tolist()
+
+    def global_sizes(self) -> list[int]:
+        """Rows of each global batch of an epoch (all ranks together), in order. A last
+        batch with fewer rows than ranks is left out (a rank would get none)."""
+        sizes = [min(self.batch_size, self.num_samples - s)
+                 for s in range(0, self.num_samples, self.batch_size)]
+        return sizes if sizes[-1:] >= [self.world] else sizes[:-1]
 
     def __len__(self) -> int:
-        return (self.num_samples + self.batch_size - 1) // self.batch_size
+        return len(self.global_sizes())
 
 
 def _passthrough(batch: object) -> object:
@@ -213,16 +225,17 @@ def _worker_signals(_worker_id: int) -> None:
 
 
 def make_loader(dataset: ShardDataset, batch_size: int, *, shuffle: bool, seed: int = 0,
-                num_workers: int = 0, num_samples: int = 0
+                num_workers: int = 0, num_samples: int = 0, rank: int = 0, world: int = 1
                 ) -> tuple[DataLoader, BlockShuffleSampler]:
     """A DataLoader yielding ``(uint8 NHWC images, dict of arrays)`` batches.
 
-    ``num_samples`` > 0 caps the rows drawn per epoch (see :class:`BlockShuffleSampler`).
+    ``num_samples`` > 0 caps the rows drawn per epoch (see :class:`BlockShuffleSampler`);
+    ``rank`` of ``world`` takes its slice of each global batch of ``batch_size`` rows.
     Returns the loader and its sampler (call ``sampler.set_epoch`` each epoch).
     """
     window = 0 if dataset.images is not None else 8
     sampler = BlockShuffleSampler(dataset.block_keys(), batch_size, seed, shuffle, window,
-                                  num_samples)
+                                  num_samples, rank, world)
     workers = 0 if dataset.images is not None else num_workers
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_passthrough,
                         num_workers=workers, persistent_workers=workers > 0,

@@ -14,6 +14,7 @@ from torch import nn
 
 from facebalance.balance.attention import attention_weights
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
+from facebalance.distributed import world
 from facebalance.errors import FacebalanceError
 from facebalance.precision import (
     autocast,
@@ -184,16 +185,23 @@ def memory_format(model: nn.Module) -> torch.memory_format:
     return torch.channels_last
 
 
-def augment_batch(x: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch.Tensor:
-    """Random horizontal flips and per-image shifts of up to ``shift`` pixels (vectorized)."""
+def augment_batch(x: torch.Tensor, gen: torch.Generator, shift: int = 2,
+                  part: tuple[slice, int] | None = None) -> torch.Tensor:
+    """Random horizontal flips and per-image shifts of up to ``shift`` pixels (vectorized).
+
+    ``part``: ``x`` is the rows ``part[0]`` of a global batch of ``part[1]`` rows (a
+    data-parallel rank); the draws are the global batch's, so every row gets the flip and
+    shift it gets in one process.
+    """
     b, c, h, w = x.shape
-    flip = to_device(torch.rand(b, generator=gen, device="cpu"), x.device) < 0.5
+    n, rows_of = (b, slice(None)) if part is None else (part[1], part[0])
+    flip = to_device(torch.rand(n, generator=gen, device="cpu")[rows_of], x.device) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if shift <= 0:
         return x
     xp = nn.functional.pad(x, (shift,) * 4, mode="replicate")
-    oy, ox = to_device(torch.randint(0, 2 * shift + 1, (2, b), generator=gen, device="cpu"),
-                       x.device)
+    oy, ox = to_device(torch.randint(0, 2 * shift + 1, (2, n), generator=gen,
+                                     device="cpu")[:, rows_of], x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     xp = xp.gather(2, rows.expand(b, c, h, w + 2 * shift))
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
@@ -243,6 +251,12 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     second epoch on each sample's loss weight is multiplied by its cell's weight from the
     validation error after the previous epoch (``dataset`` then needs a ``cell`` array).
 
+    In a data-parallel group (:mod:`facebalance.distributed`) each rank trains on its rows
+    of every global batch of ``cfg.batch_size`` with the global batch's augmentation draws,
+    and DDP averages the gradients, so the step is one process's up to float sums and
+    batch-norm statistics (each rank normalizes its own rows on CPU; SyncBatchNorm on
+    CUDA). Mixup / cutmix mix within each rank's rows.
+
     Parameters
     ----------
     model
@@ -276,9 +290,11 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     scaler = grad_scaler(precision, device)
     fmt = memory_format(model)
     model.to(device, memory_format=fmt).train()
+    rank, size = world()
     loader, sampler = make_loader(dataset, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   num_workers=cfg.num_workers,
-                                  num_samples=cfg.samples_per_epoch)
+                                  num_samples=cfg.samples_per_epoch, rank=rank, world=size)
+    net = _data_parallel(model, device) if size > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(sampler)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
@@ -295,10 +311,11 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
         start, total, weight_sum = time.perf_counter(), 0.0, 0.0
         losses: list[torch.Tensor] = []  # on the device until the next read-back
         sizes: list[int] = []
-        for x, rows in loader:
+        for (x, rows), n in zip(loader, sampler.global_sizes(), strict=True):
             x = to_float(to_device(x, device))  # uint8 crosses the bus: a quarter of float
             if cfg.augment:
-                x = augment_batch(x, gen)
+                x = augment_batch(x, gen, part=None if size == 1 else
+                                  (slice(rank, None, size), n))
             ys = head_targets(task, rows, device)
             w = (to_device(torch.as_tensor(rows[weight_key], dtype=torch.float32), device)
                  if weight_key else torch.ones(len(x), device=device))
@@ -310,17 +327,22 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
                                                          len(x), x.shape[2], x.shape[3]))
             x = x.contiguous(memory_format=fmt)
             with autocast(precision, device):
-                logits = model(x)
+                logits = net(x)
             # .float(): the loss in float32 (a no-op returning logits itself in fp32).
-            loss = (task_loss(task, logits.float(), ys) * w).mean()
+            if size == 1:
+                loss = (task_loss(task, logits.float(), ys) * w).mean()
+            else:  # DDP averages over ranks: each rank's sum over the global batch's rows
+                loss = (task_loss(task, logits.float(), ys) * w).sum() * (size / n)
             opt.zero_grad(set_to_none=True)
             backward_step(loss, opt, scaler)
             sched.step()
-            losses.append(loss.detach())
-            sizes.append(len(x))
+            losses.append(loss.detach() if size == 1 else loss.detach() / size)
+            sizes.append(n)
             if len(losses) == LOSS_SYNC_STEPS:
                 total, weight_sum = _add_losses(total, weight_sum, losses, sizes, epoch)
         total, weight_sum = _add_losses(total, weight_sum, losses, sizes, epoch)
+        if size > 1:  # each rank holds its share of every batch's loss
+            total = all_reduce_sum(total, device)
         row = {"epoch": epoch + 1, "loss": total / max(weight_sum, 1),
                "seconds": time.perf_counter() - start}
         if cell_w is not None:
@@ -329,6 +351,25 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
         log.info("epoch %d/%d loss %.4f (%.1f s)", epoch + 1, cfg.epochs, row["loss"],
                  row["seconds"])
     return history
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` under DDP (its parameters are shared, so saving ``model`` saves the result);
+    batch norm synchronized across ranks on CUDA, where SyncBatchNorm runs."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
+
+
+def all_reduce_sum(value: float, device: torch.device) -> float:
+    """The sum of ``value`` over the ranks of the process group."""
+    t = torch.tensor([value], dtype=torch.float64,
+                     device=device if device.type == "cuda" else "cpu")
+    torch.distributed.all_reduce(t)
+    return float(t.item())
 
 
 @torch.no_grad()
