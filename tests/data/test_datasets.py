@@ -75,7 +75,7 @@ def test_ranks_take_their_rows_of_the_same_global_batches() -> None:
     for s in (one, *ranks):
         s.set_epoch(1)
     for batch, *parts in zip(one, *ranks, strict=True):
-        assert sorted(sum(parts, [])) == sorted(batch)
+        assert sorted(i for part in parts for i in part) == sorted(batch)
         assert parts[1] == batch[1::3]
     assert one.global_sizes() == [16, 16, 16, 16, 6] and len(ranks[0]) == 5
     # A last batch with fewer rows than ranks is left out: a rank would get none.
