@@ -7,9 +7,9 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
-from facebalance.data.shards import read_columns, write_table_atomic
+from facebalance.data.shards import atomic_write_bytes, read_columns, write_table_atomic
 from facebalance.metrics.report import headline_metrics
-from facebalance.models.evaluate import evaluate_models
+from facebalance.models.evaluate import evaluate_models, evaluation_gallery
 from facebalance.runtime import run_app, setup, write_json
 from facebalance.task import param_columns, task_from_params
 
@@ -24,6 +24,8 @@ def main(
     metrics: Annotated[Path, typer.Option(help="headline metrics JSON (DVC metrics)")],
     report: Annotated[Path, typer.Option(help="full report JSON: intervals, seeds, groups")],
     scores: Annotated[Path, typer.Option(help="per-image test scores (Parquet) to write")],
+    gallery: Annotated[Path | None, typer.Option(
+        help="PNG of each group's most confident test mistakes (first seed)")] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Score val/test with every seed's model; write the report and its headline."""
@@ -35,9 +37,13 @@ def main(
         default_task=task_from_params(p, read_columns(data / "train", columns)),
         columns=columns, device=device, params=p.evaluate, bootstrap_seed=p.base.seed)
     full = {"strategy": strategy, **result}
+    png = (evaluation_gallery(data, full, table, p.train_target.seeds[0])
+           if gallery is not None else None)  # computed before any output is replaced
     write_table_atomic(table, scores)
     write_json(report, full)
     write_json(metrics, headline_metrics(full))
+    if png is not None:
+        atomic_write_bytes(gallery, png)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def test_utkface_age_regression(tmp_path: Path) -> None:
     assert rep["worst_group_mae"]["value"] >= rep["wmae"]["value"] >= rep["best_group_mae"][
         "value"]
     assert set(rep["by_group"]) <= {"age <30", "age 30-44", "age 45-59", "age 60+"}
+    _check_gallery(tmp_path, rep, both)
     # A regression checkpoint where params ask for a binary task: one line, not KeyError.
     binary = TaskSpec(heads=(Head("male", "binary"),), protected="race")
     with pytest.raises(FacebalanceError, match=r"^evaluate: the checkpoints in .*models were "
@@ -84,6 +85,20 @@ def test_fairface_multitask_race_and_gender(tmp_path: Path) -> None:
     assert set(table["pred_seed0"]) <= set(range(7)) and set(table["pred1_seed1"]) <= {0, 1}
     assert {"accuracy", "macro_f1", "class_acc_std", "accuracy_male"} <= set(rep)
     assert len(rep["by_class"]) == 7
+    _check_gallery(tmp_path, rep, table)
+
+
+def _check_gallery(root: Path, report: dict, table: pd.DataFrame) -> None:
+    """evaluate's gallery: a PNG with one row of faces per group that has mistakes."""
+    import io
+
+    from PIL import Image
+
+    from facebalance.models.evaluate import evaluation_gallery
+
+    png = evaluation_gallery(root / "prepared", report, table, 0, k=3)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.width > 300 and image.height > 100
 
 
 def test_a_class_column_is_refused_as_a_binary_target(tmp_path: Path) -> None:

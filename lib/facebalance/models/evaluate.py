@@ -6,7 +6,7 @@ functions in :mod:`facebalance.metrics`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +149,42 @@ def evaluate_models(data: Path, models_dir: Path, seeds: Sequence[int], *,
                                               np.unique(table["group"])),
         n_bootstrap=params.bootstrap, bootstrap_seed=bootstrap_seed, kl_bins=params.kl_bins)
     return {"task": task.to_dict(), **report}, both
+
+
+def evaluation_gallery(data: Path, report: Mapping[str, Any], table: pd.DataFrame,
+                       seed: int, *, k: int = 6) -> bytes:
+    """PNG of the test faces one seed's model gets most confidently wrong in each group
+    (false negatives beside false positives at the report's threshold; the wrong class, or
+    the largest errors for regression): what a person looks at when a number says a group
+    is treated worse. Only the faces shown are decoded.
+
+    Parameters
+    ----------
+    data
+        Prepared shards (``test/``).
+    report
+        The evaluate report (its ``task``, ``strategy`` and per-seed ``threshold``).
+    table
+        :func:`evaluate_models`'s predictions table.
+    seed
+        Whose predictions are shown (the first training seed).
+    k
+        Faces per kind of mistake and group.
+    """
+    from facebalance.gallery import draw_gallery, images_from_shards, pick_mistakes
+
+    task = TaskSpec.from_dict(report["task"])
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    y, groups = test["label"].to_numpy(), test["group"].to_numpy()
+    if task.kind == "binary":
+        picks = pick_mistakes(y, groups, kind="binary", scores=test[f"score_seed{seed}"]
+                              .to_numpy(), threshold=report["threshold"][f"seed{seed}"], k=k)
+    else:
+        kind = "regression" if task.kind == "regression" else "multiclass"
+        picks = pick_mistakes(y, groups, kind=kind, y_pred=test[f"pred_seed{seed}"].to_numpy(),
+                              k=k)
+    images = images_from_shards(data / "test", {int(r): str(test["id"][r])
+                                                for r in picks.shown()})
+    return draw_gallery(picks, images, dict(enumerate(task.group_names())), k=k,
+                        title=f"{report.get('strategy', '')}: most confident mistakes "
+                              f"(seed {seed})")
