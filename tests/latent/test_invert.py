@@ -190,3 +190,27 @@ def test_train_positions_align_latents_with_training_rows() -> None:
     twice = pd.concat([frame, frame.iloc[[1]]], ignore_index=True)
     with pytest.raises(FacebalanceError, match=r"lat\.parquet: training image 'a' has two"):
         train_positions(twice, pd.Series(["a"]), "lat.parquet")
+
+
+def test_invert_real_faces_trains_the_encoder_and_summarizes(gen: Generator,
+                                                            tmp_path: Path) -> None:
+    from facebalance.config import InvertParams
+    from facebalance.latent.inversion import invert_real_faces, test_subset
+
+    z_true = sample_latents(24, 8, seed=1)
+    generate_shards(gen, z_true, [f"g{i}" for i in range(24)], tmp_path / "img",
+                    device=torch.device("cpu"), batch_size=8, progress=False)
+    refs = shard_refs(tmp_path / "img", ["id"])
+    test = test_subset(refs.iloc[16:], 5, seed=0)
+    assert len(test) == 5 and test.index.is_monotonic_increasing
+    assert len(test_subset(refs.iloc[16:], 0, seed=0)) == 8
+    rows = pd.concat([refs.iloc[:16].assign(split="train"), test.assign(split="test")],
+                     ignore_index=True).assign(group=lambda f: np.arange(len(f)) % 2)
+    params = InvertParams(encoder_steps=3, encoder_width=4, steps=2, batch_size=8)
+    result = invert_real_faces(gen, rows, params, group_names={0: "g=0", 1: "g=1"},
+                               encoder_seed=0, seed=1, device=torch.device("cpu"))
+    assert result.encoder is not None and result.table.num_rows == 21
+    assert result.table.column("id").to_pylist() == rows["id"].tolist()
+    assert set(result.summary["test"]["by_group"]) == {"g=0", "g=1"}
+    assert result.summary["encoder"]["steps"] == 3
+    assert [len(r) for r in result.rows] == [5, 5, 5]  # images, encoder, final
