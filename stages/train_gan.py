@@ -8,12 +8,12 @@ import torch
 import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
-from facebalance.balance.strategies import gan_stream_balance, oversample_rows
+from facebalance.balance.strategies import gan_stream
 from facebalance.config import as_dict, from_params, load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_write_bytes, shard_refs
 from facebalance.errors import FacebalanceError
-from facebalance.figures import image_grid, save_png
+from facebalance.figures import save_rows
 from facebalance.models.gan import (
     GanConfig,
     GanTrainConfig,
@@ -54,16 +54,9 @@ def main(
                 f"base.image_size is {p.base.image_size}")
         summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
     else:
-        d = p.dataset
-        # A regression task has no protected column; the labels are read only when needed.
-        labelled = p.task.kind == "binary" and bool(d.protected) and g.balance != "none"
-        refs = shard_refs(data / "train", ["id", d.target, d.protected] if labelled else ["id"])
-        balance = gan_stream_balance(g.balance, p.task.kind,
-                                     refs[d.protected].to_numpy() if labelled else None)
-        if balance == "oversample":  # every (target, protected) cell equally often
-            refs = refs.iloc[oversample_rows(refs[d.target].to_numpy(),
-                                             refs[d.protected].to_numpy(),
-                                             derive_seed(p.base.seed, 4, 1))]
+        refs, balance = gan_stream(lambda cols: shard_refs(data / "train", cols), g.balance,
+                                   p.task.kind, p.dataset.target, p.dataset.protected,
+                                   derive_seed(p.base.seed, 4, 1))
         cfg = from_params(GanConfig, g, image_size=p.base.image_size)
         train = from_params(GanTrainConfig, g, seed=derive_seed(p.base.seed, 4),
                             precision=precision)
@@ -74,13 +67,13 @@ def main(
                    **record}
     z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
     # An adopted mapping-network checkpoint loads as its w view: map the draws first.
-    grid = image_grid(generate_uint8(gen, prior_latents(gen, z.to(device))), 8, pad=1)
+    grid = generate_uint8(gen, prior_latents(gen, z.to(device)))
     # Outputs last: a failure above leaves the previous ones as they were.
     if g.checkpoint:
         atomic_write_bytes(model, Path(g.checkpoint).read_bytes())
     else:
         save_generator(model, gen, {"params": as_dict(g), **record})
-    save_png(grid, samples, scale=max(1, 128 // p.base.image_size))
+    save_rows(list(grid.reshape(8, 8, *grid.shape[1:])), samples, p.base.image_size, view=128)
     write_csv(history, pd.DataFrame(curve, columns=["step", "d_loss", "g_loss", "d_real",
                                                     "d_fake", "seconds"]))
     write_json(metrics, summary)

@@ -233,3 +233,21 @@ def test_gan_stream_balance_auto_oversamples_only_a_binary_pair() -> None:
     assert gan_stream_balance("auto", "multitask", two) == "none"
     assert gan_stream_balance("none", "binary", two) == "none"
     assert gan_stream_balance("oversample", "binary", four) == "oversample"
+
+
+def test_gan_stream_reads_labels_only_when_it_balances() -> None:
+    from facebalance.balance.strategies import gan_stream
+
+    y, g = _skewed(60)
+    table = pd.DataFrame({"id": np.arange(60), "blond": y, "male": g})
+    asked: list[list[str]] = []
+
+    def read(cols: list[str]) -> pd.DataFrame:
+        asked.append(cols)
+        return table[cols]
+
+    rows, balance = gan_stream(read, "auto", "binary", "blond", "male", seed=0)
+    assert balance == "oversample" and asked == [["id", "blond", "male"]]
+    np.testing.assert_array_equal(rows["id"], oversample_rows(y, g, seed=0))
+    rows, balance = gan_stream(read, "auto", "regression", "age", "", seed=0)
+    assert balance == "none" and asked[-1] == ["id"] and len(rows) == 60

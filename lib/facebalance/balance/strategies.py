@@ -127,6 +127,38 @@ def gan_stream_balance(setting: str, task_kind: str, protected: np.ndarray | Non
     return "oversample" if task_kind == "binary" and binary_groups else "none"
 
 
+def gan_stream(read: Callable[[list[str]], pd.DataFrame], setting: str, task_kind: str,
+               target: str, protected: str, seed: int) -> tuple[pd.DataFrame, str]:
+    """The rows the GAN trains on, and how they were drawn (:func:`gan_stream_balance`).
+
+    Parameters
+    ----------
+    read
+        Reads the training split's columns (``shard_refs`` of ``train/``): labels are read
+        only when the stream uses them.
+    setting
+        ``gan.balance``.
+    task_kind, target, protected
+        The task (``task.kind``, ``dataset.target``, ``dataset.protected``).
+    seed
+        Seed of the oversampling draws.
+
+    Returns
+    -------
+    rows, balance
+        Image references (repeated for ``oversample``) and ``none`` or ``oversample``.
+    """
+    # A regression task has no protected column; the labels are read only when needed.
+    labelled = task_kind == "binary" and bool(protected) and setting != "none"
+    refs = read(["id", target, protected] if labelled else ["id"])
+    balance = gan_stream_balance(setting, task_kind,
+                                 refs[protected].to_numpy() if labelled else None)
+    if balance == "oversample":  # every (target, protected) cell equally often
+        refs = refs.iloc[oversample_rows(refs[target].to_numpy(), refs[protected].to_numpy(),
+                                         seed)]
+    return refs, balance
+
+
 def _cell_label(frame: pd.DataFrame, task: TaskSpec) -> np.ndarray:
     """The label part of a cell: the primary target's class; one class for regression,
     whose cells are its groups (age bins)."""
