@@ -6,7 +6,6 @@ named or file weights and ``dlib`` embed with pretrained networks.
 """
 
 import logging
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,18 +14,15 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
-from facebalance.data.datasets import ShardDataset
-from facebalance.data.shards import atomic_directory, read_parquet
+from facebalance.data.shards import atomic_directory
 from facebalance.distributed import start
 from facebalance.models.embedder import (
     build_embedder,
-    cpu_workers,
-    embed_dataset,
+    embed_images,
     embedding_rows,
     embeddings_table,
-    pair_image_rows,
-    pairs_possible,
     save_embedder,
+    skip_reason,
     write_embeddings,
 )
 from facebalance.precision import precision_record, resolve_precision
@@ -50,11 +46,8 @@ def main(
     e = p.embed
     rows = embedding_rows(data, need_identity=False)
     summary: dict = {"model": e.model, "weights": e.weights}
-    why = "" if (data / "pairs.parquet").is_file() else pairs_possible(rows)
-    if why:
-        # An attribute-only dataset (a folder + CSV without repeated identities): nothing
-        # to verify, and `dvc repro` of the attribute pipeline must not fail for it.
-        reason = f"{why} and there is no pairs file: no verification pairs"
+    reason = skip_reason(data, rows)
+    if reason:
         log.warning("embed: skipped: %s", reason)
         with atomic_directory(model_dir) as tmp:
             write_json(tmp / "embedder.json", {"skipped": reason})
@@ -73,25 +66,13 @@ def main(
         return
     if training:
         summary["training"] = {**training, **precision_record(p.base.precision, precision)}
-    elif (data / "pairs.parquet").is_file():  # a pretrained embedder: only the pairs' faces
-        summary["images_not_in_pairs"] = len(rows)
-        rows = pair_image_rows(rows, read_parquet(data / "pairs.parquet", ["id_a", "id_b"]))
-        summary["images_not_in_pairs"] -= len(rows)
-    t0 = time.perf_counter()
-    vectors = embed_dataset(embedder, ShardDataset(rows, {}, cache_mb=e.cache_mb),
-                            e.embed_batch_size,
-                            workers=min(p.base.threads or cpu_workers(),
-                                        -(-len(rows) // e.embed_batch_size)))
-    seconds = time.perf_counter() - t0
-    summary |= {"dim": cfg.dim, "images": {s: int((rows["split"] == s).sum())
-                                           for s in ("train", "val", "test")},
-                "embed_seconds": seconds,
-                "images_per_second": len(rows) / max(seconds, 1e-9),
-                "no_face": getattr(embedder, "no_face", 0), "params": as_dict(e)}
+    rows, vectors, embedded = embed_images(embedder, rows, data, e, dim=cfg.dim,
+                                           trained=bool(training), threads=p.base.threads)
+    summary |= {**embedded, "params": as_dict(e)}
     # Outputs last: a failure above leaves the previous ones as they were.
     with atomic_directory(model_dir) as tmp:
         save_embedder(tmp, cfg, net, {"params": as_dict(e)})
-    write_embeddings(out, embeddings_table(rows, np.asarray(vectors)))
+    write_embeddings(out, embeddings_table(rows, vectors))
     write_json(metrics, summary)
 
 

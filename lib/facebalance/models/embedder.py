@@ -47,6 +47,7 @@ from facebalance.data.shards import (
     atomic_write_bytes,
     read_arrow,
     read_columns,
+    read_parquet,
     write_table_atomic,
 )
 from facebalance.errors import FacebalanceError, first_line
@@ -610,3 +611,63 @@ def load_embedder(directory: str | Path, device: torch.device | str = "cpu"
             f"{directory / 'embedder.pt'} does not fit {path} ({first_line(err)}); rerun embed"
         ) from None
     return TorchEmbedder(net, cfg.dim, torch.device(device)), cfg
+
+
+def skip_reason(data: str | Path, rows: pd.DataFrame) -> str:
+    """Why there is nothing to verify (no pairs file and no repeated identities), or ``""``.
+
+    An attribute-only dataset (a folder + CSV without identities) must not fail ``dvc
+    repro`` of the attribute pipeline: embed and verify then write outputs that say so.
+    """
+    why = "" if (Path(data) / "pairs.parquet").is_file() else pairs_possible(rows)
+    return f"{why} and there is no pairs file: no verification pairs" if why else ""
+
+
+def embed_images(embedder: Embedder, rows: pd.DataFrame, data: str | Path,
+                 params: EmbedParams, *, dim: int, trained: bool, threads: int
+                 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """Embed the prepared images a verification needs: every one, or only the faces of
+    the pairs file with a pretrained embedder (the rest would be embedded for nothing).
+
+    Parameters
+    ----------
+    embedder
+        :func:`build_embedder`'s embedder.
+    rows
+        Every prepared image (:func:`embedding_rows`).
+    data
+        Prepared shards (``pairs.parquet``).
+    params
+        The ``embed`` params.
+    dim
+        The embedding's size (for the summary).
+    trained
+        Whether the embedder was trained here (then it embeds every image).
+    threads
+        ``base.threads`` (0: one decode/dlib worker per core).
+
+    Returns
+    -------
+    rows, vectors, summary
+        The embedded rows, their vectors and the summary's entries (images left out, the
+        size, images per split, time, images per second, faces not found).
+    """
+    import time
+
+    summary: dict[str, Any] = {}
+    pairs = Path(data) / "pairs.parquet"
+    if not trained and pairs.is_file():
+        summary["images_not_in_pairs"] = len(rows)
+        rows = pair_image_rows(rows, read_parquet(pairs, ["id_a", "id_b"]))
+        summary["images_not_in_pairs"] -= len(rows)
+    t0 = time.perf_counter()
+    vectors = embed_dataset(embedder, ShardDataset(rows, {}, cache_mb=params.cache_mb),
+                            params.embed_batch_size,
+                            workers=min(threads or cpu_workers(),
+                                        -(-len(rows) // params.embed_batch_size)))
+    seconds = time.perf_counter() - t0
+    summary |= {"dim": dim,
+                "images": {s: int((rows["split"] == s).sum()) for s in ("train", "val", "test")},
+                "embed_seconds": seconds, "images_per_second": len(rows) / max(seconds, 1e-9),
+                "no_face": getattr(embedder, "no_face", 0)}
+    return rows, np.asarray(vectors), summary
