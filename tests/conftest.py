@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,23 @@ from facebalance.data.prepare import write_synthfaces
 REPO = Path(__file__).resolve().parents[1]
 
 
+THREADS = 2
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _same_threads_after_each_test() -> Iterator[None]:
+    """A test that changes torch's thread count must not change the numbers of the tests
+    after it: in-process stage runs keep the current count (``base.threads: 0``), and a
+    float sum split over 1 or 2 threads differs in its last bits (enough, on 2026-12-05,
+    to flip a borderline interval in test_gan_budget.py)."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 TINY_DATASET = DatasetParams(n_train=480, n_val=80, n_test=160, rows_per_file=200,

@@ -68,7 +68,6 @@ def _free_port() -> int:
 
 def test_two_processes_train_the_one_process_model(tiny_prepared: Path,
                                                    tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     one = _net()
     history = train_classifier(one, _dataset(tiny_prepared), CFG, torch.device("cpu"))
     torch.multiprocessing.start_processes(
