@@ -15,7 +15,7 @@ import typer
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
 from facebalance.data.shards import atomic_directory
-from facebalance.distributed import start
+from facebalance.distributed import env_rank, start
 from facebalance.models.embedder import (
     build_embedder,
     embed_images,
@@ -48,6 +48,8 @@ def main(
     summary: dict = {"model": e.model, "weights": e.weights}
     reason = skip_reason(data, rows)
     if reason:
+        if env_rank() != 0:  # under a user's torchrun: rank 0 writes
+            return
         log.warning("embed: skipped: %s", reason)
         with atomic_directory(model_dir) as tmp:
             write_json(tmp / "embedder.json", {"skipped": reason})
@@ -56,7 +58,7 @@ def main(
         write_json(metrics, {**summary, "skipped": reason})
         return
     # Only a trained embedder trains: the rest (embedding every image) runs once, on rank 0.
-    ranks = start(p.base.nproc if e.weights == "train" else 1, device)
+    ranks = start(p.base.nproc if e.weights == "train" else 1, device, p.base.threads)
     device = ranks.device
     precision = resolve_precision(p.base.precision, device)
     embedder, cfg, net, training = build_embedder(

@@ -41,7 +41,7 @@ def main(
             f"train_attr: the GAN stages need task.kind: binary, not {p.task.kind!r}; run "
             "`dvc repro compare`, which runs only the stages the listed strategies need")
     attr, group = getattr(p.dataset, which), p.dataset.protected
-    ranks = start(p.base.nproc, setup(p.base))  # > 1 process: under torchrun
+    ranks = start(p.base.nproc, setup(p.base), p.base.threads)  # > 1 process: under torchrun
     device = ranks.device
     other = p.dataset.target if which == "protected" else p.dataset.protected
     seed = derive_seed(p.base.seed, p.train_attr.seeds[0], 1 if which == "target" else 2)

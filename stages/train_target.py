@@ -33,7 +33,7 @@ def main(
 ) -> None:
     """Train ``train_target.seeds`` models on the index."""
     p = load_params(params)
-    group = start(p.base.nproc, setup(p.base))  # > 1 process: under torchrun
+    group = start(p.base.nproc, setup(p.base), p.base.threads)  # > 1 process: under torchrun
     device = group.device
     rows = read_parquet(index)
     options = training_options(strategy, p.augment)

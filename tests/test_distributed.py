@@ -164,3 +164,56 @@ def test_a_rank_killed_mid_epoch_fails_the_stage_in_one_line(ddp_project: Path) 
     assert errors == ["error: rank 1 was killed by signal 9; the other ranks were stopped"]
     assert "Traceback" not in err
     assert {p.name: p.read_bytes() for p in (ddp_project / "two").iterdir()} == before
+
+
+AGENT = """\
+============================================================
+stages/train_target.py FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-12-05_12:00:01
+  host      : box
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 12)
+  error_file: <N/A>
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-05_12:00:01
+  host      : box
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 11)
+  error_file: <N/A>
+============================================================
+"""
+
+
+def _logs(root: Path, lines: dict[int, str]) -> Path:
+    for rank, text in lines.items():
+        log = root / "run_x" / "attempt_0" / str(rank) / "stderr.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text)
+    return root
+
+
+def test_the_one_line_names_the_rank_that_failed_first(tmp_path: Path) -> None:
+    from facebalance.distributed import _failure
+
+    # torchrun called rank 0 the root cause, but rank 0 only lost its peer: rank 1's error.
+    logs = _logs(tmp_path, {
+        0: "Traceback (most recent call last):\n[rank0]: RuntimeError: [gloo] Connection "
+           "closed by peer [127.0.0.1]:1\n",
+        1: "epoch 1/2\nerror: training diverged: loss is nan in epoch 2; lower the learning "
+           "rate\n[W1205 12:00:01 ProcessGroupNCCL.cpp:1] Warning: WARNING: "
+           "destroy_process_group() was not called\n"})
+    rank, line = _failure(logs, AGENT, 1)
+    assert (rank, line) == ("1", "rank 1 failed: training diverged: loss is nan in epoch 2; "
+                                 "lower the learning rate")
+    # A rank killed by a signal leaves no line; an agent without failures, its status.
+    killed = _logs(tmp_path / "k", {0: "RuntimeError: Connection reset by peer\n"})
+    assert _failure(killed, AGENT.replace("exitcode  : 1 (pid: 12)",
+                                          "exitcode  : -9 (pid: 12)"), 1) \
+        == ("1", "rank 1 was killed by signal 9; the other ranks were stopped")
+    assert _failure(tmp_path, "rendezvous timed out\n", 1) == (
+        None, "distributed training failed: torchrun exited with status 1")

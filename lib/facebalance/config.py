@@ -576,6 +576,14 @@ def _check_cross(p: Params) -> None:
             "valid values: auto, cpu, cuda, cuda:N, mps")
     if p.base.precision == "fp16" and p.base.device in ("cpu", "mps"):
         raise FacebalanceError(FP16_NEEDS_CUDA.format(device=p.base.device))
+    if p.base.nproc > 1:  # every rank needs rows of every batch (batch norm: at least 2)
+        for section in ("train_attr", "train_target", "embed"):
+            size = getattr(p, section).batch_size
+            if size < 2 * p.base.nproc:
+                raise FacebalanceError(
+                    f"params: {section}.batch_size = {size} is too small for base.nproc = "
+                    f"{p.base.nproc}; expected at least {2 * p.base.nproc} (2 rows per "
+                    "process of every batch)")
     _check_choice_list("strategies", p.strategies, STRATEGIES)
     _check_choice_list("presets", p.presets, PRESETS)
     if p.dataset.name != "synthfaces" and not p.dataset.root:

@@ -16,6 +16,7 @@ one-line error; the atomic writers leave the previous outputs as they were.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import subprocess
@@ -65,7 +66,13 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def start(nproc: int, device: torch.device) -> Rank:
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun): valid before the
+    process group is initialised."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def start(nproc: int, device: torch.device, threads: int = 0) -> Rank:
     """Join or launch the data-parallel group of a training stage.
 
     Under torchrun: initialise the process group (NCCL on CUDA, one GPU per local rank;
@@ -80,11 +87,14 @@ def start(nproc: int, device: torch.device) -> Rank:
         ``base.nproc``.
     device
         The device ``base.device`` resolved to (CUDA ranks use ``cuda:<local rank>``).
+    threads
+        ``base.threads``; 0 splits the CPU's cores between the ranks.
 
     Raises
     ------
     FacebalanceError
-        When a rank fails: its one-line error (or how it died).
+        When the device cannot hold ``nproc`` ranks, or a rank fails: its one-line error
+        (or how it died).
     """
     if under_torchrun():
         dist = torch.distributed
@@ -93,24 +103,47 @@ def start(nproc: int, device: torch.device) -> Rank:
                 device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # NCCL warns at exit when the group is left open (and that line would stand
+            # where a failed rank's one-line error belongs).
+            atexit.register(_leave_group)
         elif device.type == "cuda":
             device = torch.device("cuda", torch.cuda.current_device())
         return Rank(dist.get_rank(), dist.get_world_size(), device)
     if nproc > 1:
-        raise SystemExit(_launch(nproc))
+        _check_devices(nproc, device)
+        raise SystemExit(_launch(nproc, threads))
     return Rank(0, 1, device)
 
 
-def _launch(nproc: int) -> int:
+def _leave_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _check_devices(nproc: int, device: torch.device) -> None:
+    """``nproc`` ranks fit the device kind: one GPU each on CUDA, none on MPS."""
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise FacebalanceError(
+            f"params: base.nproc = {nproc} needs one GPU per process, but "
+            f"{torch.cuda.device_count()} are visible; lower base.nproc or use more GPUs")
+    if device.type not in ("cuda", "cpu"):
+        raise FacebalanceError(
+            f"params: base.nproc = {nproc} runs on CPUs (gloo) or CUDA GPUs (NCCL), not on "
+            f"{device.type}; set base.nproc: 1 or base.device: cpu")
+
+
+def _launch(nproc: int, threads: int = 0) -> int:
     """Run ``sys.argv`` under torchrun with ``nproc`` processes: rank 0's output is shown as
     it comes, every rank's is kept in its log; a failure becomes one line (the failing
-    rank's last line)."""
+    rank's error)."""
     with tempfile.TemporaryDirectory(prefix="facebalance-ranks-") as logs:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", f"--log-dir={logs}", "--tee=3",
                "--local-ranks-filter=0", *sys.argv]
-        # OMP_NUM_THREADS set: torchrun's banner stays out; base.threads applies in each rank.
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        # Each rank's CPU threads: base.threads when set, else the cores split between the
+        # ranks (torchrun's own default is 1 thread a rank, which idles a big CPU).
+        share = str(threads or max(1, (os.cpu_count() or 1) // nproc))
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", share)}
         agent: list[str] = []
         held: list[str] = []
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -134,6 +167,8 @@ def _launch(nproc: int) -> int:
             print(*held, sep="\n", file=sys.stderr, end="\n" if held else "")
             return 0
         rank, message = _failure(Path(logs), "".join(agent), code)
+        if rank is None and agent:  # torchrun itself failed (rendezvous, arguments)
+            message += ": " + agent[-1].strip()
         trace = _traceback(Path(logs), rank)
         if trace:  # a bug (not a user error): its traceback, as one process would show it
             print(trace, file=sys.stderr)
@@ -145,25 +180,35 @@ _CONSEQUENCE = re.compile(r"Connection (closed|reset) by peer|interrupted by SIG
 
 
 def _failure(logs: Path, agent: str, code: int) -> tuple[str | None, str]:
-    """The failing rank and one line for the failure: its last line of output, or the
-    signal that killed it. torchrun lists its root cause first; a rank that only lost its
-    peer (a closed connection, or stopped by the agent) is passed over for the one that
-    failed first."""
-    cause = agent[agent.find("Root Cause"):] if "Root Cause" in agent else agent
-    failures = re.findall(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", cause, re.S)
+    """The failing rank and one line for the failure: its error line, or the signal that
+    killed it. torchrun names a root cause (and lists the other failures before it); a rank
+    that only lost its peer (a closed connection, or stopped by the agent) is passed over
+    for one that failed first."""
+    i = agent.find("Root Cause")
+    ordered = agent[i:] + agent[:i] if i >= 0 else agent  # the root cause first
+    failures = re.findall(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", ordered, re.S)
     if not failures:
         return None, f"distributed training failed: torchrun exited with status {code}"
     found = []
-    for rank, status in failures:
-        lines = _log(logs, rank)
-        last = _TRACE_LINE.sub("", lines[-1]).strip().removeprefix("error: ") if lines else ""
-        found.append((rank, int(status), last))
+    for rank, status in dict.fromkeys(failures):
+        found.append((rank, int(status), _error_line(_log(logs, rank))))
     rank, value, last = next((f for f in found if f[1] != -15 and not _CONSEQUENCE.search(
         f[2])), found[0])
     if value < 0:
         return rank, (f"rank {rank} was killed by signal {-value}; the other ranks were "
                       "stopped")
     return rank, f"rank {rank} failed" + (f": {last}" if last else f" with status {value}")
+
+
+def _error_line(lines: list[str]) -> str:
+    """A rank's error: its last ``error:`` line (run_app's one line), else its last line
+    that is not a C++ warning (a traceback's exception)."""
+    plain = [_TRACE_LINE.sub("", x).strip() for x in lines]
+    errors = [x for x in plain if x.startswith("error: ")]
+    if errors:
+        return errors[-1].removeprefix("error: ")
+    rest = [x for x in plain if not re.match(r"^\[?[WI]\d{4}", x)]
+    return rest[-1] if rest else ""
 
 
 def _log(logs: Path, rank: str) -> list[str]:

@@ -129,12 +129,13 @@ class TaskSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
-        """Rebuild a spec stored by :meth:`to_dict`."""
+    def from_dict(cls, data: Mapping[str, Any], n_groups: int = 2) -> TaskSpec:
+        """Rebuild a spec stored by :meth:`to_dict`; ``n_groups`` is K of a spec stored
+        before specs carried it (the caller knows it from the data)."""
         return cls(kind=data["kind"], heads=tuple(Head(**h) for h in data["heads"]),
                    protected=data.get("protected", ""),
                    age_bins=tuple(data.get("age_bins", ())), loss=data.get("loss", "l1"),
-                   n_groups=int(data.get("n_groups", 2)))
+                   n_groups=int(data.get("n_groups", n_groups)))
 
 
 #: One binary head reading ``label`` (attribute classifiers, and the default task).

@@ -51,7 +51,8 @@ def load_seed_models(models_dir: Path, seeds: Sequence[int], device: torch.devic
                 f"evaluate: {path} is missing; train_target.seeds lists seed {s}")
         model, _, meta = load_checkpoint(path, device)
         models.append(model)
-        tasks.append(TaskSpec.from_dict(meta["task"]) if "task" in meta else default_task)
+        tasks.append(TaskSpec.from_dict(meta["task"], default_task.n_groups) if "task" in meta
+                     else default_task)
     if any(t != tasks[0] for t in tasks[1:]):
         raise FacebalanceError(
             f"evaluate: the checkpoints in {models_dir} were trained for different tasks; "

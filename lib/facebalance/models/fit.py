@@ -92,7 +92,9 @@ def fit_classifiers(index: pd.DataFrame, params: ClassifierParams, *, image_size
         ``mix_alpha``, ``attention_max``; see ``balance.strategies.training_options``).
     attention_val
         Validation rows (image references, ``label``, ``group``) for ``val_attention``:
-        each epoch re-weights the training cells by their validation error.
+        each epoch re-weights the training cells by their validation error. Its cells are
+        numbered with ``task.n_groups``: pass the task resolved from the data
+        (:func:`facebalance.task.task_from_params`) when there are more than two groups.
     task
         Heads and losses (default: one binary head).
     precision

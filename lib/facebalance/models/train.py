@@ -225,10 +225,18 @@ def _add_losses(total: float, count: float, losses: list[torch.Tensor], sizes: l
                 epoch: int) -> tuple[float, float]:
     """Read back pending batch losses in one sync and add ``loss * batch size`` to the
     epoch's running sums one batch at a time, in order (the same float sums as adding
-    each batch's ``loss.item()`` as it came). Empties ``losses`` and ``sizes``."""
+    each batch's ``loss.item()`` as it came). Empties ``losses`` and ``sizes``.
+
+    In a data-parallel group each rank holds its share of every batch's loss: the shares
+    are summed over the ranks first, so every rank adds the same numbers and a loss that
+    goes NaN on one rank stops all of them with the same message.
+    """
     if not losses:
         return total, count
-    for value, n in zip(torch.stack(losses).tolist(), sizes, strict=True):
+    values = torch.stack(losses)
+    if world()[1] > 1:
+        torch.distributed.all_reduce(values)
+    for value, n in zip(values.tolist(), sizes, strict=True):
         if not math.isfinite(value):
             raise FacebalanceError(
                 f"training diverged: loss is {value} in epoch {epoch + 1}; "
@@ -306,7 +314,8 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         if attention is not None and epoch > 0:
-            cell_w = attention.weights(model, device, cfg.attention_max)
+            cell_w = _attention_weights(attention, model, device, cfg.attention_max, rank,
+                                        size)
             model.train()
         start, total, weight_sum = time.perf_counter(), 0.0, 0.0
         losses: list[torch.Tensor] = []  # on the device until the next read-back
@@ -341,8 +350,6 @@ def train_classifier(model: nn.Module, dataset: ShardDataset, cfg: TrainConfig,
             if len(losses) == LOSS_SYNC_STEPS:
                 total, weight_sum = _add_losses(total, weight_sum, losses, sizes, epoch)
         total, weight_sum = _add_losses(total, weight_sum, losses, sizes, epoch)
-        if size > 1:  # each rank holds its share of every batch's loss
-            total = all_reduce_sum(total, device)
         row = {"epoch": epoch + 1, "loss": total / max(weight_sum, 1),
                "seconds": time.perf_counter() - start}
         if cell_w is not None:
@@ -364,12 +371,19 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model)
 
 
-def all_reduce_sum(value: float, device: torch.device) -> float:
-    """The sum of ``value`` over the ranks of the process group."""
-    t = torch.tensor([value], dtype=torch.float64,
-                     device=device if device.type == "cuda" else "cpu")
-    torch.distributed.all_reduce(t)
-    return float(t.item())
+def _attention_weights(attention: ValAttention, model: nn.Module, device: torch.device,
+                       max_weight: float, rank: int, size: int) -> np.ndarray:
+    """The cell weights of the next epoch; in a data-parallel group rank 0's, sent to every
+    rank (on CPU each rank's batch-norm statistics differ a little, and every rank must
+    weight a cell the same)."""
+    if size == 1:
+        return attention.weights(model, device, max_weight)
+    weights = (attention.weights(model, device, max_weight) if rank == 0
+               else np.zeros(attention.n_cells))
+    t = torch.as_tensor(weights, dtype=torch.float64,
+                        device=device if device.type == "cuda" else "cpu")
+    torch.distributed.broadcast(t, 0)
+    return t.cpu().numpy()
 
 
 @torch.no_grad()
