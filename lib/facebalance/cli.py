@@ -610,6 +610,11 @@ def audit(
             gallery=gallery)
     except FacebalanceError as err:
         _fail(err)
+    _show_audit(out, reports)
+
+
+def _show_audit(out: Path, reports: dict) -> None:
+    """Print an audit's markdown, its warnings (stderr) and the files it wrote."""
     typer.echo((out / "audit.md").read_text())
     for rep in reports.values():
         for warning in rep["audit"]["warnings"]:
@@ -694,11 +699,7 @@ def audit_model(
             bootstrap_seed=seed, kl_bins=kl_bins, gallery_k=gallery)
     except FacebalanceError as err:
         _fail(err)
-    typer.echo((out / "audit.md").read_text())
-    for rep in reports.values():
-        for warning in rep["audit"]["warnings"]:
-            typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"wrote {out}/: " + ", ".join(f"{a}.json" for a in reports) + ", audit.md")
+    _show_audit(out, reports)
 
 
 @app.command("audit-pairs")
