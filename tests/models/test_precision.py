@@ -162,14 +162,20 @@ def test_bf16_trains_on_cpu_and_the_checkpoint_says_so(blond: ShardDataset,
     assert meta["precision"] == "bf16"
 
 
-def test_bf16_gan_and_encoder_train_on_cpu(tiny_prepared: Path) -> None:
-    ds = ShardDataset(shard_refs(tiny_prepared / "val", ["id"]), {})
+def _gan_and_encoder_train(prepared: Path, precision: str, device: torch.device) -> None:
+    """Three steps of the GAN, then of the encoder on it, in ``precision``: finite losses."""
+    ds = ShardDataset(shard_refs(prepared / "val", ["id"]), {})
     gen, hist = train_gan(ds, GanConfig(latent_dim=8, width=4),
-                          GanTrainConfig(steps=3, batch_size=8, precision="bf16"), CPU)
+                          GanTrainConfig(steps=3, batch_size=8, precision=precision), device)
     assert all(math.isfinite(hist[-1][k]) for k in ("d_loss", "g_loss"))
     _, curve = train_encoder(gen, EncoderConfig(latent_dim=8, width=4),
-                             EncoderTrainConfig(steps=3, batch_size=8, precision="bf16"), CPU)
+                             EncoderTrainConfig(steps=3, batch_size=8, precision=precision),
+                             device)
     assert math.isfinite(curve[-1]["latent_mse"])
+
+
+def test_bf16_gan_and_encoder_train_on_cpu(tiny_prepared: Path) -> None:
+    _gan_and_encoder_train(tiny_prepared, "bf16", CPU)
 
 
 def test_the_loops_refuse_fp16_on_cpu(blond: ShardDataset) -> None:
@@ -199,13 +205,7 @@ def test_cuda_training_in_each_precision(blond: ShardDataset, precision: str) ->
 def test_cuda_fp16_gan_and_encoder_train_with_a_scaler(tiny_prepared: Path) -> None:
     cuda = torch.device("cuda")
     assert isinstance(prec.grad_scaler("fp16", cuda), torch.amp.GradScaler)
-    ds = ShardDataset(shard_refs(tiny_prepared / "val", ["id"]), {})
-    gen, hist = train_gan(ds, GanConfig(latent_dim=8, width=4),
-                          GanTrainConfig(steps=3, batch_size=8, precision="fp16"), cuda)
-    assert all(math.isfinite(hist[-1][k]) for k in ("d_loss", "g_loss"))
-    _, curve = train_encoder(gen, EncoderConfig(latent_dim=8, width=4),
-                             EncoderTrainConfig(steps=3, batch_size=8, precision="fp16"), cuda)
-    assert math.isfinite(curve[-1]["latent_mse"])
+    _gan_and_encoder_train(tiny_prepared, "fp16", cuda)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
