@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -151,14 +152,21 @@ def test_a_rank_killed_mid_epoch_fails_the_stage_in_one_line(ddp_project: Path) 
     set_params(long, {"train_target": {"epochs": 200}})
     mark = uuid.uuid4().hex
     proc = _stage(ddp_project, "two", "params_long.yaml", {"FB_TEST_MARK": mark})
-    deadline, pid = time.monotonic() + 120, None
-    while pid is None and time.monotonic() < deadline and proc.poll() is None:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    # Killed inside the epochs: once rank 0 has logged one (200 of them take minutes), not
+    # while the ranks still connect (a slow machine took more than 3 s to get there).
+    deadline, pid = time.monotonic() + 180, None
+    while time.monotonic() < deadline and proc.poll() is None and (
+            pid is None or not any("epoch 1/200" in x for x in lines)):
         time.sleep(0.2)
-        pid = _rank_pid(mark, 1)
-    assert pid is not None, "rank 1 never started"
-    time.sleep(3)  # inside the epochs (200 of them take minutes)
+        pid = pid or _rank_pid(mark, 1)
+    assert pid is not None and any("epoch 1/200" in x for x in lines), "".join(lines)
     os.kill(pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    err = "".join(lines)
     assert proc.returncode == 1
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert errors == ["error: rank 1 was killed by signal 9; the other ranks were stopped"]
@@ -217,3 +225,19 @@ def test_the_one_line_names_the_rank_that_failed_first(tmp_path: Path) -> None:
         == ("1", "rank 1 was killed by signal 9; the other ranks were stopped")
     assert _failure(tmp_path, "rendezvous timed out\n", 1) == (
         None, "distributed training failed: torchrun exited with status 1")
+
+
+def test_a_traceback_of_rank_zero_waits_for_the_cause() -> None:
+    from facebalance.distributed import _RankZero
+
+    shown = _RankZero()
+    # Joining the group after a peer died: torch has not prefixed the lines yet.
+    lines = ["epoch 1/2", "Traceback (most recent call last):", '  File "x.py", line 1',
+             "RuntimeError: Gloo connectFullMesh failed: Connection refused",
+             "error: not this one"]
+    assert [shown.feed(x) for x in lines] == ["epoch 1/2", None, None, None, None]
+    assert shown.held == lines[1:]
+    prefixed = _RankZero()
+    assert prefixed.feed("[rank0]: Traceback (most recent call last):") is None
+    assert prefixed.held == ["Traceback (most recent call last):"]
+    assert _RankZero().feed("error: the one line comes from _failure") is None

@@ -56,11 +56,6 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def is_main() -> bool:
-    """Whether this process writes outputs (rank 0, or no process group)."""
-    return world()[0] == 0
-
-
 def under_torchrun() -> bool:
     """Whether torchrun started this process as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -145,26 +140,22 @@ def _launch(nproc: int, threads: int = 0) -> int:
         share = str(threads or max(1, (os.cpu_count() or 1) // nproc))
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", share)}
         agent: list[str] = []
-        held: list[str] = []
+        shown = _RankZero()
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
         try:
             for line in proc.stderr:
                 m = _RANK_LINE.match(line.rstrip("\n"))
                 if m is None:
                     agent.append(line)  # torchrun's own: shown only to explain a failure
-                elif _TRACE_LINE.match(m[2]):
-                    # An uncaught error's traceback: when another rank died first it is
-                    # only the consequence (a closed connection), so it waits for the cause.
-                    held.append(_TRACE_LINE.sub("", m[2]))
-                elif not m[2].startswith("error: "):  # the one line comes from here
-                    print(m[2], file=sys.stderr)
+                elif (text := shown.feed(m[2])) is not None:
+                    print(text, file=sys.stderr)
             code = proc.wait()
         finally:
             if proc.poll() is None:  # interrupted: stop the ranks before leaving
                 proc.terminate()
                 proc.wait()
         if code == 0:
-            print(*held, sep="\n", file=sys.stderr, end="\n" if held else "")
+            print(*shown.held, sep="\n", file=sys.stderr, end="\n" if shown.held else "")
             return 0
         rank, message = _failure(Path(logs), "".join(agent), code)
         if rank is None and agent:  # torchrun itself failed (rendezvous, arguments)
@@ -175,8 +166,34 @@ def _launch(nproc: int, threads: int = 0) -> int:
         raise FacebalanceError(message)
 
 
+class _RankZero:
+    """Which of rank 0's lines to show as they come.
+
+    Its log lines are shown. A traceback is held from its first line on: when another rank
+    died first it is only the consequence (a closed or refused connection) and the one line
+    names the cause instead; when the run succeeds after all, it is shown at the end. Its
+    ``error:`` line is held too: the one line of the failure comes from :func:`_failure`.
+    """
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self._tracing = False
+
+    def feed(self, text: str) -> str | None:
+        """The line to show now for one line rank 0 wrote, or None to hold it."""
+        # torch prefixes an uncaught error's lines with "[rankN]:" once the group is up;
+        # one raised while joining it (a peer gone already) has no prefix.
+        self._tracing = self._tracing or bool(_TRACE_LINE.match(text)) or text.startswith(
+            "Traceback (most recent call last)")
+        if self._tracing:
+            self.held.append(_TRACE_LINE.sub("", text))
+            return None
+        return None if text.startswith("error: ") else text
+
+
 #: A rank's error that only says another rank went away first.
-_CONSEQUENCE = re.compile(r"Connection (closed|reset) by peer|interrupted by SIGTERM")
+_CONSEQUENCE = re.compile(
+    r"Connection (closed|reset) by peer|Connection refused|interrupted by SIGTERM")
 
 
 def _failure(logs: Path, agent: str, code: int) -> tuple[str | None, str]:
