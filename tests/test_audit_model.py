@@ -159,11 +159,11 @@ def test_missing_file_unknown_suffix_and_wrong_input_size(
         tiny_prepared: Path, models: dict[str, Path], tmp_path: Path) -> None:
     data = ["--data", str(tiny_prepared), "--bootstrap", "5", "--out", str(tmp_path / "o")]
     assert one_line_error([str(tmp_path / "no.pt2"), *data]) == ERR_MISSING.format(
-        path=tmp_path / "no.pt2")
+        who="audit-model", path=tmp_path / "no.pt2")
     other = tmp_path / "model.h5"
     other.write_bytes(b"x")
-    assert one_line_error([str(other), *data]) == ERR_SUFFIX.format(path=other,
-                                                                     suffix=".h5")
+    assert one_line_error([str(other), *data]) == ERR_SUFFIX.format(
+        who="audit-model", path=other, suffix=".h5")
     for fmt, why in (("pt2", "Guard failed"), ("onnx", "INVALID_ARGUMENT")):
         message = one_line_error([str(models[fmt]), *data, "--input-size", "48"])
         assert re.match(rf"^audit-model: {re.escape(str(models[fmt]))} rejects a float32 "
@@ -178,7 +178,7 @@ def test_missing_file_unknown_suffix_and_wrong_input_size(
 
 def test_missing_onnxruntime_names_the_extra(models: dict[str, Path], monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
-    message = ERR_ONNXRUNTIME.format(path=models["onnx"])
+    message = ERR_ONNXRUNTIME.format(who="audit-model", path=models["onnx"])
     with pytest.raises(FacebalanceError, match=f"^{re.escape(message)}$"):
         load_model_file(models["onnx"])
 
@@ -195,7 +195,7 @@ def test_a_pt2_with_pickled_entries_is_refused(models: dict[str, Path],
     with pytest.raises(FacebalanceError, match=r"^audit-model: .*bad\.pt2 holds a pickled "
                                                r"entry '.+' \(.*weights_config\.json\), "):
         load_model_file(bad)
-    assert ERR_PT2_UNSAFE.startswith("audit-model: {path} holds {what}, which torch.export")
+    assert ERR_PT2_UNSAFE.startswith("{who}: {path} holds {what}, which torch.export")
 
 
 def test_model_outputs_become_scores() -> None:

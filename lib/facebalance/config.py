@@ -218,7 +218,8 @@ class AugmentParams:
 class GanParams:
     """The DCGAN trained on the real train split, or a user's pretrained generator."""
 
-    checkpoint: str = _opt("", doc="pretrained generator (facebalance or TorchScript)")
+    checkpoint: str = _opt("", doc="pretrained generator: facebalance, torch.export .pt2, ONNX "
+                                    "or TorchScript (legacy)")
     latent_dim: int = _opt(128, lo=2)
     width: int = _opt(32, lo=4, hi=1024)
     steps: int = _opt(2000, lo=1)

@@ -25,10 +25,15 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facebalance.errors import FacebalanceError, first_line
+
+if TYPE_CHECKING:  # imported where used: torch and onnxruntime are slow to import
+    import onnxruntime
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +42,19 @@ PT2_SUFFIXES = (".pt2",)
 ONNX_SUFFIXES = (".onnx",)
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit")
 
-ERR_MISSING = "audit-model: {path} does not exist"
-ERR_SUFFIX = ("audit-model: {path}: unknown model file type {suffix!r}; valid: .pt2 "
+#: Who an error line names: the command, or a param (gan.checkpoint).
+WHO = "audit-model"
+
+ERR_MISSING = "{who}: {path} does not exist"
+ERR_SUFFIX = ("{who}: {path}: unknown model file type {suffix!r}; valid: .pt2 "
               "(torch.export), .onnx, .pt / .ts (TorchScript, legacy)")
-ERR_ONNXRUNTIME = ("audit-model: {path} is an ONNX model and onnxruntime is not installed; "
+ERR_ONNXRUNTIME = ("{who}: {path} is an ONNX model and onnxruntime is not installed; "
                    "install the extra: pip install facebalance[onnx]")
-ERR_LOAD = "audit-model: cannot load {path} as {fmt}: {reason}"
-ERR_PT2_UNSAFE = ("audit-model: {path} holds {what}, which torch.export.load would unpickle "
+ERR_LOAD = "{who}: cannot load {path} as {fmt}: {reason}"
+ERR_PT2_UNSAFE = ("{who}: {path} holds {what}, which torch.export.load would unpickle "
                   "or run as code; refused (export the model's plain tensors again with "
                   "torch.export.save)")
-ERR_RUN = ("audit-model: {path} rejects a float32 batch of shape {shape} (N, 3, H, W): "
+ERR_RUN = ("{who}: {path} rejects a float32 batch of shape {shape} (N, 3, H, W): "
            "{reason}; give the input size it was exported for (--input-size)")
 
 
@@ -78,11 +86,22 @@ class ModelFile:
         try:
             return np.asarray(self.run(np.ascontiguousarray(batch, dtype=np.float32)))
         except Exception as err:  # torch and onnxruntime raise their own types
-            raise FacebalanceError(ERR_RUN.format(path=self.path, shape=tuple(batch.shape),
+            raise FacebalanceError(ERR_RUN.format(who=WHO, path=self.path,
+                                                  shape=tuple(batch.shape),
                                                   reason=first_line(err))) from None
 
 
-def check_pt2(path: str | Path) -> None:
+def is_pt2(path: str | Path) -> bool:
+    """Whether ``path`` is a ``torch.export`` archive (a zip with an ``archive_version``), by
+    its content: an adopted generator is copied to a name without its suffix."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.split("/", 1)[-1] == "archive_version" for name in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def check_pt2(path: str | Path, who: str = WHO) -> None:
     """Refuse a ``.pt2`` archive with any entry :func:`torch.export.load` would unpickle or
     any compiled code: only plain tensors and the JSON graph are accepted.
 
@@ -99,29 +118,66 @@ def check_pt2(path: str | Path) -> None:
             root = names[0].split("/", 1)[0] + "/" if names else ""
             if f"{root}archive_version" not in names:
                 raise FacebalanceError(ERR_PT2_UNSAFE.format(
-                    path=path, what="no archive_version (a pre-2.8 zip of pickles)"))
+                    who=who, path=path, what="no archive_version (a pre-2.8 zip of pickles)"))
             for name in names:
                 rel = name[len(root):]
                 if rel.startswith("data/aotinductor/"):
                     raise FacebalanceError(ERR_PT2_UNSAFE.format(
-                        path=path, what="an AOTInductor package (compiled code)"))
+                        who=who, path=path, what="an AOTInductor package (compiled code)"))
                 if rel.startswith(("data/weights/", "data/constants/")) and rel.endswith(".pt"):
                     raise FacebalanceError(ERR_PT2_UNSAFE.format(
-                        path=path, what=f"legacy pickled weights ({rel})"))
+                        who=who, path=path, what=f"legacy pickled weights ({rel})"))
                 if rel.endswith(("_weights_config.json", "_constants_config.json")):
                     config = json.loads(z.read(name)).get("config", {})
                     for key, meta in config.items():
                         if meta.get("use_pickle") or not str(
                                 meta.get("path_name", "")).startswith(("weight_", "tensor_")):
                             raise FacebalanceError(ERR_PT2_UNSAFE.format(
-                                path=path, what=f"a pickled entry {key!r} ({rel})"))
+                                who=who, path=path, what=f"a pickled entry {key!r} ({rel})"))
                 if rel.startswith("data/sample_inputs/"):
                     # torch falls back to an unrestricted load when this one fails
                     torch.load(io.BytesIO(z.read(name)), weights_only=True)
     except FacebalanceError:
         raise
     except Exception as err:  # a bad zip, a bad JSON, a sample input that is not tensors
-        raise FacebalanceError(ERR_LOAD.format(path=path, fmt="a torch.export program",
+        raise FacebalanceError(ERR_LOAD.format(who=who, path=path, fmt="a torch.export program",
+                                               reason=first_line(err))) from None
+
+
+def load_pt2(path: str | Path, who: str = WHO) -> torch.export.ExportedProgram:
+    """A ``torch.export`` archive, checked by :func:`check_pt2` before it is deserialized.
+
+    Raises
+    ------
+    FacebalanceError
+        Pickled or compiled entries, or a file torch cannot read (prefixed by ``who``).
+    """
+    import torch
+
+    check_pt2(path, who)
+    try:
+        return torch.export.load(path)
+    except Exception as err:  # torch's deserializer raises several types
+        raise FacebalanceError(ERR_LOAD.format(who=who, path=path, fmt="a torch.export program",
+                                               reason=first_line(err))) from None
+
+
+def onnx_session(path: str | Path, who: str = WHO) -> onnxruntime.InferenceSession:
+    """An onnxruntime session (CPU) of an ONNX file.
+
+    Raises
+    ------
+    FacebalanceError
+        onnxruntime missing (naming the extra), or a file it cannot load.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise FacebalanceError(ERR_ONNXRUNTIME.format(who=who, path=path)) from None
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own exception types
+        raise FacebalanceError(ERR_LOAD.format(who=who, path=path, fmt="ONNX",
                                                reason=first_line(err))) from None
 
 
@@ -137,17 +193,9 @@ def load_model_file(path: str | Path, device: str = "cpu") -> ModelFile:
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
-        raise FacebalanceError(ERR_MISSING.format(path=path))
+        raise FacebalanceError(ERR_MISSING.format(who=WHO, path=path))
     if suffix in ONNX_SUFFIXES:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise FacebalanceError(ERR_ONNXRUNTIME.format(path=path)) from None
-        try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime's own exception types
-            raise FacebalanceError(ERR_LOAD.format(path=path, fmt="ONNX",
-                                                   reason=first_line(err))) from None
+        session = onnx_session(path)
         first = session.get_inputs()[0]
         shape = list(first.shape)
         size = (tuple(shape[2:4]) if len(shape) == 4 and all(isinstance(d, int)
@@ -155,23 +203,18 @@ def load_model_file(path: str | Path, device: str = "cpu") -> ModelFile:
         return ModelFile(path, "onnx", lambda x: session.run(None, {first.name: x})[0],
                          size, "ONNX, run by onnxruntime (CPU)")
     if suffix not in PT2_SUFFIXES + TORCHSCRIPT_SUFFIXES:
-        raise FacebalanceError(ERR_SUFFIX.format(path=path, suffix=path.suffix))
+        raise FacebalanceError(ERR_SUFFIX.format(who=WHO, path=path, suffix=path.suffix))
     import torch
 
     if suffix in PT2_SUFFIXES:
-        check_pt2(path)
-        try:
-            module = torch.export.load(path).module()
-        except Exception as err:  # torch's deserializer raises several types
-            raise FacebalanceError(ERR_LOAD.format(path=path, fmt="a torch.export program",
-                                                   reason=first_line(err))) from None
+        module = load_pt2(path).module()
         fmt, note = "pt2", "torch.export program (.pt2)"
     else:
         try:
             module = torch.jit.load(str(path), map_location=device)
         except Exception as err:  # a facebalance checkpoint or a pickle is no TorchScript
             raise FacebalanceError(ERR_LOAD.format(
-                path=path, fmt="TorchScript (export it with torch.export.save as .pt2)",
+                who=WHO, path=path, fmt="TorchScript (export it with torch.export.save as .pt2)",
                 reason=first_line(err))) from None
         module.eval()
         fmt, note = "torchscript", ("TorchScript (legacy: deprecated since torch 2.14; "

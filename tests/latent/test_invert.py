@@ -214,3 +214,37 @@ def test_invert_real_faces_trains_the_encoder_and_summarizes(gen: Generator,
     assert set(result.summary["test"]["by_group"]) == {"g=0", "g=1"}
     assert result.summary["encoder"]["steps"] == 3
     assert [len(r) for r in result.rows] == [5, 5, 5]  # images, encoder, final
+
+
+def test_an_onnx_generator_inverts_with_the_encoder_and_refuses_optimisation_first(
+        gen: Generator, tmp_path: Path) -> None:
+    import warnings
+
+    from facebalance.config import InvertParams
+    from facebalance.errors import FacebalanceError
+    from facebalance.latent.inversion import invert_real_faces
+    from facebalance.models.gan import load_generator
+
+    with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated
+        warnings.simplefilter("ignore")
+        torch.onnx.export(gen, (torch.randn(2, 8),), tmp_path / "g.onnx", dynamo=False,
+                          input_names=["z"], dynamic_axes={"z": {0: "b"}})
+    onnx = load_generator(tmp_path / "g.onnx", latent_dim=8)
+    generate_shards(gen, sample_latents(12, 8, seed=1), [f"g{i}" for i in range(12)],
+                    tmp_path / "img", device=torch.device("cpu"), batch_size=8,
+                    progress=False)
+    refs = shard_refs(tmp_path / "img", ["id"])
+    rows = refs.assign(split=["train"] * 8 + ["test"] * 4, group=np.arange(12) % 2)
+    kwargs = {"group_names": {0: "g=0", 1: "g=1"}, "encoder_seed": 0, "seed": 1,
+              "device": torch.device("cpu")}
+    for method in ("both", "optimize"):  # refused before the encoder trains
+        with pytest.raises(FacebalanceError, match=r"g\.onnx is an ONNX generator.*set "
+                                                   r"invert\.method: encoder"):
+            invert_real_faces(onnx, rows, InvertParams(method=method, encoder_steps=10**6),
+                              **kwargs)
+    result = invert_real_faces(onnx, rows, InvertParams(
+        method="encoder", encoder_steps=3, encoder_width=4, batch_size=8), **kwargs)
+    assert result.table.num_rows == 12 and result.summary["method"] == "encoder"
+    # steps 0 optimises nothing: "both" is then the encoder alone, which ONNX can run.
+    invert_real_faces(onnx, rows, InvertParams(encoder_steps=3, encoder_width=4, steps=0,
+                                               batch_size=8), **kwargs)

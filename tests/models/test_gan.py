@@ -129,3 +129,92 @@ def test_the_mapping_network_keeps_the_latent_spread() -> None:
     torch.manual_seed(0)
     w = MappingNetwork(128, 4)(torch.randn(2000, 128)).detach()
     assert 0.3 < float(w.std(dim=0).mean()) < 3.0
+
+
+# A user's exported generator (gan.checkpoint): torch.export .pt2 and ONNX.
+
+def _export(gen: torch.nn.Module, path: Path, fmt: str, batch: int | None) -> Path:
+    """``gen`` exported as ``fmt`` for a fixed ``batch`` (None: any batch size)."""
+    import warnings
+
+    z = torch.randn(batch or 2, gen.cfg.latent_dim)
+    if fmt == "pt2":
+        shapes = None if batch else ({0: torch.export.Dim("b", min=1, max=4096)},)
+        torch.export.save(torch.export.export(gen, (z,), dynamic_shapes=shapes), path)
+    else:
+        with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated
+            warnings.simplefilter("ignore")
+            torch.onnx.export(gen, (z,), path, dynamo=False, input_names=["z"],
+                              output_names=["x"],
+                              dynamic_axes=None if batch else {"z": {0: "b"}, "x": {0: "b"}})
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("batch", [None, 4])
+def test_an_exported_generator_draws_what_the_module_draws(fmt: str, batch: int | None,
+                                                           tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    gen = Generator(GanConfig(latent_dim=8, width=4)).eval()
+    exported = _export(gen, tmp_path / f"g.{fmt}", fmt, batch)
+    # train_gan copies an adopted generator to models/gan/generator.pt: read by content.
+    copy = tmp_path / "generator.pt"
+    copy.write_bytes(exported.read_bytes())
+    loaded = load_generator(copy, latent_dim=8)
+    assert (loaded.format, loaded.cfg.latent_dim, loaded.cfg.image_size) == (fmt, 8, 32)
+    assert loaded.batch == batch and not loaded.training
+    z = torch.randn(7, 8)  # not a multiple of the fixed batch: the last chunk is padded
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(z).numpy(), gen(z).numpy(), atol=1e-5)
+    assert generate_uint8(loaded, z).shape == (7, 32, 32, 3)
+    z.requires_grad_(True)
+    if fmt == "pt2":  # latents optimise through it (the inversion's refinement)
+        loaded(z).square().sum().backward()
+        want = torch.autograd.grad(gen(z).square().sum(), z)[0]
+        np.testing.assert_allclose(z.grad.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
+    else:
+        with pytest.raises(FacebalanceError, match=r"generator\.pt is an ONNX generator, run by "
+                                                   r"onnxruntime without gradients.*"
+                                                   r"invert\.method: encoder"):
+            loaded(z)
+
+
+def test_exported_generators_that_do_not_fit_are_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import zipfile
+
+    gen = Generator(GanConfig(latent_dim=8, width=4)).eval()
+    pt2 = _export(gen, tmp_path / "g.pt2", "pt2", None)
+    for path in (pt2, _export(gen, tmp_path / "g.onnx", "onnx", None)):
+        with pytest.raises(FacebalanceError, match=rf"^{path} takes 8-d latents but "
+                                                   r"gan\.latent_dim is 16; set "
+                                                   r"gan\.latent_dim: 8$"):
+            load_generator(path, latent_dim=16)
+    # A program whose output is not images.
+    head = torch.nn.Linear(8, 1).eval()
+    torch.export.save(torch.export.export(head, (torch.randn(2, 8),)), tmp_path / "h.pt2")
+    with pytest.raises(FacebalanceError, match=r"h\.pt2: expected \(B, 3, S, S\) images from "
+                                               r"\(B, 8\) latents, got \(2, 1\)"):
+        load_generator(tmp_path / "h.pt2", latent_dim=8)
+    # A .pt2 that torch.export.load would unpickle is refused before it is read.
+    bad = tmp_path / "bad.pt2"
+    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("_weights_config.json"):
+                data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
+            dst.writestr(item, data)
+    with pytest.raises(FacebalanceError, match=r"^gan\.checkpoint: .*bad\.pt2 holds a pickled "
+                                               r"entry"):
+        load_generator(bad, latent_dim=8)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07not a model")
+    with pytest.raises(FacebalanceError, match=r"junk\.onnx is neither a facebalance generator "
+                                               r"checkpoint nor a torch\.export program, ONNX "
+                                               r"or TorchScript \(onnxruntime: "):
+        load_generator(junk, latent_dim=8)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    with pytest.raises(FacebalanceError, match=r"if it is ONNX, install onnxruntime: pip "
+                                               r"install facebalance\[onnx\]$"):
+        load_generator(tmp_path / "g.onnx", latent_dim=8)

@@ -19,10 +19,11 @@ from torch import nn
 
 from facebalance.config import InvertParams, as_dict, from_params
 from facebalance.data.datasets import ShardDataset, to_float
+from facebalance.errors import FacebalanceError
 from facebalance.latent.invert import InvertConfig, error_summary, invert_dataset
 from facebalance.latent.sampling import latents_table
 from facebalance.models.encoder import EncoderConfig, EncoderTrainConfig, train_encoder
-from facebalance.models.gan import generate_uint8
+from facebalance.models.gan import ERR_NO_GRADIENTS, generate_uint8
 
 
 @dataclass
@@ -80,8 +81,16 @@ def invert_real_faces(gen: nn.Module, rows: pd.DataFrame, params: InvertParams, 
         What ran, when not fp32 (:func:`facebalance.precision.precision_record`).
     show
         Images in the figure.
+
+    Raises
+    ------
+    FacebalanceError
+        Latent optimisation (``optimize`` / ``both`` with steps) through a generator without
+        gradients (ONNX), before any work.
     """
     v = params
+    if v.method != "encoder" and v.steps > 0 and not getattr(gen, "differentiable", True):
+        raise FacebalanceError(ERR_NO_GRADIENTS.format(path=getattr(gen, "path", "the generator")))
     record = record or {}
     enc, summary = None, {}
     if v.method != "optimize":

@@ -4,8 +4,8 @@ The classic batch-norm DCGAN at width 32 was measured far better on a few CPU mi
 a spectral-norm discriminator (../shared/MEASURED.md): it draws recognisable faces with hair
 colour and length after ~3 minutes at 32x32. The generator that later stages use is the
 exponential moving average of the trained one, which is smoother and more stable.
-A user's pretrained generator (TorchScript, or a state dict + config) can replace
-training: see :func:`load_generator`.
+A user's pretrained generator (a facebalance checkpoint, a torch.export ``.pt2``, ONNX, or
+legacy TorchScript) can replace training: see :func:`load_generator`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import logging
 import math
 import time
 import warnings
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -324,36 +326,97 @@ def save_generator(path: str | Path, gen: Generator, meta: dict[str, Any]) -> No
     save_model(path, gen, asdict(gen.cfg), meta)
 
 
-class _ScriptedGenerator(nn.Module):
-    """A user's TorchScript generator with the latent size it declares."""
+#: Why an ONNX generator cannot be optimised through.
+ERR_NO_GRADIENTS = ("{path} is an ONNX generator, run by onnxruntime without gradients, so no "
+                    "latent can be optimised through it; set invert.method: encoder (or "
+                    "invert.steps: 0), or export the generator with torch.export (.pt2)")
 
-    def __init__(self, module: torch.jit.ScriptModule, latent_dim: int, image_size: int) -> None:
+
+class ForeignGenerator(nn.Module):
+    """A user's exported generator (torch.export, ONNX or TorchScript) as the latent stages
+    see a generator: ``forward(z)`` gives ``(B, 3, S, S)`` images in [-1, 1] and ``cfg`` its
+    latent and image sizes.
+
+    A program exported for one fixed batch size runs the latents in chunks of that size (the
+    last one padded). ``differentiable`` is False for ONNX (onnxruntime has no gradients):
+    sampling, complements, interpolation and guided walks work, latent optimisation does not.
+    """
+
+    def __init__(self, source: nn.Module | Callable[[np.ndarray], np.ndarray], *, path: Path,
+                 fmt: str, latent_dim: int, image_size: int, batch: int | None = None
+                 ) -> None:
         super().__init__()
-        self.module = module
+        # A module is registered (``.to`` moves its weights); onnxruntime's run is not one.
+        self.module = source if isinstance(source, nn.Module) else None
+        self._run = None if isinstance(source, nn.Module) else source
+        self.path, self.format, self.batch = path, fmt, batch
+        self.differentiable = self.module is not None
         self.cfg = GanConfig(image_size=image_size, latent_dim=latent_dim, width=0)
 
+    def train(self, mode: bool = True) -> ForeignGenerator:
+        # The graph was exported as it is (batch norm in eval mode); torch.export's modules
+        # refuse train() and eval(), so the mode is recorded here and not passed on.
+        self.training = mode
+        return self
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.module(z)
+        if self.batch is None:
+            return self._call(z)
+        parts = []
+        for s in range(0, len(z), self.batch):
+            part = z[s:s + self.batch]
+            pad = self.batch - len(part)
+            parts.append(self._call(torch.cat([part, part.new_zeros(pad, part.shape[1])])
+                                    if pad else part)[:len(part)])
+        return torch.cat(parts)
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        if self.module is not None:
+            return self.module(z)
+        if torch.is_grad_enabled() and z.requires_grad:
+            raise FacebalanceError(ERR_NO_GRADIENTS.format(path=self.path))
+        out = self._run(np.ascontiguousarray(z.detach().float().cpu().numpy()))
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(z.device)
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu",
                    latent_dim: int | None = None) -> nn.Module:
-    """Load a generator: a facebalance checkpoint or a TorchScript file.
+    """Load a generator: a facebalance checkpoint or a user's exported one.
 
-    A facebalance checkpoint (``torch.save`` of state dict + config) is loaded with
-    ``weights_only=True``. A TorchScript archive (``torch.jit.save``) must map
-    ``(B, latent_dim)`` latents to ``(B, 3, S, S)`` images in [-1, 1]; pass ``latent_dim``.
-    The returned module has a ``cfg`` (:class:`GanConfig`) and is in eval mode; for a
-    generator with a mapping network it is the :class:`WSpaceGenerator` view (latents are
-    w).
+    Formats, told apart by the file's content (``train_gan`` copies an adopted generator to
+    ``models/gan/generator.pt`` whatever its suffix):
+
+    - a facebalance checkpoint (``torch.save`` of state dict + config), loaded with
+      ``weights_only=True``; with a mapping network it is seen as its
+      :class:`WSpaceGenerator` (latents are w);
+    - a ``torch.export`` program (``.pt2``, :func:`torch.export.save` of the generator in eval
+      mode), checked for pickled or compiled entries first
+      (:func:`facebalance.model_files.check_pt2`);
+    - ONNX (``.onnx``, one file), run by onnxruntime (``pip install facebalance[onnx]``) on
+      the CPU, without gradients;
+    - TorchScript (``torch.jit.save``), legacy.
+
+    Exported generators must map ``(B, latent_dim)`` float latents to ``(B, 3, S, S)`` images
+    in [-1, 1]; a latent size the file declares must equal ``latent_dim`` (TorchScript declares
+    none: pass it). No Python code from the file is run.
+
+    Raises
+    ------
+    FacebalanceError
+        A missing file, one in no format above, a latent size that disagrees, an output that
+        is not square RGB images, or pickled entries in a ``.pt2``.
     """
+    from facebalance.model_files import is_pt2
+
     path = Path(path)
     if not path.is_file():
         raise FacebalanceError(f"generator checkpoint {path} does not exist")
+    if is_pt2(path):
+        return _exported_generator(path, torch.device(device), latent_dim)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         refused = None
-    except Exception as err:  # not a plain state dict: maybe TorchScript
+    except Exception as err:  # not a plain state dict: maybe TorchScript or ONNX
         ckpt, refused = None, err
     if isinstance(ckpt, dict) and {"state_dict", "config"} <= set(ckpt):
         gen = Generator(GanConfig(**ckpt["config"]))
@@ -361,25 +424,101 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
         gen = gen.to(device).eval()
         # The latent stages work in w when the generator has a mapping network.
         return WSpaceGenerator(gen) if gen.mapping is not None else gen
+    neither = (f"{path} is neither a facebalance generator checkpoint nor a torch.export "
+               "program, ONNX or TorchScript")
+    # TorchScript's own unpickler takes TorchScript types only; any other pickle that imports
+    # or calls objects is never unpickled.
+    unsafe = FacebalanceError(UNSAFE_PICKLE.format(what="generator", path=path))
+    if not zipfile.is_zipfile(path):  # torch's formats are zip archives; ONNX is protobuf
+        if holds_pickled_code(path):
+            raise unsafe
+        return _onnx_generator(path, latent_dim, neither)
     try:
         with warnings.catch_warnings():  # TorchScript is deprecated upstream, still common
             warnings.simplefilter("ignore", FutureWarning)
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
         if holds_pickled_code(path):
-            raise FacebalanceError(UNSAFE_PICKLE.format(what="generator", path=path)) from None
-        raise FacebalanceError(
-            f"{path} is neither a facebalance generator checkpoint nor TorchScript "
-            f"({first_line(refused or err)})") from None
+            raise unsafe from None
+        raise FacebalanceError(f"{neither} ({first_line(refused or err)})") from None
     if latent_dim is None:
         raise FacebalanceError(f"{path} is TorchScript: set gan.latent_dim to its latent size")
+    return _checked(ForeignGenerator(module.eval(), path=path, fmt="torchscript",
+                                     latent_dim=latent_dim, image_size=0), device)
+
+
+def _declared(path: Path, shape: Sequence[object], latent_dim: int | None
+              ) -> tuple[int, int | None]:
+    """The latent size (checked against ``latent_dim``) and the fixed batch size (None when
+    dynamic) of a generator's declared input shape."""
+    if len(shape) != 2:
+        raise FacebalanceError(f"{path}: a generator takes (B, latent_dim) latents; its input "
+                               f"has shape {list(shape)}")
+    dim = shape[1] if isinstance(shape[1], int) else latent_dim
+    if dim is None or (latent_dim is not None and dim != latent_dim):
+        raise FacebalanceError(f"{path} takes {dim}-d latents but gan.latent_dim is "
+                               f"{latent_dim}; set gan.latent_dim: {dim}")
+    return dim, shape[0] if isinstance(shape[0], int) else None
+
+
+def _exported_generator(path: Path, device: torch.device, latent_dim: int | None
+                        ) -> nn.Module:
+    from facebalance.model_files import load_pt2
+
+    program = load_pt2(path, who="gan.checkpoint")
+    inputs = [n for n in program.graph.nodes
+              if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    if len(inputs) != 1:
+        raise FacebalanceError(f"{path}: a generator takes one input (latents); this program "
+                               f"takes {len(inputs)}")
+    value = inputs[0].meta.get("val")
+    dim, batch = _declared(path, [d if isinstance(d, int) else None for d in value.shape]
+                           if value is not None else [None, None], latent_dim)
+    if device.type != "cpu":  # constants the graph creates move too, not only the weights
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, device)
+    return _checked(ForeignGenerator(program.module(), path=path, fmt="pt2", latent_dim=dim,
+                                     image_size=0, batch=batch), device)
+
+
+def _onnx_generator(path: Path, latent_dim: int | None, neither: str) -> nn.Module:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise FacebalanceError(f"{neither}; if it is ONNX, install onnxruntime: pip install "
+                               "facebalance[onnx]") from None
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own exception types
+        raise FacebalanceError(f"{neither} (onnxruntime: {first_line(err)})") from None
+    first = session.get_inputs()[0]
+    dim, batch = _declared(path, list(first.shape), latent_dim)
+    dtype = np.float16 if first.type == "tensor(float16)" else np.float32
+    return _checked(ForeignGenerator(
+        lambda z: session.run(None, {first.name: z.astype(dtype)})[0], path=path, fmt="onnx",
+        latent_dim=dim, image_size=0, batch=batch), torch.device("cpu"))
+
+
+def _checked(gen: ForeignGenerator, device: str | torch.device) -> ForeignGenerator:
+    """``gen`` on ``device``, with the image size its output shows (checked to be square RGB
+    images)."""
+    gen = gen.to(device).eval()
+    n = gen.batch or 2
     with torch.no_grad():
-        out = module(torch.zeros(2, latent_dim))
-    if out.ndim != 4 or out.shape[:2] != (2, 3) or out.shape[2] != out.shape[3]:
+        try:
+            out = gen(torch.zeros(n, gen.cfg.latent_dim, device=device))
+        except FacebalanceError:
+            raise
+        except Exception as err:  # torch and onnxruntime raise their own types
+            raise FacebalanceError(f"{gen.path} rejects ({n}, {gen.cfg.latent_dim}) latents: "
+                                   f"{first_line(err)}") from None
+    if out.ndim != 4 or out.shape[:2] != (n, 3) or out.shape[2] != out.shape[3]:
         raise FacebalanceError(
-            f"{path}: expected (B, 3, S, S) images from (B, {latent_dim}) latents, got "
-            f"{tuple(out.shape)}")
-    return _ScriptedGenerator(module, latent_dim, int(out.shape[2])).to(device).eval()
+            f"{gen.path}: expected (B, 3, S, S) images from (B, {gen.cfg.latent_dim}) "
+            f"latents, got {tuple(out.shape)}")
+    gen.cfg = GanConfig(image_size=int(out.shape[2]), latent_dim=gen.cfg.latent_dim, width=0)
+    return gen
 
 
 @torch.no_grad()
