@@ -12,6 +12,7 @@ from facebalance.balance.strategies import gan_stream
 from facebalance.config import as_dict, from_params, load_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_write_bytes, shard_refs
+from facebalance.distributed import start
 from facebalance.errors import FacebalanceError
 from facebalance.figures import save_rows
 from facebalance.models.gan import (
@@ -40,11 +41,13 @@ def main(
 ) -> None:
     """Train (or adopt) the generator, then draw a sample grid."""
     p = load_params(params)
-    device = setup(p.base)
+    g = p.gan
+    # Training runs data-parallel with base.nproc > 1 (under torchrun); adopting does not.
+    ranks = start(p.base.nproc if not g.checkpoint else 1, setup(p.base), p.base.threads)
+    device = ranks.device
     precision = resolve_precision(p.base.precision, device)
     # Empty for the default fp32; else what ran (and that auto chose it).
     record = precision_record(p.base.precision, precision)
-    g = p.gan
     curve: list[dict] = []
     if g.checkpoint:
         gen = load_generator(g.checkpoint, device, latent_dim=g.latent_dim)
@@ -65,6 +68,8 @@ def main(
                    "seconds": curve[-1]["seconds"],
                    **{k: curve[-1][k] for k in ("d_loss", "g_loss", "d_real", "d_fake")},
                    **record}
+    if not ranks.main:  # rank 0 writes
+        return
     z = torch.randn(64, gen.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
     # An adopted mapping-network checkpoint loads as its w view: map the draws first.
     grid = generate_uint8(gen, prior_latents(gen, z.to(device)))

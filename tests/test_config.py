@@ -39,6 +39,8 @@ def test_unknown_section() -> None:
     ({"base": {"image_size": 48}}, r"base\.image_size = 48 is invalid; valid values: 32, 64, 128"),
     ({"base": {"nproc": 4}, "train_target": {"batch_size": 6}},
      r"train_target\.batch_size = 6 is too small for base\.nproc = 4; expected at least 8"),
+    ({"base": {"nproc": 4}, "gan": {"batch_size": 7}},
+     r"gan\.batch_size = 7 is too small for base\.nproc = 4; expected at least 8"),
     ({"base": {"device": "gpu"}}, r"base\.device = 'gpu' is invalid; valid values: auto, cpu"),
     ({"dataset": {"p_protected": 1.5}}, r"dataset\.p_protected = 1\.5 is invalid; expected "
                                          r"between 0\.0 and 1\.0"),

@@ -90,7 +90,8 @@ class BaseParams:
     threads: int = _opt(0, lo=0, hi=1024, doc="torch CPU threads; 0 keeps torch's default")
     nproc: int = _opt(1, lo=1, hi=1024,
                       doc="processes of data-parallel training (DDP under torchrun: "
-                          "train_attr, train_target, the embedder); 1: one process")
+                          "train_attr, train_target, train_gan, the embedder); 1: one "
+                          "process")
     # fp32 by default: the committed results were made in fp32 and reproduce bit for bit.
     precision: str = _opt("fp32", choices=PRECISIONS,
                           doc="training compute: fp32, bf16 or fp16 (CUDA) autocast, or auto "
@@ -578,7 +579,7 @@ def _check_cross(p: Params) -> None:
     if p.base.precision == "fp16" and p.base.device in ("cpu", "mps"):
         raise FacebalanceError(FP16_NEEDS_CUDA.format(device=p.base.device))
     if p.base.nproc > 1:  # every rank needs rows of every batch (batch norm: at least 2)
-        for section in ("train_attr", "train_target", "embed"):
+        for section in ("train_attr", "train_target", "gan", "embed"):
             size = getattr(p, section).batch_size
             if size < 2 * p.base.nproc:
                 raise FacebalanceError(

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
+from facebalance.distributed import world
 from facebalance.errors import FacebalanceError, first_line
 from facebalance.models.classifier import (
     UNSAFE_PICKLE,
@@ -260,7 +261,13 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
     opt_g = torch.optim.Adam(gen.parameters(), train.lr, betas=(train.beta1, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), train.lr, betas=(train.beta1, 0.999))
     bce = nn.functional.binary_cross_entropy_with_logits
-    loader, sampler = make_loader(dataset, train.batch_size, shuffle=True, seed=train.seed)
+    rank, size = world()
+    loader, sampler = make_loader(dataset, train.batch_size, shuffle=True, seed=train.seed,
+                                  rank=rank, world=size)
+    # Data-parallel: DDP all-reduces the gradients of G and of D's own step. G's step runs
+    # D's module itself (its gradients into D are dropped at D's next step anyway).
+    gen_net, disc_net = (gen, disc) if size == 1 else (_ddp(gen, device), _ddp(disc, device))
+    part = slice(rank, None, size)  # this rank's rows of every global batch
     history: list[dict[str, float]] = []
     window = np.zeros(4)
     # Each step's (d_loss, g_loss, D(real), D(fake)) stays on the device until the next
@@ -270,35 +277,51 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
     while step < train.steps:
         sampler.set_epoch(epoch)
         epoch += 1
-        for x, _ in loader:
+        for (x, _), n in zip(loader, sampler.global_sizes(), strict=True):
             if step >= train.steps:
                 break
             real = to_float(to_device(x, device))
-            flip = torch.rand(len(real), device=device) < 0.5
+            # The global batch's draws, this rank's rows of them: the flips and latents of
+            # one process (one rank: all of them, as before data parallelism).
+            flip = torch.rand(n, device=device)[part] < 0.5
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
-            z = torch.randn(len(real), cfg.latent_dim, device=device)
+            z = torch.randn(n, cfg.latent_dim, device=device)[part]
             with autocast(precision, device):
-                fake = gen(z)
-                d_real, d_fake = disc(real), disc(fake.detach())
+                fake = gen_net(z)
+                d_real, d_fake = disc_net(real), disc_net(fake.detach())
             # .float(): the losses in float32 (no-ops returning the tensors in fp32).
             d_real, d_fake = d_real.float(), d_fake.float()
-            loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+            if size == 1:
+                loss_d = (bce(d_real, torch.ones_like(d_real))
+                          + bce(d_fake, torch.zeros_like(d_fake)))
+            else:  # DDP averages over ranks: each rank's sum over the global batch's rows
+                loss_d = (bce(d_real, torch.ones_like(d_real), reduction="sum")
+                          + bce(d_fake, torch.zeros_like(d_fake), reduction="sum")) * (size / n)
             opt_d.zero_grad(set_to_none=True)
             backward_step(loss_d, opt_d, scaler_d)
             with autocast(precision, device):
                 d_gen = disc(fake)
             d_gen = d_gen.float()
-            loss_g = bce(d_gen, torch.ones_like(d_gen))
+            loss_g = (bce(d_gen, torch.ones_like(d_gen)) if size == 1 else
+                      bce(d_gen, torch.ones_like(d_gen), reduction="sum") * (size / n))
             opt_g.zero_grad(set_to_none=True)
             backward_step(loss_g, opt_g, scaler_g)
             _ema_update(ema, gen, train.ema if step > 100 else 0.0)
             step += 1
-            pending.append(torch.stack([loss_d.detach(), loss_g.detach(),
-                                        torch.sigmoid(d_real.detach()).mean(),
-                                        torch.sigmoid(d_fake.detach()).mean()]))
+            if size == 1:
+                pending.append(torch.stack([loss_d.detach(), loss_g.detach(),
+                                            torch.sigmoid(d_real.detach()).mean(),
+                                            torch.sigmoid(d_fake.detach()).mean()]))
+            else:  # this rank's shares, summed over the ranks at the read-back
+                pending.append(torch.stack([loss_d.detach() / size, loss_g.detach() / size,
+                                            torch.sigmoid(d_real.detach()).sum() / n,
+                                            torch.sigmoid(d_fake.detach()).sum() / n]))
             if step % train.log_every == 0 or step == train.steps:
                 first = step - len(pending) + 1
-                for i, row in enumerate(torch.stack(pending).tolist()):
+                values = torch.stack(pending)
+                if size > 1:  # every rank checks and logs the same numbers
+                    torch.distributed.all_reduce(values)
+                for i, row in enumerate(values.tolist()):
                     vals = np.array(row)
                     if not np.isfinite(vals[:2]).all():
                         raise FacebalanceError(
@@ -319,6 +342,17 @@ def train_gan(dataset: ShardDataset, cfg: GanConfig, train: GanTrainConfig,
                         f"GAN training collapsed at step {step}: the discriminator rejects "
                         "every generated image; lower gan.lr or change gan.seed")
     return ema.eval(), history
+
+
+def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` under DDP, batch norm synchronized across ranks on CUDA (SyncBatchNorm);
+    on CPU each rank normalizes its own rows."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        return DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model),
+                                       device_ids=[device.index])
+    return DistributedDataParallel(model)
 
 
 def save_generator(path: str | Path, gen: Generator, meta: dict[str, Any]) -> None:
