@@ -73,6 +73,10 @@ def test_invalid_values_name_key_and_valid_values(data: dict, message: str) -> N
         parse_params(data)
 
 
+def test_an_adopted_generator_trains_nothing_so_any_gan_batch_size_fits() -> None:
+    parse_params({"base": {"nproc": 4}, "gan": {"batch_size": 7, "checkpoint": "g.pt2"}})
+
+
 def test_load_params_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"evaluate": {"bootstrap": 0}}))

@@ -579,7 +579,8 @@ def _check_cross(p: Params) -> None:
     if p.base.precision == "fp16" and p.base.device in ("cpu", "mps"):
         raise FacebalanceError(FP16_NEEDS_CUDA.format(device=p.base.device))
     if p.base.nproc > 1:  # every rank needs rows of every batch (batch norm: at least 2)
-        for section in ("train_attr", "train_target", "gan", "embed"):
+        trained = ("train_attr", "train_target", "embed") + (() if p.gan.checkpoint else ("gan",))
+        for section in trained:
             size = getattr(p, section).batch_size
             if size < 2 * p.base.nproc:
                 raise FacebalanceError(

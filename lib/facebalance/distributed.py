@@ -169,10 +169,13 @@ def _launch(nproc: int, threads: int = 0) -> int:
 class _RankZero:
     """Which of rank 0's lines to show as they come.
 
-    Its log lines are shown. A traceback is held from its first line on: when another rank
-    died first it is only the consequence (a closed or refused connection) and the one line
-    names the cause instead; when the run succeeds after all, it is shown at the end. Its
-    ``error:`` line is held too: the one line of the failure comes from :func:`_failure`.
+    Its log lines are shown. Lines torch prefixes with ``[rankN]:`` (an uncaught error's
+    traceback once the group is up, C++ warnings) are held one by one; a traceback raised
+    before the prefix exists (joining the group after a peer died) is held from its first
+    line on. When another rank died first such a traceback is only the consequence (a closed
+    or refused connection) and the one line names the cause instead; when the run succeeds
+    after all, what was held is shown at the end. Its ``error:`` line is held too: the one
+    line of a failure comes from :func:`_failure`.
     """
 
     def __init__(self) -> None:
@@ -181,12 +184,10 @@ class _RankZero:
 
     def feed(self, text: str) -> str | None:
         """The line to show now for one line rank 0 wrote, or None to hold it."""
-        # torch prefixes an uncaught error's lines with "[rankN]:" once the group is up;
-        # one raised while joining it (a peer gone already) has no prefix.
-        self._tracing = self._tracing or bool(_TRACE_LINE.match(text)) or text.startswith(
-            "Traceback (most recent call last)")
-        if self._tracing:
-            self.held.append(_TRACE_LINE.sub("", text))
+        plain = _TRACE_LINE.sub("", text)
+        self._tracing = self._tracing or plain.startswith("Traceback (most recent call last)")
+        if self._tracing or plain != text:
+            self.held.append(plain)
             return None
         return None if text.startswith("error: ") else text
 

@@ -208,6 +208,10 @@ def test_exported_generators_that_do_not_fit_are_one_line(
     with pytest.raises(FacebalanceError, match=r"^gan\.checkpoint: .*bad\.pt2 holds a pickled "
                                                r"entry"):
         load_generator(bad, latent_dim=8)
+    torch.save(gen.state_dict(), tmp_path / "bare.pt")  # tensors, no architecture
+    with pytest.raises(FacebalanceError, match=r"bare\.pt holds tensors but is no facebalance "
+                                               r"generator checkpoint"):
+        load_generator(tmp_path / "bare.pt", latent_dim=8)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07not a model")
     with pytest.raises(FacebalanceError, match=r"junk\.onnx is neither a facebalance generator "

@@ -458,6 +458,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
         gen = gen.to(device).eval()
         # The latent stages work in w when the generator has a mapping network.
         return WSpaceGenerator(gen) if gen.mapping is not None else gen
+    if refused is None:  # plain tensors, but not ours (a bare state dict has no architecture)
+        raise FacebalanceError(
+            f"{path} holds tensors but is no facebalance generator checkpoint (a dict with "
+            "'state_dict' and 'config'); save {'state_dict': G.state_dict(), 'config': "
+            "dataclasses.asdict(G.cfg)} or export the generator with torch.export (.pt2)")
     neither = (f"{path} is neither a facebalance generator checkpoint nor a torch.export "
                "program, ONNX or TorchScript")
     # TorchScript's own unpickler takes TorchScript types only; any other pickle that imports
