@@ -99,3 +99,17 @@ def skin4_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
         "guided": {"n_fit": 600, "batch_size": 64}})
     root = tmp_path_factory.mktemp("skin4_guided")
     return root, build_inprocess(root, changes, "compare")
+
+
+def with_pickled_entry(pt2: Path, out: Path) -> Path:
+    """A copy of a ``torch.export`` archive whose weights config says one entry is pickled
+    (what :func:`facebalance.model_files.check_pt2` must refuse)."""
+    import zipfile
+
+    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("_weights_config.json"):
+                data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
+            dst.writestr(item, data)
+    return out

@@ -10,7 +10,6 @@ import json
 import re
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,8 @@ from facebalance.model_files import (
     ERR_SUFFIX,
     load_model_file,
 )
+
+from .conftest import with_pickled_entry
 
 runner = CliRunner()
 BOOT = 30
@@ -185,13 +186,7 @@ def test_missing_onnxruntime_names_the_extra(models: dict[str, Path], monkeypatc
 
 def test_a_pt2_with_pickled_entries_is_refused(models: dict[str, Path],
                                                tmp_path: Path) -> None:
-    bad = tmp_path / "bad.pt2"
-    with zipfile.ZipFile(models["pt2"]) as src, zipfile.ZipFile(bad, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename.endswith("_weights_config.json"):
-                data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
-            dst.writestr(item, data)
+    bad = with_pickled_entry(models["pt2"], tmp_path / "bad.pt2")
     with pytest.raises(FacebalanceError, match=r"^audit-model: .*bad\.pt2 holds a pickled "
                                                r"entry '.+' \(.*weights_config\.json\), "):
         load_model_file(bad)

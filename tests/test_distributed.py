@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +50,24 @@ def _dataset(prepared: Path) -> ShardDataset:
                                .astype(np.float32)})
 
 
-def _rank(rank: int, prepared: Path, out: Path, port: int) -> None:
+def _in_group(rank: int, port: int, train: Callable[[], tuple[nn.Module, list[dict]]],
+              out: Path) -> None:
+    """One of 2 gloo ranks: ``train()``; rank 0 saves the model's state and history."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        net = _net()
-        history = train_classifier(net, _dataset(prepared), CFG, torch.device("cpu"))
+        model, history = train()
         if rank == 0:
-            torch.save({"state": net.state_dict(), "history": history}, out)
+            torch.save({"state": model.state_dict(),
+                        "history": [{k: float(v) for k, v in h.items()} for h in history]},
+                       out)
     finally:
         torch.distributed.destroy_process_group()
+
+
+def _classifier(prepared: Path) -> tuple[nn.Module, list[dict]]:
+    net = _net()
+    return net, train_classifier(net, _dataset(prepared), CFG, torch.device("cpu"))
 
 
 def _free_port() -> int:
@@ -68,21 +78,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_the_one_process_model(tiny_prepared: Path,
-                                                   tmp_path: Path) -> None:
-    one = _net()
-    history = train_classifier(one, _dataset(tiny_prepared), CFG, torch.device("cpu"))
-    torch.multiprocessing.start_processes(
-        _rank, args=(tiny_prepared, tmp_path / "two.pt", _free_port()), nprocs=2,
-        start_method="spawn")
-    two = torch.load(tmp_path / "two.pt", weights_only=True)
+def _two_ranks_match_one_process(train: Callable[[], tuple[nn.Module, list[dict]]],
+                                 out: Path, keys: tuple[str, ...]) -> None:
+    """``train`` in this process and in 2 gloo ranks give the same weights (to 1e-5) and the
+    same history ``keys`` (to 1e-5 relative)."""
+    one, history = train()
+    torch.multiprocessing.start_processes(_in_group, args=(_free_port(), train, out), nprocs=2,
+                                          start_method="spawn")
+    two = torch.load(out, weights_only=True)
     for name, value in one.state_dict().items():
-        # Measured 2026-12-05: max difference 1.0e-7, losses equal to 3e-8 (float sums in
-        # another order).
         np.testing.assert_allclose(two["state"][name].numpy(), value.numpy(), atol=1e-5,
                                    err_msg=name)
-    assert [h["loss"] for h in two["history"]] == pytest.approx(
-        [h["loss"] for h in history], rel=1e-5)
+    for key in keys:
+        assert [h[key] for h in two["history"]] == pytest.approx(
+            [h[key] for h in history], rel=1e-5), key
+
+
+def test_two_processes_train_the_one_process_model(tiny_prepared: Path,
+                                                   tmp_path: Path) -> None:
+    # Measured 2026-12-05: max difference 1.0e-7, losses equal to 3e-8 (float sums in another
+    # order).
+    _two_ranks_match_one_process(partial(_classifier, tiny_prepared), tmp_path / "two.pt",
+                                 ("loss",))
 
 
 # The stage: base.nproc 2 re-runs train_target under torchrun.
@@ -275,35 +292,13 @@ def _gan(data: Path):
                      torch.device("cpu"))
 
 
-def _gan_rank(rank: int, data: Path, out: Path, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        gen, history = _gan(data)
-        if rank == 0:
-            torch.save({"state": gen.state_dict(),
-                        "history": [{k: float(v) for k, v in h.items()} for h in history]},
-                       out)
-    finally:
-        torch.distributed.destroy_process_group()
-
-
 def test_two_processes_train_the_one_process_gan(tiny_prepared: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nn, "BatchNorm2d", nn.BatchNorm2d)  # _gan replaces it: restored
-    one, history = _gan(tiny_prepared)
-    torch.multiprocessing.start_processes(
-        _gan_rank, args=(tiny_prepared, tmp_path / "two.pt", _free_port()), nprocs=2,
-        start_method="spawn")
-    two = torch.load(tmp_path / "two.pt", weights_only=True)
     # Measured 2026-12-05: max weight difference 3.7e-9, d_loss 8e-8 (float sums in another
     # order).
-    for name, value in one.state_dict().items():
-        np.testing.assert_allclose(two["state"][name].numpy(), value.numpy(), atol=1e-5,
-                                   err_msg=name)
-    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
-        assert [h[key] for h in two["history"]] == pytest.approx(
-            [h[key] for h in history], rel=1e-5), key
+    _two_ranks_match_one_process(partial(_gan, tiny_prepared), tmp_path / "two.pt",
+                                 ("d_loss", "g_loss", "d_real", "d_fake"))
 
 
 def test_train_gan_with_nproc_2_writes_the_generator_once(ddp_project: Path) -> None:

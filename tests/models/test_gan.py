@@ -182,7 +182,8 @@ def test_an_exported_generator_draws_what_the_module_draws(fmt: str, batch: int 
 def test_exported_generators_that_do_not_fit_are_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
-    import zipfile
+
+    from ..conftest import with_pickled_entry
 
     gen = Generator(GanConfig(latent_dim=8, width=4)).eval()
     pt2 = _export(gen, tmp_path / "g.pt2", "pt2", None)
@@ -198,13 +199,7 @@ def test_exported_generators_that_do_not_fit_are_one_line(
                                                r"\(B, 8\) latents, got \(2, 1\)"):
         load_generator(tmp_path / "h.pt2", latent_dim=8)
     # A .pt2 that torch.export.load would unpickle is refused before it is read.
-    bad = tmp_path / "bad.pt2"
-    with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(bad, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename.endswith("_weights_config.json"):
-                data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
-            dst.writestr(item, data)
+    bad = with_pickled_entry(pt2, tmp_path / "bad.pt2")
     with pytest.raises(FacebalanceError, match=r"^gan\.checkpoint: .*bad\.pt2 holds a pickled "
                                                r"entry"):
         load_generator(bad, latent_dim=8)
