@@ -19,7 +19,8 @@ import torch
 
 from facebalance.data import synthfaces
 from facebalance.models.classifier import SmallResNet
-from facebalance.models.embedder import DlibEmbedder, NetEmbedder, TorchEmbedder, _inception
+from facebalance.models.dlib_embedder import DlibEmbedder
+from facebalance.models.embedder import NetEmbedder, TorchEmbedder, _inception
 
 
 def _rate(embedder: object, x: torch.Tensor, batch: int, n_single: int

@@ -20,14 +20,10 @@ import pandas as pd
 
 from facebalance.config import DatasetParams
 from facebalance.data.datasets import ShardDataset
+from facebalance.data.embeddings import embedding_rows, pair_image_rows
 from facebalance.data.prepare import write_synthfaces
-from facebalance.models.embedder import (
-    DlibEmbedder,
-    cpu_workers,
-    embed_dataset,
-    embedding_rows,
-    pair_image_rows,
-)
+from facebalance.models.dlib_embedder import DlibEmbedder, cpu_workers
+from facebalance.models.embedder import embed_dataset
 
 
 def main() -> None:

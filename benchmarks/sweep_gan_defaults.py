@@ -24,8 +24,8 @@ import subprocess
 import sys
 from typing import Any
 
-from facebalance.cli import experiment_file
 from facebalance.errors import FacebalanceError
+from facebalance.experiments import experiment_file
 from facebalance.presets import PRESETS, set_args
 
 STRATEGIES = {"strategies": ["baseline", "gan_complement", "gan_gz_only"],

@@ -3,18 +3,16 @@
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import pyarrow as pa
 import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
-from facebalance.balance.inputs import read_added_rows
+from facebalance.balance.inputs import read_added_rows, real_rows
 from facebalance.balance.registry import strategy as strategy_spec
 from facebalance.balance.strategies import build_training_index, synthetic_summary
 from facebalance.config import load_params
-from facebalance.data.shards import shard_refs, shards_digest, write_table_atomic
+from facebalance.data.shards import shards_digest, write_table_atomic
 from facebalance.runtime import derive_seed, run_app, write_json
-from facebalance.task import param_columns, task_from_params, task_labels
 
 app = typer.Typer(add_completion=False)
 
@@ -38,10 +36,7 @@ def main(
     """Write the training set index of one strategy."""
     p = load_params(params)
     spec = strategy_spec(strategy)
-    train = shard_refs(data / "train", ["id", *param_columns(p)])
-    task = task_from_params(p, train)
-    real = pd.concat([train[["path", "_file", "_row", "id"]], task_labels(task, train)],
-                     axis=1)
+    real, task = real_rows(p, data / "train")
     added = read_added_rows(spec, {"pairs": pairs, "generated": generated,
                                    "interpolated": interpolated, "guided": guided,
                                    "partners": partners}, n_real=len(real), augment=p.augment)

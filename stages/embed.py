@@ -9,24 +9,15 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, load_params
-from facebalance.data.shards import atomic_directory
+from facebalance.data.embeddings import embedding_rows, skip_reason
 from facebalance.distributed import env_rank, start
-from facebalance.models.embedder import (
-    build_embedder,
-    embed_images,
-    embedding_rows,
-    embeddings_table,
-    save_embedder,
-    skip_reason,
-    write_embeddings,
-)
+from facebalance.models.embedder import EmbedOutputs, build_embedder, embed_images
 from facebalance.precision import precision_record, resolve_precision
-from facebalance.runtime import derive_seed, run_app, setup, write_json
+from facebalance.runtime import derive_seed, run_app, setup
 
 app = typer.Typer(add_completion=False)
 log = logging.getLogger(__name__)
@@ -44,39 +35,29 @@ def main(
     p = load_params(params)
     device = setup(p.base)
     e = p.embed
+    outputs = EmbedOutputs(model_dir, out, metrics)
     rows = embedding_rows(data, need_identity=False)
     summary: dict = {"model": e.model, "weights": e.weights}
     reason = skip_reason(data, rows)
     if reason:
-        if env_rank() != 0:  # under a user's torchrun: rank 0 writes
-            return
-        log.warning("embed: skipped: %s", reason)
-        with atomic_directory(model_dir) as tmp:
-            write_json(tmp / "embedder.json", {"skipped": reason})
-        write_embeddings(out, embeddings_table(rows.iloc[:0].assign(head_fit=True),
-                                               np.zeros((0, 1), np.float32)))
-        write_json(metrics, {**summary, "skipped": reason})
+        if env_rank() == 0:  # under a user's torchrun: rank 0 writes
+            log.warning("embed: skipped: %s", reason)
+            outputs.write_skipped(rows, summary, reason)
         return
     # Only a trained embedder trains: the rest (embedding every image) runs once, on rank 0.
     ranks = start(p.base.nproc if e.weights == "train" else 1, device, p.base.threads)
-    device = ranks.device
-    precision = resolve_precision(p.base.precision, device)
+    precision = resolve_precision(p.base.precision, ranks.device)
     embedder, cfg, net, training = build_embedder(
         rows, e, image_size=p.base.image_size, seed=derive_seed(p.base.seed, 20),
-        device=device, precision=precision)
+        device=ranks.device, precision=precision)
     if not ranks.main:  # rank 0 embeds and writes
         return
     if training:
         summary["training"] = {**training, **precision_record(p.base.precision, precision)}
     rows, vectors, embedded = embed_images(embedder, rows, data, e, dim=cfg.dim,
                                            trained=bool(training), threads=p.base.threads)
-    summary |= {**embedded, "params": as_dict(e)}
     # Outputs last: a failure above leaves the previous ones as they were.
-    with atomic_directory(model_dir) as tmp:
-        save_embedder(tmp, cfg, net, {"params": as_dict(e)})
-    write_embeddings(out, embeddings_table(rows, vectors))
-    write_json(metrics, summary)
-
+    outputs.write(cfg, net, e, rows, vectors, {**summary, **embedded, "params": as_dict(e)})
 
 if __name__ == "__main__":
     run_app(app)

@@ -11,15 +11,10 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import as_dict, from_params, load_params
-from facebalance.models.embedder import read_embeddings
-from facebalance.models.verifier import (
-    VerifyConfig,
-    VerifyOutputs,
-    attach_groups,
-    load_pairs,
-    present_groups,
-    verify_pairs,
-)
+from facebalance.data.embeddings import read_embeddings
+from facebalance.data.face_pairs import attach_groups, load_pairs, present_groups
+from facebalance.models.verifier import VerifyConfig, verify_pairs
+from facebalance.models.verify_outputs import VerifyOutputs
 from facebalance.runtime import derive_seed, run_app, setup
 
 app = typer.Typer(add_completion=False)

@@ -190,23 +190,23 @@ def test_show_says_what_a_file_is_not(tmp_path: Path, content: str, found: str) 
                                     f"(metrics/reports/<strategy>.json): it holds {found}, not")
 
 
-def test_exps_table_keeps_headlines_and_changed_params_only() -> None:
-    from facebalance.cli import exps_table
+def test_exps_prints_the_experiments_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
 
-    base = {"Experiment": "", "rev": "workspace", "Created": "", "base.seed": "0",
-            "train_target.lr": "0.001", "metrics/eval/baseline.json:ap": "0.95612",
-            "metrics/eval/baseline.json:deo": "0.146", "metrics/eval/baseline.json:kl": "0.2",
-            "metrics/verify.json:head.auc": "0.92", "metrics/verify.json:head.eer": "0.16",
-            "lib/facebalance/task.py": "abc123", "target.accuracy": "0.9"}
-    other = {**base, "Experiment": "lr2", "rev": "1a2b", "train_target.lr": "0.002",
-             "metrics/eval/baseline.json:deo": "0.1", "lib/facebalance/task.py": "def456"}
-    table = exps_table([base, other], params={"base.seed", "train_target.lr"})
-    assert table == [["", "workspace", "lr2"],
-                     ["baseline ap", "0.956", "0.956"],
-                     ["baseline deo", "0.146", "0.100"],
-                     ["verify head.auc", "0.920", "0.920"],
-                     ["train_target.lr", "0.001", "0.002"]]
-    # One strategy: DVC names its columns by the bare metric.
-    single = [{"Experiment": "", "rev": "workspace", "deo": "0.1", "ap": "0.9", "kl": "0.2"}]
-    assert exps_table(single, params=set()) == [["", "workspace"], ["deo", "0.100"],
-                                                ["ap", "0.900"]]
+    import facebalance.cli
+
+    csv = ("Experiment,rev,base.seed,metrics/eval/baseline.json:deo\n"
+           ",workspace,0,0.146\nseed1,1a2b,1,0.1\n")
+    calls = []
+
+    def fake_dvc(cmd: list[str], capture: bool = False) -> subprocess.CompletedProcess:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, csv, "")
+
+    monkeypatch.setattr(facebalance.cli, "_dvc", fake_dvc)
+    result = runner.invoke(app, ["exps", "--params", str(REPO / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert calls == [["dvc", "exp", "show", "--csv"]]
+    assert result.output.splitlines() == ["              workspace  seed1",
+                                          "baseline deo  0.146      0.100",
+                                          "base.seed     0.000      1.000"]

@@ -4,7 +4,6 @@ face-pair verification."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -254,57 +253,6 @@ def repro(
         _run(cmd)
 
 
-#: What ``facebalance exps`` shows of each strategy, and of verification.
-EXPS_METRICS = ("deo", "ap")
-EXPS_VERIFY = ("head.auc", "cosine.auc")
-
-
-def _fmt_cell(value: str | None) -> str:
-    try:
-        return f"{float(value):.3f}" if value not in (None, "") else "-"
-    except ValueError:
-        return str(value)
-
-
-def exps_table(rows: list[dict[str, str]], params: set[str],
-               metrics: tuple[str, ...] = EXPS_METRICS) -> list[list[str]]:
-    """The part of ``dvc exp show --csv`` worth a screen, one column per experiment: each
-    strategy's headline metrics (``<strategy> deo``), verification's AUCs and the
-    ``params`` (dotted keys of params.yaml) whose values differ between experiments; deps
-    (file hashes), unchanged params and diagnostic numbers are left out.
-
-    Returns
-    -------
-    list of rows
-        The first row names the experiments; each further row is a label and one cell per
-        experiment.
-    """
-    if not rows:
-        return []
-    picked: list[tuple[str, str]] = []
-    for col in rows[0]:
-        strategy = re.fullmatch(r"metrics/eval/(.+)\.json:(\w+)", col)
-        if strategy and strategy[2] in metrics:
-            picked.append((col, f"{strategy[1]} {strategy[2]}"))
-        elif col in metrics:  # one strategy: DVC shortens its columns to the bare name
-            picked.append((col, col))
-        elif col.removeprefix("metrics/verify.json:") in EXPS_VERIFY:
-            picked.append((col, f"verify {col.removeprefix('metrics/verify.json:')}"))
-    picked += [(col, col) for col in rows[0]
-               if col in params and len({r.get(col, "") for r in rows}) > 1]
-    table = [["", *[r["Experiment"] or r["rev"] for r in rows]]]
-    table += [[label, *[_fmt_cell(r.get(col)) for r in rows]] for col, label in picked]
-    return table
-
-
-def _flat_keys(data: dict, prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        keys |= _flat_keys(v, f"{key}.") if isinstance(v, dict) else {key}
-    return keys
-
-
 @app.command()
 def exps(
     all_columns: Annotated[bool, typer.Option(
@@ -321,9 +269,10 @@ def exps(
     import io
 
     from facebalance.config import read_params_data
+    from facebalance.experiments import EXPS_METRICS, exps_table, flat_keys
 
     try:
-        keys = _flat_keys(read_params_data(params))
+        keys = flat_keys(read_params_data(params))
     except FacebalanceError as err:
         _fail(err)
     proc = _dvc(["dvc", "exp", "show", *([] if all_columns else ["--csv"])],
@@ -338,25 +287,6 @@ def exps(
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))] if table else []
     for row in table:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def experiment_file(name: str, path: str) -> str:
-    """A file of a finished DVC experiment, from its git ref (``refs/exps/.../<name>``).
-
-    The newest experiment of that name wins: one queued again from a later commit keeps
-    its name under another baseline prefix.
-    """
-    refs = subprocess.run(["git", "for-each-ref", "--sort=-committerdate",
-                           "--format=%(refname)", "refs/exps"],
-                          capture_output=True, text=True).stdout.split()
-    found = [r for r in refs if r.endswith(f"/{name}")]
-    if not found:
-        raise FacebalanceError(f"no DVC experiment named {name!r} (dvc exp show)")
-    proc = subprocess.run(["git", "show", f"{found[0]}:{path}"], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise FacebalanceError(f"experiment {name!r} has no {path}")
-    return proc.stdout
 
 
 @app.command("choose-share")
@@ -378,6 +308,7 @@ def choose_share(
 
     from facebalance.choices import GUARD_METRICS
     from facebalance.config import parse_params, read_params_data
+    from facebalance.experiments import experiment_file
     from facebalance.presets import apply_changes, preset_changes, set_args
     from facebalance.tuning import pick_share, share_table
 
@@ -419,48 +350,6 @@ def choose_share(
                    f"Δ{fairness} of the unflagged shares)")
 
 
-def load_face(path: Path, image_size: int, crop: int, align: str, margin: float,
-              max_pixels: int) -> np.ndarray:
-    """One image prepared as ``prepare`` prepares a dataset's images: the MTCNN face crop
-    (``dataset.align: mtcnn``) or the centre square (``dataset.crop``), at ``image_size``.
-
-    Raises
-    ------
-    FacebalanceError
-        One line naming the file: missing, unreadable or corrupt, or no face found.
-    """
-    from PIL import Image
-
-    from facebalance.data.convert import (
-        ImageRefused,
-        MtcnnDetector,
-        face_box,
-        load_cropped,
-        open_rgb,
-    )
-
-    path = Path(path)
-    try:
-        if align == "mtcnn":
-            im = open_rgb(path, path.parent, max_pixels)
-            box = MtcnnDetector()([im])[0]
-            if box is None:
-                raise FacebalanceError(f"{path}: no face found (MTCNN, dataset.align: mtcnn)")
-            square = face_box(box, margin, *im.size)
-            return np.asarray(im.resize((image_size,) * 2, Image.Resampling.BILINEAR,
-                                        box=square))
-        return load_cropped(path, crop, image_size, path.parent, max_pixels)
-    except FacebalanceError:
-        raise
-    except FileNotFoundError:
-        raise FacebalanceError(f"{path}: no such file") from None
-    except ImageRefused as err:
-        raise FacebalanceError(f"{path}: {err}") from None
-    except Exception as err:  # Pillow raises many unrelated types for bad bytes
-        raise FacebalanceError(
-            f"{path}: not a readable image ({type(err).__name__}: {err})") from None
-
-
 @app.command()
 def verify(
     image1: Annotated[Path, typer.Argument(help="first face image")],
@@ -479,7 +368,9 @@ def verify(
     import torch
 
     from facebalance.config import load_params
-    from facebalance.models.embedder import NoFaceError, load_embedder
+    from facebalance.data.convert import load_face
+    from facebalance.models.dlib_embedder import NoFaceError
+    from facebalance.models.embedder import load_embedder
     from facebalance.models.pair_head import load_verifier
     from facebalance.models.verifier import score_pairs
 

@@ -307,3 +307,13 @@ def present_cells(label: np.ndarray, group: np.ndarray) -> np.ndarray:
     group = np.asarray(group, dtype=np.int64)
     ids = np.asarray(label).astype(np.int64) * (int(group.max(initial=0)) + 1) + group
     return np.unique(ids, return_inverse=True)[1].ravel()
+
+
+IMAGE_REFS = ("path", "_file", "_row")
+
+
+def task_rows(task: TaskSpec, refs: pd.DataFrame, keep: tuple[str, ...] = IMAGE_REFS
+              ) -> pd.DataFrame:
+    """Rows a training loop reads: the ``keep`` columns of shard references (image
+    references, optionally ``id``) beside :func:`task_labels`."""
+    return pd.concat([refs[list(keep)], task_labels(task, refs)], axis=1)

@@ -24,6 +24,7 @@ from facebalance.data.convert import (
     convert_dataset,
     face_box,
     load_cropped,
+    load_face,
     open_confined,
     open_rgb,
 )
@@ -232,6 +233,11 @@ def test_alignment_crops_the_face_and_counts_no_face(tmp_path: Path) -> None:
         ref = np.asarray(im.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR,
                                                   box=(1.0, 16.0, 49.0, 64.0)))
     assert np.array_equal(got[0], ref)
+    # One file through load_face (facebalance verify): the same crop, and no face is an error.
+    one = load_face(tmp_path / "0.png", 32, align="mtcnn", margin=0.2, detector=_FakeDetector())
+    assert np.array_equal(one, got[0])
+    with pytest.raises(FacebalanceError, match=r"2\.png: no face found \(MTCNN, dataset\.align"):
+        load_face(tmp_path / "2.png", 32, align="mtcnn", detector=_FakeDetector())
 
 
 def test_mtcnn_finds_rendered_faces_and_not_a_blank_image() -> None:
@@ -289,6 +295,24 @@ def _labelled_folder(root: Path, files: dict[str, np.ndarray | None], **kw: obje
 def _faces_dict(n: int, size: int = 48) -> dict[str, np.ndarray | None]:
     _, images = faces(n, size, seed=9)
     return {f"img/{k}.png": images[k] for k in range(n)}
+
+
+def test_load_face_gives_the_pixels_prepare_writes(tmp_path: Path) -> None:
+    """One file through load_face (facebalance verify) and the same file through prepare:
+    identical arrays (centre crop of a portrait JPEG, decoded at a reduced DCT scale)."""
+    _, images = faces(6, 96, seed=4)
+    files = {f"img/{k}.jpg": images[k][:, 8:88] for k in range(6)}  # 80 wide, 96 high
+    p = _labelled_folder(tmp_path, files, crop=64)
+    prepare_dataset(p, tmp_path / "out", seed=0, image_size=16, progress=False)
+    frame, got = _images(tmp_path / "out" / "train")
+    assert len(frame) == 2
+    for name, pixels in zip(frame["source_file"], got, strict=True):
+        assert np.array_equal(load_face(tmp_path / name, 16, crop=64), pixels)
+    with pytest.raises(FacebalanceError, match=r"none\.jpg: no such file$"):
+        load_face(tmp_path / "none.jpg", 16)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
+    with pytest.raises(FacebalanceError, match=r"bad\.jpg: not a readable image \("):
+        load_face(tmp_path / "bad.jpg", 16)
 
 
 def test_a_link_out_of_the_image_folder_is_never_read(tmp_path: Path) -> None:

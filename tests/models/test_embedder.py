@@ -6,23 +6,25 @@ import torch
 
 from facebalance.config import EmbedParams
 from facebalance.data.datasets import ShardDataset
+from facebalance.data.embeddings import (
+    embedding_rows,
+    embeddings_table,
+    holdout_identities,
+    pair_image_rows,
+    read_embeddings,
+    write_embeddings,
+)
 from facebalance.errors import FacebalanceError
+from facebalance.models.dlib_embedder import DlibEmbedder
 from facebalance.models.embedder import (
-    DlibEmbedder,
     EmbedderConfig,
     TorchEmbedder,
     embed_dataset,
-    embedding_rows,
-    embeddings_table,
     facenet_weights_file,
-    holdout_identities,
     load_embedder,
     named_facenet,
-    pair_image_rows,
-    read_embeddings,
     save_embedder,
     train_embedder,
-    write_embeddings,
 )
 
 FAST = EmbedParams(width=16, epochs=1, batch_size=64)
@@ -145,7 +147,7 @@ def test_inception_resnet_v1_trains_as_the_embedder(tiny_prepared: Path) -> None
 
 def test_dlib_detector_counts_or_refuses_a_face_it_cannot_find() -> None:
     pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
-    from facebalance.models.embedder import NoFaceError
+    from facebalance.models.dlib_embedder import NoFaceError
 
     blank = torch.full((1, 64, 64, 3), 128, dtype=torch.uint8)
     emb = DlibEmbedder("detect")
@@ -166,7 +168,7 @@ def test_embedder_without_identities(tmp_path: Path) -> None:
 
 
 def test_pairs_possible_says_why_not() -> None:
-    from facebalance.models.embedder import pairs_possible
+    from facebalance.data.embeddings import pairs_possible
 
     rows = __import__("pandas").DataFrame({
         "split": ["train"] * 3 + ["val"] * 3 + ["test"] * 3,

@@ -5,21 +5,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from facebalance.data.face_pairs import (
+    attach_groups,
+    load_pairs,
+    pair_group,
+    present_groups,
+    synth_pairs,
+)
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.verification import auc
 from facebalance.models.pair_head import load_verifier, save_verifier
-from facebalance.models.verifier import (
-    VerifyConfig,
-    attach_groups,
-    headline,
-    load_pairs,
-    markdown_table,
-    pair_group,
-    present_groups,
-    roc_points,
-    synth_pairs,
-    verify_pairs,
-)
+from facebalance.models.verifier import VerifyConfig, verify_pairs
+from facebalance.models.verify_outputs import headline, markdown_table, roc_points
 
 
 def _faces(n_ids: int = 240, per_id: int = 4, dim: int = 16, noise: float = 1.0,
@@ -162,7 +159,7 @@ def test_a_split_without_both_kinds_of_pairs_is_named() -> None:
 
 
 def test_skipped_verification_writes_every_output(tmp_path: Path) -> None:
-    from facebalance.models.verifier import VerifyOutputs
+    from facebalance.models.verify_outputs import VerifyOutputs
 
     names = ("model_dir", "scores", "report", "metrics", "table", "roc", "figure")
     out = VerifyOutputs(*(tmp_path / n for n in names))

@@ -16,9 +16,10 @@ import pandas as pd
 
 from facebalance.balance.registry import Strategy
 from facebalance.balance.strategies import added_rows, pair_rows, select_pairs
-from facebalance.config import AugmentParams
+from facebalance.config import AugmentParams, Params
 from facebalance.data.shards import read_parquet, shard_refs
 from facebalance.errors import FacebalanceError
+from facebalance.task import TaskSpec, param_columns, task_from_params, task_rows
 
 #: The table each added-rows input holds, and its columns.
 _TABLES = {
@@ -97,3 +98,11 @@ def read_added_rows(spec: Strategy, paths: dict[str, Path | None], *, n_real: in
         table = table[table["agrees"]].drop(columns="agrees")
     images = root / (spec.images or "images")
     return AddedRows(added_rows(table, _refs(table, images), str(root / name)), [images])
+
+
+def real_rows(p: Params, train_dir: str | Path) -> tuple[pd.DataFrame, TaskSpec]:
+    """The real training split as index rows (image references, ``id``, labels, ``group``)
+    and the task resolved from it (classes, groups): what every strategy starts from."""
+    train = shard_refs(train_dir, ["id", *param_columns(p)])
+    task = task_from_params(p, train)
+    return task_rows(task, train, ("path", "_file", "_row", "id")), task

@@ -6,7 +6,8 @@ with MTCNN), resized to ``base.image_size`` and written as a PNG row through
 :class:`ShardWriter` (each split directory appears atomically). Missing and corrupt files
 follow ``dataset.on_error``: ``skip`` counts and logs them, ``fail`` stops with the file
 and its label line. Images in which MTCNN finds no face are always skipped, counted and
-listed in the summary.
+listed in the summary. :func:`load_face` prepares one file with the same code
+(``facebalance verify``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def face_box(box: Box, margin: float, width: int, height: int) -> Box:
     left = min(max(cx - side / 2, 0.0), width - side)
     top = min(max(cy - side / 2, 0.0), height - side)
     return (left, top, left + side, top + side)
+
+
+def align_face(im: Image.Image, box: Box, margin: float, size: int) -> np.ndarray:
+    """The face crop of ``dataset.align: mtcnn``: the :func:`face_box` square of a detected
+    face ``box`` (``margin`` added) resized to ``size`` x ``size`` RGB pixels."""
+    return np.asarray(im.resize((size, size), _RESAMPLE, box=face_box(box, margin, *im.size)))
 
 
 class ImageRefused(Exception):
@@ -283,6 +290,57 @@ def _decode(path: Path, job: DecodeJob) -> Decoded:
         return None, "corrupt", f"{type(err).__name__}: {err}"
 
 
+#: What :func:`load_face` says of a file :func:`_decode` refuses (by kind; else its message).
+_REFUSED = {"missing": "no such file", "corrupt": "not a readable image ({})"}
+
+
+def load_face(path: Path, image_size: int, crop: int = 0, align: str = "none",
+              margin: float = 0.2, max_pixels: int = MAX_PIXELS,
+              detector: FaceDetector | None = None) -> np.ndarray:
+    """One image file prepared as ``prepare`` prepares a dataset's images: the MTCNN face
+    crop (``dataset.align: mtcnn``) or the centre square (``dataset.crop``), at
+    ``image_size``; the same decoding and cropping code as :func:`convert_split`.
+
+    Parameters
+    ----------
+    path
+        The image file; only a regular file inside its own folder is opened.
+    image_size
+        Side of the square output.
+    crop
+        Centre square side in source pixels (0: the largest), without alignment.
+    align
+        ``none`` (centre square) or ``mtcnn`` (face crop).
+    margin
+        Share of the face's size added around it (``dataset.align_margin``).
+    max_pixels
+        Larger images (width x height, from the header) are refused undecoded.
+    detector
+        Face detector for ``align="mtcnn"`` (default: a new :class:`MtcnnDetector`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(image_size, image_size, 3)`` uint8 RGB pixels.
+
+    Raises
+    ------
+    FacebalanceError
+        One line naming the file: missing, unreadable or corrupt, or no face found.
+    """
+    path = Path(path)
+    job = DecodeJob([path], path.parent, crop, image_size, align == "mtcnn", max_pixels)
+    pixels, kind, msg = _decode(path, job)
+    if kind:
+        raise FacebalanceError(f"{path}: {_REFUSED.get(kind, '{}').format(msg)}")
+    if not job.aligned:
+        return pixels
+    box = (detector or MtcnnDetector())([pixels])[0]
+    if box is None:
+        raise FacebalanceError(f"{path}: no face found (MTCNN, dataset.align: mtcnn)")
+    return align_face(pixels, box, margin, image_size)
+
+
 def decode_chunk(job: DecodeJob) -> list[Decoded]:
     """:func:`_decode` of each path (the unit of work of a decode process)."""
     return [_decode(p, job) for p in job.paths]
@@ -405,8 +463,7 @@ def _align(pixels: list[Any], ok: np.ndarray, chunk: pd.DataFrame, detector: Fac
             ok[i] = False
             stats.add("no_face", str(chunk["file"].iloc[i]))
             continue
-        square = face_box(box, opts.align_margin, *im.size)
-        pixels[i] = np.asarray(im.resize((opts.image_size,) * 2, _RESAMPLE, box=square))
+        pixels[i] = align_face(im, box, opts.align_margin, opts.image_size)
 
 
 def convert_dataset(index: LabelIndex, out: Path, opts: ConvertOptions,

@@ -24,17 +24,21 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from facebalance.data.shards import read_parquet, write_table_atomic
+from facebalance.balance.strategies import auto_n_pairs, budget_pairs
+from facebalance.config import Params, from_params
+from facebalance.data.shards import read_parquet, shard_refs, write_table_atomic
 from facebalance.errors import FacebalanceError
-from facebalance.latent.boundaries import Boundary
+from facebalance.latent.boundaries import Boundary, read_boundaries, read_group_boundaries
 from facebalance.latent.complement import complement_latents, draw_latents, flip_and_keep
 from facebalance.latent.sampling import (
     generate_shards,
     latents_table,
+    read_latent_arrays,
     read_latents,
     score_shards_by_name,
 )
-from facebalance.models.gan import prior_latents_numpy
+from facebalance.models.gan import generate_uint8, prior_latents_numpy
+from facebalance.runtime import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +210,53 @@ def read_pool(latents: Path, scores: Path, skip: int) -> tuple[pd.DataFrame, np.
     table, z = read_latents(latents)
     score_frame = read_parquet(scores)
     return table.iloc[skip:].reset_index(drop=True), z[skip:], score_frame
+
+
+def complement_spec(p: Params, n_real: int) -> PairSpec:
+    """The ``complement`` params as a :class:`PairSpec`, ``n_pairs: 0`` resolved to the
+    augment budget of ``n_real`` real training images (a smaller explicit ``n_pairs`` is
+    kept, with a warning: the GAN strategies then train on less than their share)."""
+    c, a = p.complement, p.augment
+    need = budget_pairs(n_real, a.synthetic_share, a.synthetic_weight)
+    if c.n_pairs and c.n_pairs < need:
+        log.warning("complement.n_pairs = %d is below the %d pairs augment.synthetic_share = "
+                    "%g of %d real images needs; the GAN strategies will train on less (0: "
+                    "auto)", c.n_pairs, need, a.synthetic_share, n_real)
+    n_pairs = c.n_pairs or auto_n_pairs(n_real, a.synthetic_share, a.synthetic_weight)
+    return from_params(PairSpec, c, n_pairs=n_pairs, seed=derive_seed(p.base.seed, 7))
+
+
+def build_pair_set(p: Params, gen: nn.Module, classifiers: dict[str, nn.Module],
+                   boundaries: str | Path, latents: Path, scores: Path, train_dir: str | Path,
+                   out: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The ``complement`` stage's pair set in ``out`` (:func:`make_pairs` with the params'
+    sources: the sampled pool past the boundaries' fit/val rows for ``selection: all``
+    without a minimum distance, the rarest real cell for ``targeted``); its report.
+
+    ``train_dir`` (the real training split) sets the budget and, for ``targeted``, the
+    rarest cell.
+    """
+    c = p.complement
+    target, protected = read_boundaries(boundaries)
+    by_group = read_group_boundaries(boundaries) if p.boundaries.domain_dependent else None
+    spec = complement_spec(p, len(shard_refs(train_dir, ["id"])))
+    pool = rare = None
+    if c.selection == "all" and c.min_distance == 0:
+        pool = read_pool(latents, scores, p.boundaries.n_fit + p.boundaries.n_val)
+    elif c.selection == "targeted":
+        t, g = p.dataset.target, p.dataset.protected
+        train = shard_refs(train_dir, [t, g])
+        rare = rarest_cell(train[t].to_numpy(), train[g].to_numpy())
+    report = make_pairs(gen, classifiers, target, protected, spec, out, device=device,
+                        pool=pool, rare_cell=rare, target_by_group=by_group)
+    return {**report, "rare_cell": list(rare) if rare else None}
+
+
+def pair_figure_rows(gen: nn.Module, pairs: str | Path, device: torch.device | str = "cpu",
+                     n: int = 16) -> list[np.ndarray]:
+    """``G(z)`` above ``G(z')`` for ``n`` seed-0 picks of a pairs file (the stage's figure)."""
+    _, pair_z = read_latent_arrays(pairs, ("z", "z_prime"))
+    z, zp = pair_z["z"], pair_z["z_prime"]
+    pick = np.random.default_rng(0).choice(len(z), size=min(n, len(z)), replace=False)
+    return [generate_uint8(gen, torch.from_numpy(z[pick]).to(device)),
+            generate_uint8(gen, torch.from_numpy(zp[pick]).to(device))]

@@ -15,19 +15,17 @@
     identities (softmax cross-entropy); the embedding is the layer before the identity
     logits, L2-normalized, so it applies to faces never seen in training.
 
-- ``dlib``: dlib's ResNet face descriptor (128-d, pretrained on real faces, CC0), from the
-  ``face-recognition-models`` wheel with ``dlib-bin``; faces are aligned to 150 x 150 chips
-  by its 5-point landmarks (``embed.align: landmarks``, inside the prepared face crop;
-  ``detect``: dlib's HOG face detector first; ``none``: the crop resized).
+- ``dlib``: dlib's ResNet face descriptor (128-d, pretrained on real faces;
+  :mod:`facebalance.models.dlib_embedder`).
 
 Every embedder maps a uint8 NHWC batch to float32 ``(n, d)`` unit vectors; ``models/embed``
 holds ``embedder.json`` (what it is) and, for facenet, ``embedder.pt`` (its weights), so a
-shared cache reproduces the embeddings without the user's weight files.
+shared cache reproduces the embeddings without the user's weight files. The embeddings'
+file and the rows it covers: :mod:`facebalance.data.embeddings`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -36,31 +34,37 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from facebalance.config import EmbedParams, from_params
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
+from facebalance.data.embeddings import (
+    embeddings_table,
+    holdout_identities,
+    pair_image_rows,
+    write_embeddings,
+)
 from facebalance.data.shards import (
     atomic_write_bytes,
-    read_arrow,
-    read_columns,
     read_parquet,
-    write_table_atomic,
 )
 from facebalance.errors import FacebalanceError, first_line
 from facebalance.models.classifier import SmallResNet, load_weights_file, save_model
+from facebalance.models.dlib_embedder import (
+    DLIB_CHIP,
+    DlibEmbedder,
+    cpu_workers,
+    embed_in_processes,
+)
 from facebalance.models.train import TrainConfig, train_classifier
-from facebalance.processes import exit_with_parent
 from facebalance.task import classifier_task
 
 #: facenet-pytorch's pretrained files (release v2.2.9) and their identity counts.
 FACENET_FILES = {"vggface2": ("20180402-114759-vggface2.pt", 8631),
                  "casia-webface": ("20180408-102900-casia-webface.pt", 10575)}
 FACENET_URL = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
-DLIB_CHIP = 150
 
 
 class Embedder(Protocol):
@@ -268,205 +272,6 @@ def named_facenet(params: EmbedParams, image_size: int) -> tuple[NetEmbedder, Em
     return net.eval(), cfg
 
 
-def dlib_model_files() -> dict[str, Path]:
-    """The descriptor and 5-point predictor inside the face-recognition-models wheel.
-
-    Located with importlib (importing that package needs ``pkg_resources``, which recent
-    setuptools no longer ships).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FacebalanceError(
-            "embed.model: dlib needs dlib-bin and face-recognition-models: "
-            "pip install -e '.[dlib]'")
-    models = Path(next(iter(spec.submodule_search_locations))) / "models"
-    files = {"descriptor": models / "dlib_face_recognition_resnet_model_v1.dat",
-             "landmarks": models / "shape_predictor_5_face_landmarks.dat"}
-    for path in files.values():
-        if not path.is_file():
-            raise FacebalanceError(f"embed.model: dlib: {path} is missing (reinstall "
-                                   "face-recognition-models)")
-    return files
-
-
-class NoFaceError(FacebalanceError):
-    """dlib's detector found no face in an image (``embed.align: detect``)."""
-
-
-class DlibEmbedder:
-    """dlib's 128-d ResNet descriptor of faces aligned by its 5-point landmarks."""
-
-    dim = 128
-
-    def __init__(self, align: str = "landmarks") -> None:
-        try:
-            import dlib
-        except ImportError:
-            raise FacebalanceError(
-                "embed.model: dlib needs dlib-bin and face-recognition-models: "
-                "pip install -e '.[dlib]'") from None
-        files = dlib_model_files()
-        self.dlib = dlib
-        self.align = align
-        self.descriptor = dlib.face_recognition_model_v1(str(files["descriptor"]))
-        self.landmarks = dlib.shape_predictor(str(files["landmarks"]))
-        self.detector = dlib.get_frontal_face_detector() if align == "detect" else None
-        self.no_face = 0  # images where the detector found none (the whole crop used)
-
-    def face_box(self, image: np.ndarray, strict: bool = False) -> Any:
-        """The face rectangle: dlib's largest detection (``detect``) or the whole crop."""
-        h, w = image.shape[:2]
-        whole = self.dlib.rectangle(0, 0, w - 1, h - 1)
-        if self.detector is None:
-            return whole
-        found = list(self.detector(image, 1))
-        if not found:
-            if strict:
-                raise NoFaceError("no face found")
-            self.no_face += 1
-            return whole
-        return max(found, key=lambda r: r.area())
-
-    def chip(self, image: np.ndarray, strict: bool = False) -> np.ndarray:
-        """The 150 x 150 face chip the descriptor reads."""
-        image = np.ascontiguousarray(image)
-        if self.align == "none":
-            from PIL import Image
-
-            return np.asarray(Image.fromarray(image).resize((DLIB_CHIP,) * 2,
-                                                            Image.Resampling.BILINEAR))
-        # The predictor and chip extraction work on faces of 80+ px; small crops (32 px
-        # synthfaces) are upsampled first.
-        if min(image.shape[:2]) < 80:
-            from PIL import Image
-
-            image = np.asarray(Image.fromarray(image).resize((DLIB_CHIP,) * 2,
-                                                             Image.Resampling.BILINEAR))
-        shape = self.landmarks(image, self.face_box(image, strict))
-        return np.asarray(self.dlib.get_face_chip(image, shape, size=DLIB_CHIP))
-
-    def embed(self, images: torch.Tensor, strict: bool = False) -> np.ndarray:
-        """Unit descriptors ``(n, 128)`` of a uint8 NHWC batch; ``strict``: an image where
-        the detector (``align: detect``) finds no face raises :class:`NoFaceError`."""
-        return self.embed_array(images.numpy(), strict)
-
-    def embed_array(self, images: np.ndarray, strict: bool = False) -> np.ndarray:
-        """:meth:`embed` of a uint8 NHWC numpy batch (what worker processes receive)."""
-        chips = [self.chip(im, strict) for im in images]
-        if not chips:
-            return np.empty((0, self.dim), np.float32)
-        out = np.asarray(self.descriptor.compute_face_descriptor(chips), dtype=np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
-_WORKER: DlibEmbedder | None = None
-
-
-def _dlib_worker_start(align: str, parent: int) -> None:
-    exit_with_parent(parent)
-    global _WORKER
-    _WORKER = DlibEmbedder(align)
-
-
-def _dlib_worker_embed(images: np.ndarray) -> tuple[np.ndarray, int]:
-    assert _WORKER is not None
-    before = _WORKER.no_face
-    out = _WORKER.embed_array(images)
-    return out, _WORKER.no_face - before
-
-
-def cpu_workers() -> int:
-    """CPU cores this process may use (its affinity where the system tells)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
-SPLITS = ("train", "val", "test")
-
-
-def embedding_rows(data: str | Path, need_identity: bool) -> pd.DataFrame:
-    """Shard references of every image of the prepared splits, with ``split`` and
-    ``identity`` (empty strings where a dataset has none and none is needed)."""
-    parts = []
-    for split in SPLITS:
-        if not (Path(data) / split).exists():
-            continue
-        refs = read_columns(Path(data) / split)
-        refs["path"] = str(Path(data) / split)
-        parts.append(refs.assign(split=split))
-    if not parts:
-        raise FacebalanceError(f"embed: {data} holds no train/val/test shards; run prepare")
-    rows = pd.concat(parts, ignore_index=True)
-    if "identity" not in rows.columns:
-        if need_identity:
-            raise FacebalanceError(
-                f"embed: the images of {data} have no identity column; embed.weights: train "
-                "learns from identities (use pretrained weights or embed.model: dlib)")
-        rows["identity"] = ""
-    rows["identity"] = rows["identity"].astype(str)
-    return rows[["id", "split", "identity", "path", "_file", "_row"]]
-
-
-def pairs_possible(rows: pd.DataFrame) -> str:
-    """Why no identity pairs can be drawn from ``rows`` ("" when they can): every split
-    needs two identities and one identity with two images (a genuine and an impostor
-    pair)."""
-    if (rows["identity"] == "").all():
-        return "the prepared images have no identity column"
-    for split in SPLITS:
-        counts = rows.loc[rows["split"] == split, "identity"].value_counts()
-        if len(counts) < 2 or counts.max() < 2:
-            return (f"the {split} split has {len(counts)} identities, "
-                    f"{int((counts >= 2).sum())} with two images")
-    return ""
-
-
-def holdout_identities(rows: pd.DataFrame, share: float, seed: int) -> np.ndarray:
-    """True for the rows of a seeded ``share`` of the training identities (kept out of the
-    embedder's training for the head's pairs) and for every val/test row."""
-    train = rows["split"].to_numpy() == "train"
-    ids = np.sort(rows.loc[train, "identity"].unique())
-    rng = np.random.default_rng(seed)
-    held = set(ids[rng.permutation(len(ids))[: round(share * len(ids))]])
-    return ~train | rows["identity"].isin(held).to_numpy()
-
-
-def embeddings_table(rows: pd.DataFrame, vectors: np.ndarray) -> pa.Table:
-    """``id``, ``split``, ``identity``, ``head_fit`` and ``embedding``
-    (``fixed_size_list<float32>[d]``)."""
-    v = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.table({
-        "id": pa.array(rows["id"].astype(str).tolist(), pa.string()),
-        "split": pa.array(rows["split"].tolist(), pa.string()),
-        "identity": pa.array(rows["identity"].tolist(), pa.string()),
-        "head_fit": pa.array(rows["head_fit"].to_numpy(bool)),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel(), pa.float32()),
-                                                       v.shape[1])})
-
-
-def write_embeddings(path: str | Path, table: pa.Table) -> None:
-    """Write an embeddings table atomically."""
-    write_table_atomic(table, path, row_group_size=10000)
-
-
-def read_embeddings(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """The other columns of an embeddings file and the ``(n, d)`` float32 embeddings."""
-    path = Path(path)
-    if not path.is_file():
-        raise FacebalanceError(f"embeddings {path} do not exist; run the embed stage")
-    table = read_arrow(path)
-    if "embedding" not in table.column_names or not pa.types.is_fixed_size_list(
-            table.schema.field("embedding").type):
-        raise FacebalanceError(
-            f"embeddings {path}: expected a column 'embedding' of fixed_size_list<float32>")
-    col = table.column("embedding").combine_chunks()
-    vectors = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col),
-                                                                   col.type.list_size)
-    return table.drop_columns(["embedding"]).to_pandas(), vectors.astype(np.float32)
-
-
 def build_embedder(rows: pd.DataFrame, params: EmbedParams, *, image_size: int, seed: int,
                    device: torch.device, precision: str = "fp32"
                    ) -> tuple[Embedder, EmbedderConfig, NetEmbedder | None, dict[str, Any]]:
@@ -522,50 +327,12 @@ def embed_dataset(embedder: Embedder, dataset: ShardDataset, batch_size: int = 2
                disable=not progress)
     with bar:
         if isinstance(embedder, DlibEmbedder) and workers > 1:
-            _embed_in_processes(embedder, loader, out, workers, bar)
+            embed_in_processes(embedder, loader, out, workers, bar)
         else:
             for x, rows in loader:
                 out[rows["index"]] = embedder.embed(x)
                 bar.update(len(x))
     return out
-
-
-def _embed_in_processes(embedder: DlibEmbedder, loader: Any, out: np.ndarray, workers: int,
-                        bar: tqdm) -> None:
-    """dlib batches in ``workers`` processes, at most ``workers + 1`` batches in flight
-    (bounded memory), results written in place as they come back in order."""
-    import sys
-    from collections import deque
-    from concurrent.futures import Future, ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    method = "fork" if sys.platform == "linux" else "spawn"
-    pending: deque[tuple[Future, np.ndarray]] = deque()
-
-    def collect() -> None:
-        future, index = pending.popleft()
-        vectors, no_face = future.result()
-        out[index] = vectors
-        embedder.no_face += no_face
-        bar.update(len(index))
-
-    with ProcessPoolExecutor(workers, mp_context=get_context(method),
-                             initializer=_dlib_worker_start,
-                             initargs=(embedder.align, os.getpid())) as pool:
-        for x, rows in loader:
-            pending.append((pool.submit(_dlib_worker_embed, x.numpy()), rows["index"]))
-            if len(pending) > workers:
-                collect()
-        while pending:
-            collect()
-
-
-def pair_image_rows(rows: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """The rows a pairs file uses (``id_a`` / ``id_b``): all a pretrained embedder needs
-    to embed when the pairs decide what is verified (LFW's pairs use 7,701 of its 13,233
-    images)."""
-    used = pd.unique(pd.concat([pairs["id_a"], pairs["id_b"]], ignore_index=True))
-    return rows[rows["id"].isin(used)].reset_index(drop=True)
 
 
 def save_embedder(directory: str | Path, cfg: EmbedderConfig, net: NetEmbedder | None,
@@ -611,16 +378,6 @@ def load_embedder(directory: str | Path, device: torch.device | str = "cpu"
             f"{directory / 'embedder.pt'} does not fit {path} ({first_line(err)}); rerun embed"
         ) from None
     return TorchEmbedder(net, cfg.dim, torch.device(device)), cfg
-
-
-def skip_reason(data: str | Path, rows: pd.DataFrame) -> str:
-    """Why there is nothing to verify (no pairs file and no repeated identities), or ``""``.
-
-    An attribute-only dataset (a folder + CSV without identities) must not fail ``dvc
-    repro`` of the attribute pipeline: embed and verify then write outputs that say so.
-    """
-    why = "" if (Path(data) / "pairs.parquet").is_file() else pairs_possible(rows)
-    return f"{why} and there is no pairs file: no verification pairs" if why else ""
 
 
 def embed_images(embedder: Embedder, rows: pd.DataFrame, data: str | Path,
@@ -671,3 +428,37 @@ def embed_images(embedder: Embedder, rows: pd.DataFrame, data: str | Path,
                 "embed_seconds": seconds, "images_per_second": len(rows) / max(seconds, 1e-9),
                 "no_face": getattr(embedder, "no_face", 0)}
     return rows, np.asarray(vectors), summary
+
+
+@dataclass(frozen=True)
+class EmbedOutputs:
+    """The embed stage's declared outputs, written together: every one exists afterwards,
+    a skipped embedding included (DVC requires its outs)."""
+
+    model_dir: Path
+    embeddings: Path
+    metrics: Path
+
+    def write(self, cfg: EmbedderConfig, net: NetEmbedder | None, params: EmbedParams,
+              rows: pd.DataFrame, vectors: np.ndarray, summary: dict[str, Any]) -> None:
+        """The embedder (``embedder.json`` and its weights), the embeddings and the
+        summary, each atomically (the caller computed everything first)."""
+        from facebalance.config import as_dict
+        from facebalance.data.shards import atomic_directory
+        from facebalance.runtime import write_json
+
+        with atomic_directory(self.model_dir) as tmp:
+            save_embedder(tmp, cfg, net, {"params": as_dict(params)})
+        write_embeddings(self.embeddings, embeddings_table(rows, vectors))
+        write_json(self.metrics, summary)
+
+    def write_skipped(self, rows: pd.DataFrame, summary: dict[str, Any], reason: str) -> None:
+        """Every output of an embedding that did not run, saying why (no embeddings)."""
+        from facebalance.data.shards import atomic_directory
+        from facebalance.runtime import write_json
+
+        with atomic_directory(self.model_dir) as tmp:
+            write_json(tmp / "embedder.json", {"skipped": reason})
+        write_embeddings(self.embeddings, embeddings_table(rows.iloc[:0].assign(head_fit=True),
+                                                           np.zeros((0, 1), np.float32)))
+        write_json(self.metrics, {**summary, "skipped": reason})

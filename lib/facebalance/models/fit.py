@@ -12,12 +12,29 @@ import pandas as pd
 import torch
 from torch import nn
 
-from facebalance.config import ClassifierParams, from_params
+from facebalance.balance.registry import strategy as strategy_spec
+from facebalance.balance.strategies import training_options
+from facebalance.config import ClassifierParams, Params, as_dict, from_params
 from facebalance.data.datasets import ShardDataset
-from facebalance.data.shards import shard_refs
-from facebalance.models.classifier import ClassifierConfig, build_classifier, load_initial_weights
+from facebalance.data.shards import atomic_directory, read_columns, shard_refs
+from facebalance.models.classifier import (
+    ClassifierConfig,
+    build_classifier,
+    load_initial_weights,
+    save_checkpoint,
+)
 from facebalance.models.train import TrainConfig, ValAttention, predict_proba, train_classifier
-from facebalance.task import BINARY_TASK, TaskSpec, cell_ids, label_keys
+from facebalance.precision import precision_record
+from facebalance.runtime import derive_seed
+from facebalance.task import (
+    BINARY_TASK,
+    TaskSpec,
+    cell_ids,
+    label_keys,
+    param_columns,
+    task_from_params,
+    task_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +166,41 @@ def score_shards(models: list[nn.Module], path: str | Path, columns: list[str],
     refs = shard_refs(path, columns)
     dataset = ShardDataset(refs, {}, cache_mb=cache_mb)
     return refs, predict_proba(models, dataset, device, batch_size)
+
+
+def train_strategy(strategy: str, index: pd.DataFrame, p: Params, *, train_dir: str | Path,
+                   val_dir: str | Path, device: torch.device, precision: str = "fp32"
+                   ) -> tuple[list[tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]],
+                              TaskSpec]:
+    """``train_target``: one target classifier per ``train_target.seeds`` on a strategy's
+    training set index, with the strategy's training loop (mixup, cutmix, val_attention).
+
+    The task (classes, regression scale, groups) comes from the real training split in
+    ``train_dir``, not from the index; ``val_dir`` is read only by a strategy that needs
+    validation rows (val_attention). Returns :func:`fit_classifiers`' runs and the task.
+    """
+    columns = param_columns(p)
+    task = task_from_params(p, read_columns(train_dir, columns))
+    spec = strategy_spec(strategy)
+    attention_val = task_rows(task, shard_refs(val_dir, columns)) if spec.needs_val else None
+    fitted = fit_classifiers(index, p.train_target, image_size=p.base.image_size,
+                             seeds=[derive_seed(p.base.seed, s) for s in p.train_target.seeds],
+                             device=device, options=training_options(strategy, p.augment),
+                             attention_val=attention_val, task=task, precision=precision)
+    return fitted, task
+
+
+def save_seed_models(out: str | Path, strategy: str,
+                     fitted: Sequence[tuple[nn.Module, ClassifierConfig, list[dict[str, float]]]],
+                     task: TaskSpec, p: Params, precision: str = "fp32") -> pd.DataFrame:
+    """``out/seed<N>.pt`` of each run of :func:`train_strategy` (every seed or none: the
+    folder is replaced whole, so no stale seed file survives); their loss history."""
+    curves = []
+    with atomic_directory(out) as tmp:
+        for s, (net, config, hist) in zip(p.train_target.seeds, fitted, strict=True):
+            save_checkpoint(tmp / f"seed{s}.pt", net, config,
+                            {"strategy": strategy, "seed": s, "task": task.to_dict(),
+                             "params": as_dict(p.train_target),
+                             **precision_record(p.base.precision, precision)})
+            curves += [{"seed": s, **h} for h in hist]
+    return pd.DataFrame(curves)
