@@ -10,12 +10,10 @@ from facebalance.data.embeddings import (
     embedding_rows,
     embeddings_table,
     holdout_identities,
-    pair_image_rows,
     read_embeddings,
     write_embeddings,
 )
 from facebalance.errors import FacebalanceError
-from facebalance.models.dlib_embedder import DlibEmbedder
 from facebalance.models.embedder import (
     EmbedderConfig,
     TorchEmbedder,
@@ -53,17 +51,6 @@ def test_trained_embedder_gives_unit_vectors_and_round_trips(tiny_prepared: Path
     frame, back = read_embeddings(tmp_path / "e.parquet")
     np.testing.assert_array_equal(back, vectors)
     assert frame.columns.tolist() == ["id", "split", "identity", "head_fit"]
-
-
-def test_holdout_keeps_whole_identities_out_of_training(tiny_prepared: Path) -> None:
-    rows = embedding_rows(tiny_prepared, need_identity=True)
-    held = holdout_identities(rows, 0.25, seed=3)
-    train = rows["split"] == "train"
-    assert held[~train].all()  # val/test are never trained on
-    by_identity = rows[train].assign(h=held[train]).groupby("identity")["h"].nunique()
-    assert (by_identity == 1).all()  # an identity is held out with all its images
-    share = rows[train & held]["identity"].nunique() / rows[train]["identity"].nunique()
-    assert share == pytest.approx(0.25, abs=0.01)
 
 
 def test_named_weights_missing_is_one_line_naming_the_file(tmp_path: Path,
@@ -116,20 +103,6 @@ def test_a_checkpoint_holding_code_is_refused(tmp_path: Path) -> None:
         load_embedder(tmp_path)
 
 
-def test_dlib_descriptor_embeds_aligned_chips() -> None:
-    pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
-    from tests.data.realdata import faces
-
-    _, images = faces(4, 64, seed=1)
-    x = torch.from_numpy(images)
-    out = DlibEmbedder("landmarks").embed(x)
-    assert out.shape == (4, 128) and np.isfinite(out).all()
-    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    plain = DlibEmbedder("none").embed(x)
-    assert not np.allclose(out, plain)  # the landmarks moved the chips
-    np.testing.assert_allclose(DlibEmbedder("landmarks").embed(x), out)  # deterministic
-
-
 def test_inception_resnet_v1_trains_as_the_embedder(tiny_prepared: Path) -> None:
     rows = embedding_rows(tiny_prepared, need_identity=True)
     fit = rows[rows["split"] == "train"].iloc[:24]
@@ -145,64 +118,21 @@ def test_inception_resnet_v1_trains_as_the_embedder(tiny_prepared: Path) -> None
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
-def test_dlib_detector_counts_or_refuses_a_face_it_cannot_find() -> None:
-    pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
-    from facebalance.models.dlib_embedder import NoFaceError
-
-    blank = torch.full((1, 64, 64, 3), 128, dtype=torch.uint8)
-    emb = DlibEmbedder("detect")
-    assert emb.embed(blank).shape == (1, 128) and emb.no_face == 1  # whole crop used
-    with pytest.raises(NoFaceError):
-        emb.embed(blank, strict=True)
 
 
-def test_embedder_without_identities(tmp_path: Path) -> None:
-    from facebalance.data.shards import write_table_atomic
+def test_a_skipped_embedding_writes_every_output(tmp_path: Path) -> None:
+    import json
 
-    (tmp_path / "train").mkdir()
-    write_table_atomic(__import__("pandas").DataFrame({"id": ["a"], "image": [b""]}),
-                       tmp_path / "train" / "part-00000.parquet")
-    with pytest.raises(FacebalanceError, match="have no identity column"):
-        embedding_rows(tmp_path, need_identity=True)
-    assert embedding_rows(tmp_path, need_identity=False)["identity"].tolist() == [""]
-
-
-def test_pairs_possible_says_why_not() -> None:
-    from facebalance.data.embeddings import pairs_possible
-
-    rows = __import__("pandas").DataFrame({
-        "split": ["train"] * 3 + ["val"] * 3 + ["test"] * 3,
-        "identity": ["a", "a", "b", "c", "c", "d", "e", "f", "g"]})
-    assert pairs_possible(rows) == "the test split has 3 identities, 0 with two images"
-    rows.loc[8, "identity"] = "f"
-    assert pairs_possible(rows) == ""
-    assert "no identity column" in pairs_possible(rows.assign(identity=""))
-
-
-def test_dlib_in_worker_processes_equals_one_process(tiny_prepared: Path) -> None:
-    """The stage's parallel dlib path: same vectors, same order, same no-face count."""
-    pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
-    rows = embedding_rows(tiny_prepared, need_identity=False).iloc[:40]
-    one, many = DlibEmbedder("detect"), DlibEmbedder("detect")
-    serial = embed_dataset(one, ShardDataset(rows, {}), batch_size=8, progress=False)
-    parallel = embed_dataset(many, ShardDataset(rows, {}), batch_size=8, workers=2,
-                             progress=False)
-    np.testing.assert_allclose(parallel, serial, atol=1e-6)
-    assert many.no_face == one.no_face > 0  # 32 px synthfaces: dlib's HOG finds few faces
-
-
-def test_embed_shows_progress_with_a_rate(tiny_prepared: Path,
-                                          capsys: pytest.CaptureFixture) -> None:
-    pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
-    rows = embedding_rows(tiny_prepared, need_identity=False).iloc[:16]
-    embed_dataset(DlibEmbedder("none"), ShardDataset(rows, {}), batch_size=8)
-    err = capsys.readouterr().err
-    assert "embed: 100%" in err and "16/16" in err and "img/s" in err
-
-
-def test_pair_image_rows_keeps_the_faces_the_pairs_use() -> None:
     import pandas as pd
 
-    rows = pd.DataFrame({"id": ["a", "b", "c", "d", "e"], "split": ["train"] * 5})
-    pairs = pd.DataFrame({"id_a": ["a", "c", "a"], "id_b": ["c", "e", "e"]})
-    assert pair_image_rows(rows, pairs)["id"].tolist() == ["a", "c", "e"]
+    from facebalance.models.embedder import EmbedOutputs
+
+    rows = pd.DataFrame({"id": ["a"], "split": ["train"], "identity": [""]})
+    out = EmbedOutputs(tmp_path / "embed", tmp_path / "emb.parquet", tmp_path / "m.json")
+    out.write_skipped(rows, {"model": "dlib"}, "no pairs")
+    assert json.loads((tmp_path / "embed" / "embedder.json").read_text()) == {
+        "skipped": "no pairs"}
+    assert json.loads((tmp_path / "m.json").read_text()) == {"model": "dlib",
+                                                             "skipped": "no pairs"}
+    got, vectors = read_embeddings(tmp_path / "emb.parquet")
+    assert len(got) == 0 and vectors.shape == (0, 1)

@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 import numpy as np
@@ -6,10 +5,6 @@ import pandas as pd
 import pytest
 
 from facebalance.data.face_pairs import (
-    attach_groups,
-    load_pairs,
-    pair_group,
-    present_groups,
     synth_pairs,
 )
 from facebalance.errors import FacebalanceError
@@ -93,51 +88,6 @@ def test_train_pairs_use_only_held_out_identities() -> None:
     assert rows.set_index("id").loc[sorted(used), "head_fit"].all()
 
 
-def test_pair_group_is_minus_one_across_groups() -> None:
-    rows = pd.DataFrame({"id": ["a", "b", "c"], "age_group": [0, 0, 1]})
-    pairs = pd.DataFrame({"id_a": ["a", "a"], "id_b": ["b", "c"]})
-    assert pair_group(rows, pairs, "age_group").tolist() == [0, -1]
-
-
-def test_group_file_maps_identities_and_missing_groups_are_named(tmp_path: Path) -> None:
-    from facebalance.data.shards import write_table_atomic
-
-    (tmp_path / "test").mkdir()
-    write_table_atomic(pd.DataFrame({"id": ["x1", "x2"], "image": [b"", b""]}),
-                       tmp_path / "test" / "part-00000.parquet")
-    rows = pd.DataFrame({"id": ["x1", "x2"], "identity": ["Ann", "Bob"], "split": "test"})
-    (tmp_path / "groups.csv").write_text("identity,race\nAnn,White\nBob,Black\n")
-    out = attach_groups(rows, tmp_path, ["race"], str(tmp_path / "groups.csv"))
-    assert out["race"].tolist() == [1, 0]  # sorted names: Black 0, White 1
-    (tmp_path / "groups.csv").write_text("identity,race\nAnn,White\n")
-    with pytest.raises(FacebalanceError, match="identity 'Bob' has no 'race' group"):
-        attach_groups(rows, tmp_path, ["race"], str(tmp_path / "groups.csv"))
-    with pytest.raises(FacebalanceError, match=r"verify.groups lists \['skin'\]"):
-        attach_groups(rows, tmp_path, ["race", "skin"], str(tmp_path / "groups.csv"))
-    # Without a group file, columns the images lack are left out (the synthfaces defaults
-    # on a real dataset), the others kept.
-    (tmp_path / "groups.csv").write_text("identity,race\nAnn,White\nBob,Black\n")
-    kept = attach_groups(rows, tmp_path, ["skin"])
-    assert present_groups(kept, ["skin"]) == []
-
-
-def test_a_pairs_file_is_used_when_prepare_wrote_one(tmp_path: Path) -> None:
-    from facebalance.data.shards import write_table_atomic
-
-    table = pd.DataFrame({"id_a": ["a", "a", "c", "e"], "id_b": ["b", "c", "d", "f"],
-                          "same": [1, 0, 1, 0], "fold": 0,
-                          "split": ["train", "train", "train", "test"], "line": 2})
-    write_table_atomic(table, tmp_path / "pairs.parquet")
-    rows = pd.DataFrame({"id": list("abcdef"),
-                         "split": ["train"] * 4 + ["test", "val"],
-                         "head_fit": [True, True, False, True, True, True]})
-    pairs, source = load_pairs(tmp_path, rows, [], 10, 0, 0.0)
-    assert source == "pairs file"
-    assert pairs.columns.tolist() == ["id_a", "id_b", "same", "split"]
-    # c: the embedder trained on it (no train pair for the head); f: in val, pair in test.
-    assert pairs[["id_a", "id_b"]].to_numpy().tolist() == [["a", "b"]]
-
-
 def test_the_identity_bootstrap_weighs_pairs_by_their_identity() -> None:
     from facebalance.models.verifier import identity_bootstrap
 
@@ -158,12 +108,3 @@ def test_a_split_without_both_kinds_of_pairs_is_named() -> None:
         verify_pairs(rows, emb, pairs, ["skin"], VerifyConfig(bootstrap=10))
 
 
-def test_skipped_verification_writes_every_output(tmp_path: Path) -> None:
-    from facebalance.models.verify_outputs import VerifyOutputs
-
-    names = ("model_dir", "scores", "report", "metrics", "table", "roc", "figure")
-    out = VerifyOutputs(*(tmp_path / n for n in names))
-    out.write_skipped("no pairs")
-    assert all((tmp_path / n).exists() for n in names)
-    assert json.loads((tmp_path / "metrics").read_text()) == {"skipped": "no pairs"}
-    assert (tmp_path / "table").read_text() == "verification skipped: no pairs\n"
