@@ -7,12 +7,12 @@ import pyarrow as pa
 import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
-from facebalance.balance.inputs import read_added_rows, real_rows
+from facebalance.balance.inputs import read_added_rows, real_rows, strategy_index
 from facebalance.balance.registry import strategy as strategy_spec
-from facebalance.balance.strategies import build_training_index, synthetic_summary
+from facebalance.balance.strategies import synthetic_summary
 from facebalance.config import load_params
 from facebalance.data.shards import shards_digest, write_table_atomic
-from facebalance.runtime import derive_seed, run_app, write_json
+from facebalance.runtime import run_app, write_json
 
 app = typer.Typer(add_completion=False)
 
@@ -40,9 +40,7 @@ def main(
     added = read_added_rows(spec, {"pairs": pairs, "generated": generated,
                                    "interpolated": interpolated, "guided": guided,
                                    "partners": partners}, n_real=len(real), augment=p.augment)
-    index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
-                                 augment=p.augment,
-                                 **({spec.adds: added.rows} if spec.adds else {}))
+    index = strategy_index(strategy, real, task, p, added)
     table = pa.Table.from_pandas(index, preserve_index=False)
     if added.image_dirs:  # new pixels under the same ids must change this file (DVC retrains)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),

@@ -13,6 +13,8 @@ from facebalance.results import compare_strategies
 from facebalance.runtime import run_app, write_json
 
 app = typer.Typer(add_completion=False)
+
+
 @app.command()
 def main(
     reports_dir: Annotated[Path, typer.Option(help="directory of <strategy>.json reports")],
@@ -32,6 +34,7 @@ def main(
     atomic_write_bytes(csv, comparison.frame.to_csv(index=False).encode())
     atomic_write_bytes(figure, png)
     print(comparison.markdown)
+
 
 if __name__ == "__main__":
     run_app(app)

@@ -7,8 +7,8 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
-from facebalance.data.shards import atomic_directory
-from facebalance.figures import save_rows
+from facebalance.data.shards import atomic_directory, atomic_write_bytes
+from facebalance.figures import rows_png
 from facebalance.latent.pairs import build_pair_set, pair_figure_rows
 from facebalance.models.classifier import load_attribute_classifiers
 from facebalance.models.gan import load_generator
@@ -40,9 +40,10 @@ def main(
         report = build_pair_set(p, gen, models, boundaries, latents, scores, data / "train",
                                 tmp, device)
         # Drawn before any output is replaced.
-        rows = pair_figure_rows(gen, tmp / "pairs.parquet", device)
+        png = rows_png(pair_figure_rows(gen, tmp / "pairs.parquet", device), p.base.image_size)
     write_json(metrics, report)
-    save_rows(rows, figure, p.base.image_size)
+    atomic_write_bytes(figure, png)
+
 
 if __name__ == "__main__":
     run_app(app)

@@ -20,6 +20,8 @@ from facebalance.precision import precision_record, resolve_precision
 from facebalance.runtime import derive_seed, run_app, setup
 
 app = typer.Typer(add_completion=False)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +60,7 @@ def main(
                                            trained=bool(training), threads=p.base.threads)
     # Outputs last: a failure above leaves the previous ones as they were.
     outputs.write(cfg, net, e, rows, vectors, {**summary, **embedded, "params": as_dict(e)})
+
 
 if __name__ == "__main__":
     run_app(app)

@@ -7,11 +7,10 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
-from facebalance.data.shards import atomic_write_bytes, read_columns, write_table_atomic
+from facebalance.data.shards import atomic_write_bytes, write_table_atomic
 from facebalance.metrics.report import headline_metrics
-from facebalance.models.evaluate import evaluate_models, evaluation_gallery
+from facebalance.models.evaluate import evaluation_gallery, strategy_report
 from facebalance.runtime import run_app, setup, write_json
-from facebalance.task import param_columns, task_from_params
 
 app = typer.Typer(add_completion=False)
 
@@ -31,12 +30,7 @@ def main(
     """Score val/test with every seed's model; write the report and its headline."""
     p = load_params(params)
     device = setup(p.base)
-    columns = param_columns(p)
-    result, table = evaluate_models(
-        data, models, p.train_target.seeds,
-        default_task=task_from_params(p, read_columns(data / "train", columns)),
-        columns=columns, device=device, params=p.evaluate, bootstrap_seed=p.base.seed)
-    full = {"strategy": strategy, **result}
+    full, table = strategy_report(p, strategy, data, models, device)
     png = (evaluation_gallery(data, full, table, p.train_target.seeds[0])
            if gallery is not None else None)  # computed before any output is replaced
     write_table_atomic(table, scores)

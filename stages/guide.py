@@ -9,13 +9,13 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
-from facebalance.data.shards import atomic_directory, shard_refs
+from facebalance.data.shards import atomic_directory
 from facebalance.figures import save_rows
 from facebalance.latent.guided import guided_faces
 from facebalance.models.classifier import load_attribute_classifiers
 from facebalance.models.gan import load_generator
 from facebalance.runtime import derive_seed, run_app, setup, write_json
-from facebalance.task import group_ids, param_columns, task_from_params
+from facebalance.task import group_ids, read_task
 
 app = typer.Typer(add_completion=False)
 
@@ -36,8 +36,7 @@ def main(
     device = setup(p.base)
     g = p.guided
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
-    train = shard_refs(data / "train", ["id", *param_columns(p)])
-    task = task_from_params(p, train)
+    train, task = read_task(p, data / "train")
     counts = np.bincount(group_ids(task, train), minlength=task.n_groups)
     models = load_attribute_classifiers(attr_models, device, protected_groups=task.n_groups)
     with atomic_directory(out) as tmp:  # images and their table appear together

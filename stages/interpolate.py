@@ -7,14 +7,14 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
-from facebalance.data.shards import atomic_directory, shard_refs
+from facebalance.data.shards import atomic_directory
 from facebalance.figures import save_rows
 from facebalance.latent.interpolate import interpolate_cells
 from facebalance.latent.invert import train_positions
 from facebalance.latent.sampling import read_latents
 from facebalance.models.gan import load_generator
 from facebalance.runtime import derive_seed, run_app, setup, write_json
-from facebalance.task import param_columns, task_from_params, task_labels
+from facebalance.task import read_task, task_labels
 
 app = typer.Typer(add_completion=False)
 
@@ -33,8 +33,7 @@ def main(
     """Plan the interpolations, generate the latent mixes and write the pixel mixes."""
     p = load_params(params)
     device = setup(p.base)
-    train = shard_refs(data / "train", ["id", *param_columns(p)])
-    task = task_from_params(p, train)
+    train, task = read_task(p, data / "train")
     frame, z = read_latents(latents)
     pos = train_positions(frame, train["id"], latents)
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)

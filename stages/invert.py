@@ -17,7 +17,7 @@ from facebalance.models.encoder import save_encoder
 from facebalance.models.gan import load_generator
 from facebalance.precision import precision_record, resolve_precision
 from facebalance.runtime import derive_seed, run_app, setup, write_json
-from facebalance.task import group_ids, param_columns, task_from_params
+from facebalance.task import group_ids, param_columns, read_task
 
 app = typer.Typer(add_completion=False)
 
@@ -41,10 +41,9 @@ def main(
     record = precision_record(p.base.precision, precision)
     v = p.invert
     gen = load_generator(generator, device, latent_dim=p.gan.latent_dim)
-    cols = ["id", *param_columns(p)]
-    train = shard_refs(data / "train", cols)
-    test = test_subset(shard_refs(data / "test", cols), v.n_test, derive_seed(p.base.seed, 11))
-    task = task_from_params(p, train)
+    train, task = read_task(p, data / "train")
+    test = test_subset(shard_refs(data / "test", ["id", *param_columns(p)]), v.n_test,
+                       derive_seed(p.base.seed, 11))
     rows = pd.concat([train.assign(split="train"), test.assign(split="test")],
                      ignore_index=True)
     rows["group"] = group_ids(task, rows)

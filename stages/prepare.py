@@ -7,7 +7,7 @@ import typer
 
 import _checkout  # noqa: F401  (this checkout's lib/, not the installed one)
 from facebalance.config import load_params
-from facebalance.data.prepare import prepare_dataset
+from facebalance.data.prepare import prepare_from_params
 from facebalance.runtime import run_app, setup, write_json
 
 app = typer.Typer(add_completion=False)
@@ -22,9 +22,7 @@ def main(
     """Render or convert the dataset into Parquet image shards."""
     p = load_params(params)
     device = setup(p.base)
-    result = prepare_dataset(p.dataset, out, seed=p.base.seed, image_size=p.base.image_size,
-                             device=str(device), kind=p.task.kind,
-                             extra_targets=p.task.extra_targets)
+    result = prepare_from_params(p, out, device=str(device))
     write_json(summary, result)
 
 

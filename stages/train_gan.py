@@ -48,5 +48,6 @@ def main(
     write_csv(history, pd.DataFrame(fitted.curve, columns=HISTORY_COLUMNS))
     write_json(metrics, fitted.summary)
 
+
 if __name__ == "__main__":
     run_app(app)

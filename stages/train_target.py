@@ -36,5 +36,6 @@ def main(
         return
     write_csv(history, save_seed_models(out, strategy, fitted, task, p, precision))
 
+
 if __name__ == "__main__":
     run_app(app)

@@ -25,3 +25,11 @@ def test_save_rows_pads_short_rows_and_scales(tmp_path: Path) -> None:
 def test_no_rows_still_writes_the_figure(tmp_path: Path) -> None:
     save_rows([np.zeros((0, 4, 4, 3), np.uint8)], tmp_path / "f.png", image_size=96)
     assert np.asarray(Image.open(tmp_path / "f.png")).min() == 255
+
+
+def test_rows_png_is_what_save_rows_writes(tmp_path: Path) -> None:
+    from facebalance.figures import rows_png
+
+    rows = [np.full((3, 8, 8, 3), 40, np.uint8), np.full((1, 8, 8, 3), 200, np.uint8)]
+    save_rows(rows, tmp_path / "f.png", 8, view=16)
+    assert rows_png(rows, 8, view=16) == (tmp_path / "f.png").read_bytes()

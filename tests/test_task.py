@@ -105,3 +105,12 @@ def test_classifier_task_is_one_binary_or_one_multiclass_head() -> None:
     assert classifier_task(2) == BINARY_TASK
     four = classifier_task(4)
     assert four.kind == "multiclass" and four.num_outputs == 4 and four.target == "label"
+
+
+def test_read_task_resolves_the_task_from_the_training_split(tiny_prepared) -> None:
+    from facebalance.api import resolve_params
+    from facebalance.task import read_task
+
+    train, task = read_task(resolve_params(None), tiny_prepared / "train")
+    assert {"id", "path", "blond", "male"} <= set(train.columns) and len(train) == 480
+    assert task.kind == "binary" and task.n_groups == 2 and task.protected == "male"

@@ -23,20 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebalance.balance.inputs import real_rows
+from facebalance.balance.inputs import real_rows, strategy_index
 from facebalance.balance.registry import REGISTRY
 from facebalance.balance.registry import strategy as strategy_spec
-from facebalance.balance.strategies import build_training_index
 from facebalance.config import Params, as_dict, load_params, parse_params
-from facebalance.data.prepare import prepare_dataset
-from facebalance.data.shards import read_columns, read_parquet
+from facebalance.data.prepare import prepare_from_params
+from facebalance.data.shards import read_parquet
 from facebalance.errors import FacebalanceError
 from facebalance.metrics import report as _report
-from facebalance.models.evaluate import evaluate_models
+from facebalance.models.evaluate import strategy_report
 from facebalance.models.fit import save_seed_models, train_strategy
 from facebalance.precision import resolve_precision
-from facebalance.runtime import derive_seed, setup
-from facebalance.task import TaskSpec, param_columns, task_from_params
+from facebalance.runtime import setup
 
 #: The strategies this module runs from end to end: their rows are real images only.
 REAL_ONLY = tuple(name for name, spec in REGISTRY.items() if not spec.inputs)
@@ -75,11 +73,6 @@ def _with_seeds(p: Params, seeds: Sequence[int] | None) -> Params:
     return parse_params(data)
 
 
-def _train_task(p: Params, data: Path) -> TaskSpec:
-    """The task of ``p`` resolved from the train split (classes, groups), as every stage."""
-    return task_from_params(p, read_columns(data / "train", param_columns(p)))
-
-
 def prepare(out: str | Path, params: ParamsLike = None, *, progress: bool = True
             ) -> dict[str, Any]:
     """Render synthfaces (or convert the real ``dataset.name``) into image shards.
@@ -100,9 +93,7 @@ def prepare(out: str | Path, params: ParamsLike = None, *, progress: bool = True
         Rows and target x protected cell counts per split (``metrics/prepare.json``).
     """
     p = resolve_params(params)
-    return prepare_dataset(p.dataset, out, seed=p.base.seed, image_size=p.base.image_size,
-                           progress=progress, device=str(setup(p.base)), kind=p.task.kind,
-                           extra_targets=p.task.extra_targets)
+    return prepare_from_params(p, out, device=str(setup(p.base)), progress=progress)
 
 
 def training_index(strategy: str, data: str | Path, params: ParamsLike = None
@@ -133,8 +124,7 @@ def training_index(strategy: str, data: str | Path, params: ParamsLike = None
         raise FacebalanceError(ERR_NEEDS_STAGES.format(
             name=strategy, stages=" and ".join(spec.requires), real=", ".join(REAL_ONLY)))
     real, task = real_rows(p, Path(data) / "train")
-    index = build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
-                                 augment=p.augment)
+    index = strategy_index(strategy, real, task, p)
     return index.reset_index(drop=True)
 
 
@@ -190,12 +180,9 @@ def evaluate(data: str | Path, models: str | Path, params: ParamsLike = None, *,
     dict
         The keys of ``metrics/reports/<strategy>.json`` (:mod:`facebalance.metrics.report`).
     """
-    p, data = _with_seeds(resolve_params(params), seeds), Path(data)
-    result, _ = evaluate_models(data, Path(models), p.train_target.seeds,
-                                default_task=_train_task(p, data), columns=param_columns(p),
-                                device=setup(p.base), params=p.evaluate,
-                                bootstrap_seed=p.base.seed)
-    return {"strategy": strategy, **result} if strategy else result
+    p = _with_seeds(resolve_params(params), seeds)
+    report, _ = strategy_report(p, strategy, Path(data), Path(models), setup(p.base))
+    return report
 
 
 def evaluate_strategy(strategy: str, data: str | Path, out: str | Path,
@@ -213,7 +200,8 @@ def evaluate_strategy(strategy: str, data: str | Path, out: str | Path,
     Returns
     -------
     dict
-        The report ``dvc repro evaluate@<strategy>`` writes for the same params.
+        The report ``dvc repro evaluate@<strategy>`` writes for the same params (with NaN
+        where the file holds ``null``); only for the :data:`REAL_ONLY` strategies.
     """
     p = _with_seeds(resolve_params(params), seeds)
     index = training_index(strategy, data, p)

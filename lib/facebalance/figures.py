@@ -23,23 +23,27 @@ def image_grid(images: np.ndarray, cols: int, pad: int = 0, fill: int = 255) -> 
     return grid
 
 
-def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
-    """Write a uint8 image as PNG atomically, optionally upscaled (nearest) for viewing."""
+def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+    """A uint8 image as PNG bytes, optionally upscaled (nearest) for viewing."""
     img = Image.fromarray(image)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(image: np.ndarray, path: str | Path, scale: int = 1) -> None:
+    """Write a uint8 image as PNG atomically (:func:`png_bytes`)."""
+    atomic_write_bytes(path, png_bytes(image, scale))
 
 
 #: Side (pixels) a face is shown at in the stages' figures: small images are upscaled.
 VIEW_SIZE = 96
 
 
-def save_rows(rows: list[np.ndarray], path: str | Path, image_size: int,
-              view: int = VIEW_SIZE) -> None:
-    """Save rows of faces as one PNG: each row ``(k, H, W, 3)`` uint8, shorter rows padded
+def rows_png(rows: list[np.ndarray], image_size: int, view: int = VIEW_SIZE) -> bytes:
+    """Rows of faces as one PNG: each row ``(k, H, W, 3)`` uint8, shorter rows padded
     with white, 1-pixel gaps, upscaled to about ``view`` pixels a face (nearest).
 
     The figure of every stage that shows images (real vs reconstruction, G(z) vs G(z'),
@@ -48,9 +52,14 @@ def save_rows(rows: list[np.ndarray], path: str | Path, image_size: int,
     scale = max(1, view // image_size)
     rows = [r for r in rows if len(r)]
     if not rows:
-        save_png(np.full((8, 8, 3), 255, np.uint8), path, scale=scale)
-        return
+        return png_bytes(np.full((8, 8, 3), 255, np.uint8), scale=scale)
     width = max(len(r) for r in rows)
     blank = np.full_like(rows[0][:1], 255)
     images = np.concatenate([np.concatenate([r, *[blank] * (width - len(r))]) for r in rows])
-    save_png(image_grid(images, width, pad=1), path, scale=scale)
+    return png_bytes(image_grid(images, width, pad=1), scale=scale)
+
+
+def save_rows(rows: list[np.ndarray], path: str | Path, image_size: int,
+              view: int = VIEW_SIZE) -> None:
+    """Write :func:`rows_png` atomically."""
+    atomic_write_bytes(path, rows_png(rows, image_size, view))

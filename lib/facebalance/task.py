@@ -21,8 +21,9 @@ is the one place cells are numbered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -317,3 +318,14 @@ def task_rows(task: TaskSpec, refs: pd.DataFrame, keep: tuple[str, ...] = IMAGE_
     """Rows a training loop reads: the ``keep`` columns of shard references (image
     references, optionally ``id``) beside :func:`task_labels`."""
     return pd.concat([refs[list(keep)], task_labels(task, refs)], axis=1)
+
+
+def read_task(p: Any, train_dir: str | Path, columns: Sequence[str] = ("id",)
+              ) -> tuple[pd.DataFrame, TaskSpec]:
+    """The prepared training split's references (``columns`` and the task's columns, with
+    ``path``) and the task of :class:`~facebalance.config.Params` resolved from them
+    (classes, regression scale, groups): what every stage that needs the task starts from."""
+    from facebalance.data.shards import shard_refs
+
+    train = shard_refs(train_dir, [*columns, *param_columns(p)])
+    return train, task_from_params(p, train)

@@ -251,3 +251,17 @@ def test_gan_stream_reads_labels_only_when_it_balances() -> None:
     np.testing.assert_array_equal(rows["id"], oversample_rows(y, g, seed=0))
     rows, balance = gan_stream(read, "auto", "regression", "age", "", seed=0)
     assert balance == "none" and asked[-1] == ["id"] and len(rows) == 60
+
+
+def test_strategy_index_is_the_index_with_the_pipelines_seed(tiny_prepared) -> None:
+    from facebalance.api import resolve_params
+    from facebalance.balance.inputs import real_rows, strategy_index
+    from facebalance.runtime import derive_seed
+
+    p = resolve_params(None)
+    real, task = real_rows(p, tiny_prepared / "train")
+    assert list(real.columns) == ["path", "_file", "_row", "id", "label", "group"]
+    got = strategy_index("oversample", real, task, p)
+    want = build_training_index("oversample", real, task=task,
+                                seed=derive_seed(p.base.seed, 3), augment=p.augment)
+    pd.testing.assert_frame_equal(got, want)

@@ -129,3 +129,22 @@ def test_n_pairs_auto_must_be_resolved_first(planted, tmp_path: Path) -> None:
     with pytest.raises(FacebalanceError, match=r"PairSpec.n_pairs = 0; 0 is the params' auto"):
         make_pairs(gen, clf, target, protected, PairSpec(), tmp_path,
                    device=torch.device("cpu"), progress=False)
+
+
+def test_complement_spec_resolves_the_budget_and_warns_below_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from facebalance.api import resolve_params
+    from facebalance.balance.strategies import auto_n_pairs, budget_pairs
+    from facebalance.latent.pairs import complement_spec
+    from facebalance.runtime import derive_seed
+
+    p = resolve_params(None)
+    spec = complement_spec(p, 20000)
+    a = p.augment
+    assert spec.n_pairs == auto_n_pairs(20000, a.synthetic_share, a.synthetic_weight) > 0
+    assert spec.seed == derive_seed(p.base.seed, 7) and spec.mode == p.complement.mode
+    assert not caplog.records
+    need = budget_pairs(20000, a.synthetic_share, a.synthetic_weight)
+    small = resolve_params({"complement": {"n_pairs": need - 1}})
+    assert complement_spec(small, 20000).n_pairs == need - 1  # kept, with a warning
+    assert f"complement.n_pairs = {need - 1} is below the {need} pairs" in caplog.text

@@ -1,4 +1,6 @@
-"""The augment stage's inputs: the rows a strategy adds, read from its upstream stages.
+"""A strategy's training set from the augment stage's inputs: the real training rows
+(:func:`real_rows`), the rows the strategy adds, read from its upstream stages
+(:func:`read_added_rows`), and the index built from both (:func:`strategy_index`).
 
 Which inputs a strategy reads is declared in :mod:`facebalance.balance.registry`
 (:attr:`~facebalance.balance.registry.Strategy.inputs`, written by
@@ -15,11 +17,18 @@ from typing import Any
 import pandas as pd
 
 from facebalance.balance.registry import Strategy
-from facebalance.balance.strategies import added_rows, pair_rows, select_pairs
+from facebalance.balance.registry import strategy as strategy_spec
+from facebalance.balance.strategies import (
+    added_rows,
+    build_training_index,
+    pair_rows,
+    select_pairs,
+)
 from facebalance.config import AugmentParams, Params
 from facebalance.data.shards import read_parquet, shard_refs
 from facebalance.errors import FacebalanceError
-from facebalance.task import TaskSpec, param_columns, task_from_params, task_rows
+from facebalance.runtime import derive_seed
+from facebalance.task import TaskSpec, read_task, task_rows
 
 #: The table each added-rows input holds, and its columns.
 _TABLES = {
@@ -103,6 +112,16 @@ def read_added_rows(spec: Strategy, paths: dict[str, Path | None], *, n_real: in
 def real_rows(p: Params, train_dir: str | Path) -> tuple[pd.DataFrame, TaskSpec]:
     """The real training split as index rows (image references, ``id``, labels, ``group``)
     and the task resolved from it (classes, groups): what every strategy starts from."""
-    train = shard_refs(train_dir, ["id", *param_columns(p)])
-    task = task_from_params(p, train)
+    train, task = read_task(p, train_dir)
     return task_rows(task, train, ("path", "_file", "_row", "id")), task
+
+
+def strategy_index(strategy: str, real: pd.DataFrame, task: TaskSpec, p: Params,
+                   added: AddedRows | None = None) -> pd.DataFrame:
+    """A strategy's training set index (:func:`build_training_index`) from the real rows
+    (:func:`real_rows`), the rows its inputs add (:func:`read_added_rows`) and the params'
+    ``augment`` options, with the pipeline's seed."""
+    spec = strategy_spec(strategy)
+    extra = {spec.adds: added.rows} if spec.adds and added is not None else {}
+    return build_training_index(strategy, real, task=task, seed=derive_seed(p.base.seed, 3),
+                                augment=p.augment, **extra)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from facebalance.config import DatasetParams
+from facebalance.config import DatasetParams, Params
 from facebalance.data import synthfaces
 from facebalance.data.shards import ShardWriter, atomic_directory, encode_png_batch
 from facebalance.errors import FacebalanceError
@@ -193,6 +193,15 @@ PrepareFn = Callable[..., dict[str, Any]]
 LOADERS: dict[str, PrepareFn] = {"synthfaces": write_synthfaces, "celeba": write_real,
                                  "utkface": write_real, "fairface": write_real,
                                  "lfw": write_real, "folder": write_real}
+
+
+def prepare_from_params(p: Params, out: str | Path, *, device: str = "cpu",
+                        progress: bool = True) -> dict[str, Any]:
+    """:func:`prepare_dataset` with everything it reads from the params (``dataset``, the
+    task's label columns, ``base.seed`` and ``base.image_size``): the prepare stage."""
+    return prepare_dataset(p.dataset, out, seed=p.base.seed, image_size=p.base.image_size,
+                           progress=progress, device=device, kind=p.task.kind,
+                           extra_targets=p.task.extra_targets)
 
 
 def prepare_dataset(p: DatasetParams, out: str | Path, *, seed: int, image_size: int,

@@ -140,7 +140,7 @@ def cpu_workers() -> int:
 
 
 def embed_in_processes(embedder: DlibEmbedder, loader: Any, out: np.ndarray, workers: int,
-                        bar: tqdm) -> None:
+                       bar: tqdm) -> None:
     """dlib batches in ``workers`` processes, at most ``workers + 1`` batches in flight
     (bounded memory), results written in place as they come back in order."""
     import sys

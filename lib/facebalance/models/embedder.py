@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facebalance.config import EmbedParams, from_params
+from facebalance.config import EmbedParams, as_dict, from_params
 from facebalance.data.datasets import ShardDataset, make_loader, to_float
 from facebalance.data.embeddings import (
     embeddings_table,
@@ -47,6 +47,7 @@ from facebalance.data.embeddings import (
     write_embeddings,
 )
 from facebalance.data.shards import (
+    atomic_directory,
     atomic_write_bytes,
     read_parquet,
 )
@@ -59,6 +60,7 @@ from facebalance.models.dlib_embedder import (
     embed_in_processes,
 )
 from facebalance.models.train import TrainConfig, train_classifier
+from facebalance.runtime import write_json
 from facebalance.task import classifier_task
 
 #: facenet-pytorch's pretrained files (release v2.2.9) and their identity counts.
@@ -391,7 +393,7 @@ def embed_images(embedder: Embedder, rows: pd.DataFrame, data: str | Path,
     embedder
         :func:`build_embedder`'s embedder.
     rows
-        Every prepared image (:func:`embedding_rows`).
+        Every prepared image (:func:`~facebalance.data.embeddings.embedding_rows`).
     data
         Prepared shards (``pairs.parquet``).
     params
@@ -443,20 +445,14 @@ class EmbedOutputs:
               rows: pd.DataFrame, vectors: np.ndarray, summary: dict[str, Any]) -> None:
         """The embedder (``embedder.json`` and its weights), the embeddings and the
         summary, each atomically (the caller computed everything first)."""
-        from facebalance.config import as_dict
-        from facebalance.data.shards import atomic_directory
-        from facebalance.runtime import write_json
-
+        table = embeddings_table(rows, vectors)
         with atomic_directory(self.model_dir) as tmp:
             save_embedder(tmp, cfg, net, {"params": as_dict(params)})
-        write_embeddings(self.embeddings, embeddings_table(rows, vectors))
+        write_embeddings(self.embeddings, table)
         write_json(self.metrics, summary)
 
     def write_skipped(self, rows: pd.DataFrame, summary: dict[str, Any], reason: str) -> None:
         """Every output of an embedding that did not run, saying why (no embeddings)."""
-        from facebalance.data.shards import atomic_directory
-        from facebalance.runtime import write_json
-
         with atomic_directory(self.model_dir) as tmp:
             write_json(tmp / "embedder.json", {"skipped": reason})
         write_embeddings(self.embeddings, embeddings_table(rows.iloc[:0].assign(head_fit=True),

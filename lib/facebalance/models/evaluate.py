@@ -15,14 +15,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from facebalance.config import EvaluateParams
+from facebalance.config import EvaluateParams, Params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import read_columns, shard_refs
 from facebalance.errors import FacebalanceError
 from facebalance.metrics.report import fairness_report, task_report
 from facebalance.models.classifier import load_checkpoint
 from facebalance.models.train import predict_outputs
-from facebalance.task import TaskSpec, task_labels
+from facebalance.task import TaskSpec, param_columns, read_task, task_labels
 
 
 def training_cell_counts(train: pd.DataFrame, target: str, protected: str,
@@ -189,3 +189,15 @@ def evaluation_gallery(data: Path, report: Mapping[str, Any], table: pd.DataFram
     return draw_gallery(picks, images, dict(enumerate(task.group_names())), k=k,
                         title=f"{report.get('strategy', '')}: most confident mistakes "
                               f"(seed {seed})")
+
+
+def strategy_report(p: Params, strategy: str, data: Path, models_dir: Path,
+                    device: torch.device) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``evaluate``: the report of a strategy's ``train_target.seeds`` checkpoints
+    (:func:`evaluate_models` with the params' task, evaluate settings and bootstrap seed),
+    led by the strategy's name (empty: left out), and the val/test predictions table."""
+    _, task = read_task(p, data / "train")
+    result, table = evaluate_models(data, models_dir, p.train_target.seeds, default_task=task,
+                                    columns=param_columns(p), device=device, params=p.evaluate,
+                                    bootstrap_seed=p.base.seed)
+    return ({"strategy": strategy, **result} if strategy else result), table

@@ -1,4 +1,6 @@
-"""Train a classifier from a training set index, and score shard directories."""
+"""Train classifiers from a training set index (the attribute classifiers and, through
+:func:`train_strategy` / :func:`save_seed_models`, a strategy's target classifiers, one per
+seed), and score shard directories."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from facebalance.balance.registry import strategy as strategy_spec
 from facebalance.balance.strategies import training_options
 from facebalance.config import ClassifierParams, Params, as_dict, from_params
 from facebalance.data.datasets import ShardDataset
-from facebalance.data.shards import atomic_directory, read_columns, shard_refs
+from facebalance.data.shards import atomic_directory, shard_refs
 from facebalance.models.classifier import (
     ClassifierConfig,
     build_classifier,
@@ -32,7 +34,7 @@ from facebalance.task import (
     cell_ids,
     label_keys,
     param_columns,
-    task_from_params,
+    read_task,
     task_rows,
 )
 
@@ -179,10 +181,9 @@ def train_strategy(strategy: str, index: pd.DataFrame, p: Params, *, train_dir: 
     ``train_dir``, not from the index; ``val_dir`` is read only by a strategy that needs
     validation rows (val_attention). Returns :func:`fit_classifiers`' runs and the task.
     """
-    columns = param_columns(p)
-    task = task_from_params(p, read_columns(train_dir, columns))
-    spec = strategy_spec(strategy)
-    attention_val = task_rows(task, shard_refs(val_dir, columns)) if spec.needs_val else None
+    _, task = read_task(p, train_dir)
+    attention_val = (task_rows(task, shard_refs(val_dir, param_columns(p)))
+                     if strategy_spec(strategy).needs_val else None)
     fitted = fit_classifiers(index, p.train_target, image_size=p.base.image_size,
                              seeds=[derive_seed(p.base.seed, s) for s in p.train_target.seeds],
                              device=device, options=training_options(strategy, p.augment),

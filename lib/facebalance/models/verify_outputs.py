@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebalance.data.shards import write_table_atomic
+from facebalance.data.shards import atomic_directory, atomic_write_bytes, write_table_atomic
 from facebalance.metrics.verification import roc
-from facebalance.models.pair_head import PairHead
+from facebalance.models.pair_head import PairHead, save_verifier
 from facebalance.models.verifier import VERIFIERS
+from facebalance.runtime import write_csv, write_json
 
 
 def roc_points(scored: pd.DataFrame) -> pd.DataFrame:
@@ -106,26 +107,20 @@ class VerifyOutputs:
               report: Mapping[str, Any], features: Sequence[str]) -> None:
         """Write a verification: head, test pair scores, report, headline, markdown table,
         ROC points and figure (each atomically; the caller computed everything first)."""
-        from facebalance.data.shards import atomic_directory, atomic_write_bytes
-        from facebalance.models.pair_head import save_verifier
-        from facebalance.runtime import write_csv, write_json
-
         points = roc_points(scored)
+        table, png = markdown_table(report).encode(), plot_roc(points, report)
         with atomic_directory(self.model_dir) as tmp:
             save_verifier(tmp / "head.json", head, thresholds,
                           {"kind": "verification", "features": list(features)})
         write_table_atomic(scored, self.scores)
         write_json(self.report, report)
         write_json(self.metrics, headline(report))
-        atomic_write_bytes(self.table, markdown_table(report).encode())
+        atomic_write_bytes(self.table, table)
         write_csv(self.roc, points)
-        atomic_write_bytes(self.figure, plot_roc(points, report))
+        atomic_write_bytes(self.figure, png)
 
     def write_skipped(self, reason: str) -> None:
         """Write every output of a verification that did not run, saying why."""
-        from facebalance.data.shards import atomic_directory, atomic_write_bytes
-        from facebalance.runtime import write_csv, write_json
-
         skipped = {"task": {"kind": "verification"}, "skipped": reason}
         with atomic_directory(self.model_dir) as tmp:
             write_json(tmp / "skipped.json", skipped)
