@@ -40,11 +40,13 @@ repro: setup
 
 # Passive OpenMP waits: the tests run stages in subprocesses beside the test process;
 # two torch processes on two cores slowed each other 10-20x (2026-12-05): idle threads must not spin.
+# -n auto: one test process per core (pytest-xdist); tests/groups.py keeps every user of a
+# shared tiny project in one process, and each process uses one torch thread.
 test: setup
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n auto
 
 test-fast: setup
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "not slow"
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n auto -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,12 @@ from facebalance.data.prepare import write_synthfaces
 REPO = Path(__file__).resolve().parents[1]
 
 
-THREADS = 2
+# Under pytest-xdist (make test: one process per core) each process and the stages it
+# starts use one thread: two processes of two threads on two cores slowed each other.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+THREADS = 1 if WORKER else 2
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"  # the stages' subprocesses (base.threads: 0)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -31,6 +38,19 @@ def _same_threads_after_each_test() -> Iterator[None]:
     yield
     if torch.get_num_threads() != THREADS:
         torch.set_num_threads(THREADS)
+
+
+@contextmanager
+def measured_threads(n: int = 2) -> Iterator[None]:
+    """Torch threads of a borderline in-process measurement: the number its margins were
+    measured with (a float sum split over another count moves an interval's last digits),
+    in the serial suite and in a pytest-xdist process alike."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 TINY_DATASET = DatasetParams(n_train=480, n_val=80, n_test=160, rows_per_file=200,
@@ -113,3 +133,10 @@ def with_pickled_entry(pt2: Path, out: Path) -> Path:
                 data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
             dst.writestr(item, data)
     return out
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``pytest -n``: every user of a shared project in one process (tests/groups.py)."""
+    from .groups import make_scheduler
+
+    return make_scheduler(config, log)

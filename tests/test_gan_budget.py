@@ -21,7 +21,7 @@ import yaml
 
 from facebalance.presets import PRESETS
 
-from .conftest import REPO
+from .conftest import REPO, measured_threads
 from .dvcproject import dvc, set_params
 from .projects import build_inprocess, merge
 from .stagerun import plan, run_stage
@@ -64,7 +64,11 @@ def _to_defaults(params: Path) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    root = tmp_path_factory.mktemp("hard")
+    with measured_threads():
+        return _runs(tmp_path_factory.mktemp("hard"))
+
+
+def _runs(root: Path) -> dict[str, dict]:
     build_inprocess(root, merge(TINY, OLD), "compare")
     old = _paired(root)
     old["budget"] = json.loads((root / "metrics/augment/gan_complement.json").read_text())

@@ -1,0 +1,36 @@
+"""make test's process split (tests/groups.py) against the fixtures pytest resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .conftest import REPO
+from .groups import HEAVY, SHARED, unit_of
+
+
+def test_every_user_of_a_shared_project_is_in_its_unit() -> None:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "tests.groups", "-p", "no:cacheprovider", "tests"],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+    rows = [line[5:].rsplit(" ", 1) for line in proc.stdout.splitlines()
+            if line.startswith("UNIT ")]
+    assert len(rows) > 100
+    wrong = []
+    for nodeid, shared in rows:
+        units = {SHARED[f] for f in shared.split(",") if f}
+        want = sorted(units)[0] if units else nodeid.split("::")[0]
+        if unit_of(nodeid) != want:
+            wrong.append((nodeid, unit_of(nodeid), want))
+    assert not wrong, wrong[:5]
+    assert sum(unit_of(n) == "binary" for n, _ in rows) >= 10
+    assert set(HEAVY) <= {unit_of(n) for n, _ in rows}  # the heavy units exist
+
+
+def test_units_of_files_and_parameters() -> None:
+    assert unit_of("tests/test_pipeline.py::test_outputs_and_metrics") == "binary"
+    assert unit_of("tests/test_failures.py::test_kill_9_during_prepare_leaves_nothing_behind"
+                   ) == "tests/test_failures.py"  # no shared project: its file's unit
+    assert unit_of("tests/test_guided_pipeline.py::test_the_protected_classifier_has_one_"
+                   "output_per_group") == "skin4"
+    assert unit_of("tests/test_task.py::test_x[a-b]") == "tests/test_task.py"
