@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,8 +16,6 @@ from facebalance.models.classifier import save_checkpoint
 from facebalance.models.evaluate import evaluate_models
 from facebalance.models.fit import fit_classifier
 from facebalance.task import Head, TaskSpec
-
-from ..conftest import measured_threads
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +32,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     With 8k train images and 4 epochs, val_attention lowered DEO by 0.031 [-0.066,
     +0.0001] (p_better 0.97): the default setting is the one this file tests.
     """
-    with measured_threads():
-        return _evaluated(tmp_path_factory.mktemp("effect"))
-
-
-def _evaluated(root: Path) -> dict[str, tuple]:
+    root = tmp_path_factory.mktemp("effect")
     data = root / "prepared"
     write_synthfaces(DatasetParams(), data, seed=11, image_size=32, progress=False)
     real = shard_refs(data / "train", ["id", "blond", "male"]).rename(
