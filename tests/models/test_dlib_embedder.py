@@ -47,6 +47,11 @@ def test_dlib_in_worker_processes_equals_one_process(tiny_prepared: Path) -> Non
                              progress=False)
     np.testing.assert_allclose(parallel, serial, atol=1e-6)
     assert many.no_face == one.no_face > 0  # 32 px synthfaces: dlib's HOG finds few faces
+    # One batch of 40 images is cut into one chunk per process, put back in order.
+    whole = DlibEmbedder("detect")
+    np.testing.assert_allclose(embed_dataset(whole, ShardDataset(rows, {}), batch_size=40,
+                                             workers=2, progress=False), serial, atol=1e-6)
+    assert whole.no_face == one.no_face
 
 
 def test_embed_shows_progress_with_a_rate(tiny_prepared: Path,

@@ -141,8 +141,10 @@ def cpu_workers() -> int:
 
 def embed_in_processes(embedder: DlibEmbedder, loader: Any, out: np.ndarray, workers: int,
                        bar: tqdm) -> None:
-    """dlib batches in ``workers`` processes, at most ``workers + 1`` batches in flight
-    (bounded memory), results written in place as they come back in order."""
+    """dlib batches in ``workers`` processes, results written in place as they come back in
+    order. Each batch is cut into one chunk per process, so a last short batch (or a single
+    one: 320 images at ``embed_batch_size`` 256) still keeps every process busy; at most
+    ``2 x workers`` chunks are in flight (bounded memory)."""
     import sys
     from collections import deque
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -162,8 +164,10 @@ def embed_in_processes(embedder: DlibEmbedder, loader: Any, out: np.ndarray, wor
                              initializer=_dlib_worker_start,
                              initargs=(embedder.align, os.getpid())) as pool:
         for x, rows in loader:
-            pending.append((pool.submit(_dlib_worker_embed, x.numpy()), rows["index"]))
-            if len(pending) > workers:
-                collect()
+            images, index = x.numpy(), np.asarray(rows["index"])
+            for part in np.array_split(np.arange(len(index)), min(workers, len(index))):
+                pending.append((pool.submit(_dlib_worker_embed, images[part]), index[part]))
+                if len(pending) > 2 * workers:
+                    collect()
         while pending:
             collect()
