@@ -135,6 +135,17 @@ def with_pickled_entry(pt2: Path, out: Path) -> Path:
     return out
 
 
+@pytest.hookimpl(optionalhook=True)  # plain pytest without xdist must still run
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: the cores this process may use (its affinity), not the physical cores
+    of the host (xdist's default), which a container's CPU limit does not lower."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """``pytest -n``: every user of a shared project in one process (tests/groups.py)."""
     from .groups import make_scheduler

@@ -21,14 +21,25 @@ SHARED = {"binary_project": "binary", "binary_copy": "binary", "folder_run": "bi
           "skin4_run": "skin4"}
 
 #: Units that take minutes, handed out first so that they start at once (measured with
-#: ``--durations``; the rest follow in collection order).
+#: ``--durations``; the rest follow as xdist orders them: most tests first).
 HEAVY = ("binary", "tests/balance/test_method_effect.py", "tests/test_gan_budget.py")
 
 
 def _fixture_args(tree: ast.Module) -> dict[str, set[str]]:
-    """Each function of a module (fixtures and tests) and the argument names it takes."""
-    return {node.name: {a.arg for a in node.args.args}
-            for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    """Each function of a module (fixtures and tests) and the fixtures it asks for: its
+    arguments and the names it passes to ``request.getfixturevalue`` (functions of one name
+    merged)."""
+    out: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            args = node.args
+            names = out.setdefault(node.name, set())
+            names |= {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+            names |= {call.args[0].value for call in ast.walk(node)
+                      if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                      and call.func.attr == "getfixturevalue" and call.args
+                      and isinstance(call.args[0], ast.Constant)}
+    return out
 
 
 def _uses(name: str, local: dict[str, set[str]], seen: set[str] | None = None) -> set[str]:
@@ -57,7 +68,7 @@ def _module_units(path: Path) -> dict[str, str]:
 def unit_of(nodeid: str, root: Path = TESTS.parent) -> str:
     """The work unit of a test: its shared project's, else its file."""
     file, _, rest = nodeid.partition("::")
-    name = rest.rsplit("::", 1)[-1].split("[", 1)[0]
+    name = rest.split("[", 1)[0].rsplit("::", 1)[-1]
     path = root / file
     if path.suffix == ".py" and path.is_file():
         return _module_units(path).get(name, file)
@@ -65,8 +76,12 @@ def unit_of(nodeid: str, root: Path = TESTS.parent) -> str:
 
 
 def make_scheduler(config: object, log: object) -> object:
-    """An xdist scheduler handing out :func:`unit_of` units, the :data:`HEAVY` ones first."""
+    """An xdist scheduler handing out :func:`unit_of` units, the :data:`HEAVY` ones first;
+    None (xdist's own) when another ``--dist`` mode was asked for."""
     from xdist.scheduler import LoadScopeScheduling
+
+    if config.getoption("dist") != "load":  # type: ignore[attr-defined]
+        return None
 
     class SharedProjectScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

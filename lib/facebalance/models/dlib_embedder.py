@@ -142,9 +142,9 @@ def cpu_workers() -> int:
 def embed_in_processes(embedder: DlibEmbedder, loader: Any, out: np.ndarray, workers: int,
                        bar: tqdm) -> None:
     """dlib batches in ``workers`` processes, results written in place as they come back in
-    order. Each batch is cut into one chunk per process, so a last short batch (or a single
-    one: 320 images at ``embed_batch_size`` 256) still keeps every process busy; at most
-    ``2 x workers`` chunks are in flight (bounded memory)."""
+    order. Each batch is cut into one chunk per process, so a short last batch (or a single
+    one) still keeps every process busy; about ``2 x workers`` chunks are in flight (bounded
+    memory)."""
     import sys
     from collections import deque
     from concurrent.futures import Future, ProcessPoolExecutor

@@ -320,7 +320,8 @@ def embed_dataset(embedder: Embedder, dataset: ShardDataset, batch_size: int = 2
     """``(n, d)`` embeddings of every row of ``dataset``, in order (batches decoded once).
 
     dlib's descriptor works one image at a time on one core: with ``workers`` > 1 it runs
-    in that many processes, a batch each (the network embedders use torch's threads).
+    in that many processes, each batch cut into one chunk per process (dlib's descriptor of
+    a face does not depend on its batch; the network embedders use torch's threads).
     A progress bar shows images and their rate.
     """
     out = np.empty((len(dataset), embedder.dim), dtype=np.float32)
@@ -422,8 +423,7 @@ def embed_images(embedder: Embedder, rows: pd.DataFrame, data: str | Path,
     t0 = time.perf_counter()
     vectors = embed_dataset(embedder, ShardDataset(rows, {}, cache_mb=params.cache_mb),
                             params.embed_batch_size,
-                            workers=min(threads or cpu_workers(),
-                                        -(-len(rows) // params.embed_batch_size)))
+                            workers=min(threads or cpu_workers(), len(rows)))
     seconds = time.perf_counter() - t0
     summary |= {"dim": dim,
                 "images": {s: int((rows["split"] == s).sum()) for s in ("train", "val", "test")},
