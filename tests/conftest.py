@@ -139,10 +139,9 @@ def with_pickled_entry(pt2: Path, out: Path) -> Path:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: the cores this process may use (its affinity), not the physical cores
     of the host (xdist's default), which a container's CPU limit does not lower."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
+    from facebalance.models.dlib_embedder import cpu_workers
+
+    return cpu_workers()
 
 
 @pytest.hookimpl(optionalhook=True)
