@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile constraints.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile constraints.txt tools/uv_sources.py | cksum | cut -d' ' -f1)
 # Exact versions of every dependency but torch/torchvision (pinned below): two installs
 # months apart resolve the same packages. `make lock` refreshes it from the venv;
 # `make setup CONSTRAINTS=` installs from the lower bounds in pyproject.toml alone.
@@ -17,15 +17,31 @@ else
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 endif
 
+# The installer: uv (pinned; pip puts it in the venv) installs the same pins as pip in about
+# half the time (fresh venv, 2026-12-05, Intel Xeon: 55 s vs 95 s; torch alone 11 s vs 42 s).
+# uv reads no pip configuration, so tools/uv_sources.py hands it the sources pip is set up
+# with (a local mirror or wheel folder); the bytecode is compiled once, by the last install.
+# `make setup INSTALLER=pip` installs with pip alone.
+INSTALLER ?= uv
+UV_VERSION := 0.13.9
+ifeq ($(INSTALLER),uv)
+INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --index-strategy unsafe-best-match \
+  $(shell $(PYTHON) tools/uv_sources.py)
+COMPILE := --compile-bytecode
+else
+INSTALL = $(BIN)/python -m pip install -q
+COMPILE :=
+endif
+
 .PHONY: setup repro test test-fast lint bench clean-venv lock
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e ".[dev,dlib]"
+	$(BIN)/python -m pip install -q --upgrade pip $(if $(COMPILE),uv==$(UV_VERSION))
+	$(INSTALL) $(TORCH)
+	$(INSTALL) $(CONSTRAINTS) -e ".[dev,dlib]"
 	# facenet-pytorch 2.6.0 pins torch<2.3 and numpy<2 but runs with these: no deps.
-	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
+	$(INSTALL) $(COMPILE) --no-deps facenet-pytorch==2.6.0
 	$(BIN)/python -c "import torchvision, facenet_pytorch, dlib, facebalance"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,19 +37,6 @@ def _same_threads_after_each_test() -> Iterator[None]:
     yield
     if torch.get_num_threads() != THREADS:
         torch.set_num_threads(THREADS)
-
-
-@contextmanager
-def measured_threads(n: int = 2) -> Iterator[None]:
-    """Torch threads of a borderline in-process measurement: the number its margins were
-    measured with (a float sum split over another count moves an interval's last digits),
-    in the serial suite and in a pytest-xdist process alike."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 TINY_DATASET = DatasetParams(n_train=480, n_val=80, n_test=160, rows_per_file=200,
