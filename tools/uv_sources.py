@@ -35,10 +35,10 @@ def uv_flags(listing: str) -> list[str]:
     list of str
         ``["--extra-index-url", "file:///a", "--extra-index-url", "file:///b", ...]``; a
         source given twice (a file and a variable) is passed once, and one ``--index-url``
-        at most (the last pip would read: variables over files).
+        at most: a ``PIP_INDEX_URL`` variable's over a file's, as pip reads them.
     """
     flags: list[str] = []
-    index_url: str | None = None
+    index_url: dict[bool, str] = {}  # from a variable (True) or a file (False)
     seen: set[tuple[str, str]] = set()
     for line in listing.splitlines():
         m = _LINE.match(line.strip())
@@ -47,11 +47,12 @@ def uv_flags(listing: str) -> list[str]:
         for value in shlex.split(m["value"]):
             for source in value.split():
                 if m["key"] == "index-url":
-                    index_url = source
+                    index_url[line.startswith(":env:")] = source
                 elif (m["key"], source) not in seen:
                     seen.add((m["key"], source))
                     flags += [f"--{m['key']}", source]
-    return (["--index-url", index_url] if index_url else []) + flags
+    chosen = index_url.get(True, index_url.get(False))
+    return (["--index-url", chosen] if chosen else []) + flags
 
 
 def main() -> None:

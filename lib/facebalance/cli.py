@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -167,13 +168,15 @@ def show(
             typer.echo(f"{group:>14}: " + ", ".join(f"{k} {fmt(v)}" for k, v in rates.items()))
 
 
-def _preset_command(name: str, params: Path, temp: bool) -> list[str]:
-    """Validate params.yaml with the preset's changes; the ``dvc exp run`` command."""
+def _preset_command(name: str, params: Path, temp: bool,
+                    sets: Sequence[str] = ()) -> list[str]:
+    """Validate params.yaml with the preset's changes (and ``sets``, ``key=value`` on top of
+    them); the ``dvc exp run`` command."""
     from facebalance.config import parse_params, read_params_data
-    from facebalance.presets import apply_changes, preset_changes, set_args
+    from facebalance.presets import apply_changes, parse_sets, preset_changes, set_args
 
     try:
-        changes = preset_changes(name)
+        changes = {**preset_changes(name), **parse_sets(sets)}
         parse_params(apply_changes(read_params_data(params), changes))
     except FacebalanceError as err:
         raise FacebalanceError(f"preset {name}: {err}") from None
@@ -216,6 +219,9 @@ def preset(
     temp: Annotated[bool, typer.Option(help="run in a temporary copy (--temp), leaving the "
                                             "workspace as it is")] = True,
     dry_run: Annotated[bool, typer.Option(help="print the command only")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="key=value (YAML value) changed on top of the preset, repeatable: "
+                      "--set train_target.seeds=[0]")] = None,
 ) -> None:
     """Run a named task as a DVC experiment: ``dvc exp run -n NAME -S key=value ...``.
 
@@ -223,7 +229,7 @@ def preset(
     experiment: ``git show $(dvc exp show --json ...)`` or ``dvc exp apply NAME``.
     """
     try:
-        cmd = _preset_command(name, params, temp)
+        cmd = _preset_command(name, params, temp, set_ or ())
     except FacebalanceError as err:
         _fail(err)
     if dry_run:

@@ -2,7 +2,8 @@
 
 A preset runs as a DVC experiment (``dvc exp run -n <name> -S key=value ...``), so its
 results sit beside the others in ``dvc exp show`` and ``dvc exp diff``. ``facebalance
-preset <name>`` validates the changed params first and prints or runs that command.
+preset <name>`` validates the changed params first and prints or runs that command;
+``--set key=value`` changes more on top of the preset (``--set train_target.seeds=[0]``).
 
 - ``blond_male``: the default (binary blond vs binary male, CelebA-like skew, 8 strategies).
 - ``skin4``: binary blond vs 4 skin-tone groups with shares 0.55/0.25/0.12/0.08 and
@@ -24,8 +25,10 @@ preset <name>`` validates the changed params first and prints or runs that comma
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import yaml
 
 from facebalance.errors import FacebalanceError
 
@@ -98,6 +101,27 @@ def preset_changes(name: str) -> dict[str, Any]:
     except KeyError:
         raise FacebalanceError(
             f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """Dotted-key changes from ``key=value`` strings, each value read as YAML (as
+    ``dvc exp run -S`` reads it: ``seeds=[0]`` is a list, ``lr=0.01`` a float).
+
+    Raises
+    ------
+    FacebalanceError
+        Naming the item when it has no ``=`` or its value is not YAML.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise FacebalanceError(f"--set {item!r}: expected key=value (train_target.seeds=[0])")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise FacebalanceError(f"--set {item!r}: the value is not YAML ({err})") from None
+    return out
 
 
 def apply_changes(data: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
