@@ -14,7 +14,7 @@ from facebalance.data.shards import shard_refs
 from facebalance.metrics.paired import paired_differences, split_rows
 from facebalance.models.classifier import save_checkpoint
 from facebalance.models.evaluate import evaluate_models
-from facebalance.models.fit import fit_classifier
+from facebalance.models.fit import fit_classifiers
 from facebalance.task import Head, TaskSpec
 
 pytestmark = pytest.mark.slow
@@ -45,11 +45,11 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         index = build_training_index(strategy, real, seed=0)
         attention = val if strategy_spec(strategy).needs_val else None
         models = root / strategy
-        for s in SEEDS:
-            net, cfg, _ = fit_classifier(index, params, image_size=32, seed=100 + s,
-                                         device=torch.device("cpu"),
-                                         options=training_options(strategy),
-                                         attention_val=attention)
+        # As train_target does: the images decoded once for the three seeds' runs.
+        fitted = fit_classifiers(index, params, image_size=32, seeds=[100 + s for s in SEEDS],
+                                 device=torch.device("cpu"), options=training_options(strategy),
+                                 attention_val=attention)
+        for s, (net, cfg, _) in zip(SEEDS, fitted, strict=True):
             save_checkpoint(models / f"seed{s}.pt", net, cfg, {})
         out[strategy] = evaluate_models(data, models, SEEDS, default_task=TASK,
                                         columns=["blond", "male"], device=torch.device("cpu"),
