@@ -77,6 +77,37 @@ def test_run_app_turns_os_errors_into_one_line(tmp_path: Path,
                                        ": No such file or directory\n")
 
 
+def test_a_signal_while_a_bar_is_built_still_exits_128_plus_the_signal(
+        capsys: pytest.CaptureFixture) -> None:
+    """tqdm registers a bar before it sets its position: a SIGTERM in between left a bar
+    whose close() raised, and the stage exited 1 with a traceback instead of 143."""
+    from tqdm import tqdm
+
+    from facebalance.runtime import Interrupted
+
+    app = typer.Typer()
+    bars = []
+
+    @app.command()
+    def main() -> None:
+        # Where __init__ was when the signal came: registered (in __new__), enabled, waiting
+        # for the lock to get a position.
+        bars.append(tqdm.__new__(tqdm))
+        bars[0].disable = False
+        raise Interrupted(15)
+
+    argv, sys.argv = sys.argv, ["stage"]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_app(app)
+    finally:
+        sys.argv = argv
+    assert exit_.value.code == 128 + 15
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted by SIGTERM") and "Traceback" not in err
+    assert bars[0] not in tqdm._instances
+
+
 class _Broken(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 4

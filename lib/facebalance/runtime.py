@@ -130,14 +130,28 @@ def run_app(app: typer.Typer | Callable[..., Any]) -> None:
         with logging_redirect_tqdm():  # log lines through tqdm.write, above any bar
             code = typer.main.get_command(app)(standalone_mode=False)
     except BaseException as err:
-        for bar in list(getattr(tqdm, "_instances", ())):
-            bar.close()  # ends the bar's line: the error line must not continue it
+        _end_bars()
         sys.exit(_error_exit(err))
     finally:  # a caller in the same process (a test) gets its own handlers back
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if isinstance(code, int) and code != 0:  # typer returns exit codes in this mode
         sys.exit(code)
+
+
+def _end_bars() -> None:
+    """Close every open progress bar, so that the error line starts a line of its own.
+
+    A signal can arrive while a bar is being built: tqdm registers it before it has a
+    position (fresh-clone ``make test``, 2026-12-05: ``'tqdm' object has no attribute
+    'pos'`` turned SIGTERM's exit status 143 into 1). Such a bar has nothing on screen;
+    failing to close it must not replace the stage's own error.
+    """
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a half-built bar
+            tqdm._instances.discard(bar)
 
 
 def _error_exit(err: BaseException) -> int:
