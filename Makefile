@@ -77,11 +77,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_embed.py
 
 # Refresh constraints.txt from the venv (after changing pyproject.toml: `make lock`, then
-# commit it). torch, torchvision, their CUDA wheels and facenet-pytorch stay pinned above.
+# commit it). torch, torchvision, their CUDA wheels, facenet-pytorch and uv stay pinned above.
 lock: setup
 	$(BIN)/python -m pip install -q --upgrade -e ".[dev,dlib]"
 	$(BIN)/python -m pip freeze --exclude-editable \
-	  | grep -viE '^((torch|torchvision|triton|facenet-pytorch)( @|==)|(nvidia|cuda)-)' \
+	  | grep -viE '^((torch|torchvision|triton|facenet-pytorch|uv)( @|==)|(nvidia|cuda)-)' \
 	  | sed '1i # make lock: exact versions of the dependencies (Python 3.11, x86_64); torch pins are in the Makefile' \
 	  > constraints.txt
 
