@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile constraints.txt tools/uv_sources.py | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile constraints.txt tools/uv_install.py | cksum | cut -d' ' -f1)
 # Exact versions of every dependency but torch/torchvision (pinned below): two installs
 # months apart resolve the same packages. `make lock` refreshes it from the venv;
 # `make setup CONSTRAINTS=` installs from the lower bounds in pyproject.toml alone.
@@ -18,16 +18,14 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 endif
 
 # The installer: uv (pinned; pip puts it in the venv) installs the same pins as pip in about
-# half the time (fresh venv, 2026-12-05, Intel Xeon: 55 s vs 95 s; torch alone 11 s vs 42 s).
-# uv reads no pip configuration, so tools/uv_sources.py hands it the sources pip is set up
-# with (a local mirror or wheel folder). --compile-bytecode, as pip does: uv compiles only
-# what each call installs, and without it every stage process would compile torch again
-# (PYTHONDONTWRITEBYTECODE), 4 s instead of 1.5 s. `make setup INSTALLER=pip`: pip alone.
+# half the time (fresh venv, 2026-12-05, Intel Xeon: the install steps 55 s vs 92 s; torch
+# alone 11 s vs 42 s). uv reads no pip configuration, so tools/uv_install.py asks the venv's
+# pip for its settings (mirror, wheel folder, constraint files, certificate) and runs uv with
+# them, bytecode compiled as pip does. `make setup INSTALLER=pip` installs with pip alone.
 INSTALLER ?= uv
 UV_VERSION := 0.13.9
 ifeq ($(INSTALLER),uv)
-INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode \
-  --index-strategy unsafe-best-match $(shell $(PYTHON) tools/uv_sources.py)
+INSTALL = $(BIN)/python tools/uv_install.py -q
 UV := uv==$(UV_VERSION)
 else
 INSTALL = $(BIN)/python -m pip install -q

@@ -12,7 +12,7 @@ from packaging.version import Version
 
 from .conftest import REPO
 
-MAKEFILE_PINS = {"torch", "torchvision", "facenet-pytorch"}
+MAKEFILE_PINS = {"torch", "torchvision", "facenet-pytorch", "uv"}
 
 
 def _pins() -> dict[str, Version]:

@@ -44,15 +44,19 @@ def test_preset_dry_run_prints_the_dvc_command() -> None:
 def test_set_changes_more_on_top_of_the_preset_and_is_validated() -> None:
     args = ["preset", "age", "--dry-run", "--params", str(REPO / "params.yaml")]
     result = CliRunner().invoke(app, [*args, "--set", "strategies=[baseline, reweight]",
-                                      "--set", "train_target.seeds=[0]"])
+                                      "--set", "train_target.seeds=[0]",
+                                      "--set", "train_target.lr=3e-4", "--name", "age_quick"])
     assert result.exit_code == 0, result.output
     tail = result.output.split("-S 'task.kind=\"regression\"'", 1)[1]
     assert "-S 'strategies=[\"baseline\", \"reweight\"]'" in tail  # the preset's, replaced
     assert result.output.count("strategies=") == 1
-    assert "-S 'train_target.seeds=[0]' compare" in result.output
+    assert "-S 'train_target.seeds=[0]' -S train_target.lr=0.0003 compare" in result.output
+    assert result.output.startswith("dvc exp run --temp -n age_quick -S")
     for bad, says in (("seeds", "--set 'seeds': expected key=value"),
                       ("train_target.seeds=[0", "--set 'train_target.seeds=[0': the value is "
                                                 "not YAML"),
+                      ("train_target={seeds: [0]}", "--set 'train_target={seeds: [0]}': a "
+                                                    "mapping; set its keys one at a time"),
                       ("train_target.sedes=[0]", "preset age: params: unknown key "
                                                  "'train_target.sedes' (did you mean 'seeds'?)")):
         result = CliRunner().invoke(app, [*args, "--set", bad])

@@ -169,9 +169,9 @@ def show(
 
 
 def _preset_command(name: str, params: Path, temp: bool,
-                    sets: Sequence[str] = ()) -> list[str]:
+                    sets: Sequence[str] = (), exp_name: str = "") -> list[str]:
     """Validate params.yaml with the preset's changes (and ``sets``, ``key=value`` on top of
-    them); the ``dvc exp run`` command."""
+    them); the ``dvc exp run`` command (experiment ``exp_name``, else the preset's name)."""
     from facebalance.config import parse_params, read_params_data
     from facebalance.presets import apply_changes, parse_sets, preset_changes, set_args
 
@@ -182,7 +182,7 @@ def _preset_command(name: str, params: Path, temp: bool,
         raise FacebalanceError(f"preset {name}: {err}") from None
     # Target compare: only the stages the listed strategies need (no GAN stages without a
     # gan_* strategy).
-    return ["dvc", "exp", "run", *(["--temp"] if temp else []), "-n", name,
+    return ["dvc", "exp", "run", *(["--temp"] if temp else []), "-n", exp_name or name,
             *set_args(changes), "compare"]
 
 
@@ -222,6 +222,9 @@ def preset(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="key=value (YAML value) changed on top of the preset, repeatable: "
                       "--set train_target.seeds=[0]")] = None,
+    exp_name: Annotated[str, typer.Option(
+        "--name", help="the experiment's name (default: the preset's); a --set variant "
+                       "needs its own")] = "",
 ) -> None:
     """Run a named task as a DVC experiment: ``dvc exp run -n NAME -S key=value ...``.
 
@@ -229,7 +232,7 @@ def preset(
     experiment: ``git show $(dvc exp show --json ...)`` or ``dvc exp apply NAME``.
     """
     try:
-        cmd = _preset_command(name, params, temp, set_ or ())
+        cmd = _preset_command(name, params, temp, set_ or (), exp_name)
     except FacebalanceError as err:
         _fail(err)
     if dry_run:

@@ -25,6 +25,7 @@ preset <name>`` validates the changed params first and prints or runs that comma
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ import yaml
 
 from facebalance.errors import FacebalanceError
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 SKIN_SHARES = [0.55, 0.25, 0.12, 0.08]
 CLASSIC = ["baseline", "reweight", "oversample", "mixup", "cutmix", "val_attention"]
 
@@ -104,23 +106,30 @@ def preset_changes(name: str) -> dict[str, Any]:
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """Dotted-key changes from ``key=value`` strings, each value read as YAML (as
-    ``dvc exp run -S`` reads it: ``seeds=[0]`` is a list, ``lr=0.01`` a float).
+    """Dotted-key changes from ``key=value`` strings, each value read as YAML (PyYAML's
+    YAML 1.1: ``seeds=[0]`` is a list, ``lr=0.01`` a float; ``1e-5`` is a float here too).
 
     Raises
     ------
     FacebalanceError
-        Naming the item when it has no ``=`` or its value is not YAML.
+        Naming the item when it has no ``=``, its value is not YAML, or the value is a
+        mapping (``dvc exp run -S`` takes one key at a time: ``train_target.seeds=[0]``).
     """
     out: dict[str, Any] = {}
     for item in items:
-        key, eq, value = item.partition("=")
+        key, eq, text = item.partition("=")
         if not eq or not key.strip():
             raise FacebalanceError(f"--set {item!r}: expected key=value (train_target.seeds=[0])")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise FacebalanceError(f"--set {item!r}: the value is not YAML ({err})") from None
+        if isinstance(value, Mapping):
+            raise FacebalanceError(f"--set {item!r}: a mapping; set its keys one at a time "
+                                   f"({key.strip()}.<key>=<value>)")
+        if isinstance(value, str) and _EXPONENT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 1e-5 as a string; DVC reads a float
+        out[key.strip()] = value
     return out
 
 

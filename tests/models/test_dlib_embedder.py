@@ -40,17 +40,19 @@ def test_dlib_detector_counts_or_refuses_a_face_it_cannot_find() -> None:
 def test_dlib_in_worker_processes_equals_one_process(tiny_prepared: Path) -> None:
     """The stage's parallel dlib path: same vectors, same order, same no-face count."""
     pytest.importorskip("dlib", reason="the [dlib] extra (make test installs it)")
-    rows = embedding_rows(tiny_prepared, need_identity=False).iloc[:40]
+    # 24 images: three batches of 8, each cut into one chunk per process (6 chunks: more than
+    # the 2 per process kept in flight), then one batch of 24 cut in two.
+    rows = embedding_rows(tiny_prepared, need_identity=False).iloc[:24]
     one, many = DlibEmbedder("detect"), DlibEmbedder("detect")
     serial = embed_dataset(one, ShardDataset(rows, {}), batch_size=8, progress=False)
     parallel = embed_dataset(many, ShardDataset(rows, {}), batch_size=8, workers=2,
                              progress=False)
     np.testing.assert_allclose(parallel, serial, atol=1e-6)
     assert many.no_face == one.no_face > 0  # 32 px synthfaces: dlib's HOG finds few faces
-    # One batch of 40 images is cut into one chunk per process, put back in order: the
+    # One batch of 24 images is cut into one chunk per process, put back in order: the
     # same bits (a face's descriptor does not depend on the batch it is computed in).
     whole = DlibEmbedder("detect")
-    np.testing.assert_array_equal(embed_dataset(whole, ShardDataset(rows, {}), batch_size=40,
+    np.testing.assert_array_equal(embed_dataset(whole, ShardDataset(rows, {}), batch_size=24,
                                                 workers=2, progress=False), serial)
     assert whole.no_face == one.no_face
 
