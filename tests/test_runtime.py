@@ -58,6 +58,17 @@ def test_an_os_error_in_a_stage_exits_1_with_one_line(tmp_path: Path) -> None:
                       "folder is needed)"]
 
 
+def _exit_status(app: typer.Typer) -> int:
+    """The status :func:`run_app` exits with, run as a stage without arguments."""
+    argv, sys.argv = sys.argv, ["stage"]
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_app(app)
+    finally:
+        sys.argv = argv
+    return exit_.value.code
+
+
 def test_run_app_turns_os_errors_into_one_line(tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
     app = typer.Typer()
@@ -66,13 +77,7 @@ def test_run_app_turns_os_errors_into_one_line(tmp_path: Path,
     def main() -> None:
         (tmp_path / "missing" / "out.json").write_text("{}")
 
-    argv, sys.argv = sys.argv, ["stage"]
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            run_app(app)
-    finally:
-        sys.argv = argv
-    assert exit_.value.code == 1
+    assert _exit_status(app) == 1
     assert capsys.readouterr().err == (f"error: cannot access {tmp_path / 'missing' / 'out.json'}"
                                        ": No such file or directory\n")
 
@@ -96,13 +101,7 @@ def test_a_signal_while_a_bar_is_built_still_exits_128_plus_the_signal(
         bars[0].disable = False
         raise Interrupted(15)
 
-    argv, sys.argv = sys.argv, ["stage"]
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            run_app(app)
-    finally:
-        sys.argv = argv
-    assert exit_.value.code == 128 + 15
+    assert _exit_status(app) == 128 + 15
     err = capsys.readouterr().err
     assert err.startswith("error: interrupted by SIGTERM") and "Traceback" not in err
     assert bars[0] not in tqdm._instances

@@ -118,7 +118,8 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, eq, text = item.partition("=")
-        if not eq or not key.strip():
+        key = key.strip()
+        if not eq or not key:
             raise FacebalanceError(f"--set {item!r}: expected key=value (train_target.seeds=[0])")
         try:
             value = yaml.safe_load(text)
@@ -126,10 +127,10 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
             raise FacebalanceError(f"--set {item!r}: the value is not YAML ({err})") from None
         if isinstance(value, Mapping):
             raise FacebalanceError(f"--set {item!r}: a mapping; set its keys one at a time "
-                                   f"({key.strip()}.<key>=<value>)")
+                                   f"({key}.<key>=<value>)")
         if isinstance(value, str) and _EXPONENT.fullmatch(value):
             value = float(value)  # YAML 1.1 reads 1e-5 as a string; DVC reads a float
-        out[key.strip()] = value
+        out[key] = value
     return out
 
 
