@@ -204,9 +204,35 @@ def test_exps_prints_the_experiments_table(monkeypatch: pytest.MonkeyPatch) -> N
         return subprocess.CompletedProcess(cmd, 0, csv, "")
 
     monkeypatch.setattr(facebalance.cli, "_dvc", fake_dvc)
-    result = runner.invoke(app, ["exps", "--params", str(REPO / "params.yaml")])
+    result = runner.invoke(app, ["exps", "--metric", "deo", "--params", str(REPO / "params.yaml")])
     assert result.exit_code == 0, result.output
     assert calls == [["dvc", "exp", "show", "--csv"]]
     assert result.output.splitlines() == ["              workspace  seed1",
                                           "baseline deo  0.146      0.100",
                                           "base.seed     0.000      1.000"]
+
+
+def test_exps_csv_prints_dvc_rows_with_the_table_columns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    import facebalance.cli
+
+    csv = ("Experiment,rev,base.seed,lib/x.py,metrics/eval/baseline.json:deo\n"
+           ",workspace,0,abc,0.146\nseed1,1a2b,1,abc,0.1\n")
+    calls = []
+
+    def fake_dvc(cmd: list[str], capture: bool = False) -> subprocess.CompletedProcess:
+        calls.append((cmd, capture))
+        return subprocess.CompletedProcess(cmd, 0, csv if capture else None, "")
+
+    monkeypatch.setattr(facebalance.cli, "_dvc", fake_dvc)
+    result = runner.invoke(app, ["exps", "--csv", "--metric", "deo", "--params",
+                                 str(REPO / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["Experiment,rev,metrics/eval/baseline.json:deo,"
+                                          "base.seed", ",workspace,0.146,0", "seed1,1a2b,0.1,1"]
+    # --all --csv: DVC's every column, printed by DVC itself.
+    assert runner.invoke(app, ["exps", "--all", "--csv"]).exit_code == 0
+    assert calls == [(["dvc", "exp", "show", "--csv"], True),
+                     (["dvc", "exp", "show", "--csv"], False)]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from facebalance.choices import DEFAULT_COMPARE
 from facebalance.errors import FacebalanceError
-from facebalance.experiments import experiment_file, exps_table, flat_keys
+from facebalance.experiments import experiment_file, exps_csv, exps_table, flat_keys
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -60,6 +61,10 @@ def test_exps_table_keeps_headlines_and_changed_params_only() -> None:
     other = {**base, "Experiment": "lr2", "rev": "1a2b", "train_target.lr": "0.002",
              "metrics/eval/baseline.json:deo": "0.1", "lib/facebalance/task.py": "def456"}
     table = exps_table([base, other], params={"base.seed", "train_target.lr"})
+    # baseline's file lacks some binary metrics, so no task kind's pair is complete: the
+    # metrics asked for are shown.
+    table = exps_table([base, other], params={"base.seed", "train_target.lr"},
+                       metrics=("ap", "deo"))
     assert table == [["", "workspace", "lr2"],
                      ["baseline ap", "0.956", "0.956"],
                      ["baseline deo", "0.146", "0.100"],
@@ -67,5 +72,35 @@ def test_exps_table_keeps_headlines_and_changed_params_only() -> None:
                      ["train_target.lr", "0.001", "0.002"]]
     # One strategy: DVC names its columns by the bare metric.
     single = [{"Experiment": "", "rev": "workspace", "deo": "0.1", "ap": "0.9", "kl": "0.2"}]
-    assert exps_table(single, params=set()) == [["", "workspace"], ["deo", "0.100"],
-                                                ["ap", "0.900"]]
+    assert exps_table(single, params=set(), metrics=("deo", "ap")) == [
+        ["", "workspace"], ["deo", "0.100"], ["ap", "0.900"]]
+
+
+def test_exps_table_shows_each_task_kinds_pair_by_default() -> None:
+    binary = dict.fromkeys(DEFAULT_COMPARE["binary"], "0.5")
+    regression = dict.fromkeys(DEFAULT_COMPARE["regression"], "4.0")
+    # A binary workspace and an age experiment beside it: DVC's columns are the union.
+    row = {"Experiment": "", "rev": "workspace", "task.kind": "binary"}
+    row |= {f"metrics/eval/baseline.json:{m}": v for m, v in (binary | regression).items()}
+    age = {**row, "Experiment": "age", "task.kind": "regression"}
+    labels = [r[0] for r in exps_table([row, age], params={"task.kind"})[1:]]
+    assert labels == ["baseline ap", "baseline deo", "baseline mae",
+                      "baseline worst_group_mae", "task.kind"]
+    # One binary strategy: bare names.
+    single = {"Experiment": "", "rev": "workspace", **binary}
+    assert [r[0] for r in exps_table([single], params=set())[1:]] == ["ap", "deo"]
+
+
+def test_exps_csv_is_dvc_csv_cut_to_the_table_columns() -> None:
+    base = {"Experiment": "", "rev": "workspace", "typ": "baseline", "Created": "",
+            "parent": "", "base.seed": "0", "train_target.lr": "0.001",
+            "metrics/eval/baseline.json:ap": "0.95612", "metrics/eval/baseline.json:kl": "0.2",
+            "metrics/verify.json:cosine.auc": "0.8", "lib/facebalance/task.py": "abc123"}
+    other = {**base, "Experiment": "lr2", "rev": "1a2b", "typ": "branch_base",
+             "train_target.lr": "0.002", "lib/facebalance/task.py": "def456"}
+    assert exps_csv([base, other], params={"base.seed", "train_target.lr"}, metrics=("ap",)) == [
+        ["Experiment", "rev", "typ", "Created", "parent", "metrics/eval/baseline.json:ap",
+         "metrics/verify.json:cosine.auc", "train_target.lr"],
+        ["", "workspace", "baseline", "", "", "0.95612", "0.8", "0.001"],
+        ["lr2", "1a2b", "branch_base", "", "", "0.95612", "0.8", "0.002"]]
+    assert exps_csv([], params=set()) == []

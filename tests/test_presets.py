@@ -115,3 +115,16 @@ def test_a_preset_runs_as_a_dvc_experiment(tmp_path: Path) -> None:
     headline = json.loads(read("metrics/eval/val_attention.json"))
     assert list(headline) == ["mae", "wmae", "worst_group_mae", "group_mae_gap"]
     assert "| val_attention | 1 |" in read("metrics/compare.md")
+    # Beside the workspace, on one screen: DVC prints every dep hash and param, `facebalance
+    # exps --csv` the same rows with the age task's headline pair and the changed params.
+    full = dvc(tmp_path, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    proc = subprocess.run([sys.executable, "-m", "facebalance.cli", "exps", "--csv"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    header = lines[0].split(",")
+    assert len(header) <= 80 < len(full)
+    assert {"metrics/eval/val_attention.json:mae", "metrics/eval/val_attention.json:"
+            "worst_group_mae", "task.kind", "strategies"} <= set(header)
+    assert not any(col.startswith(("lib/", "stages/", "data/")) for col in header)
+    assert len(lines) == len(dvc(tmp_path, "exp", "show", "--csv").stdout.splitlines())

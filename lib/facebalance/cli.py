@@ -267,32 +267,44 @@ def exps(
     all_columns: Annotated[bool, typer.Option(
         "--all", help="every column, as `dvc exp show` prints it (deps, all params, every "
                       "metric)")] = False,
+    as_csv: Annotated[bool, typer.Option(
+        "--csv", help="the same columns as CSV in `dvc exp show --csv`'s shape: one row per "
+                      "experiment, DVC's column names")] = False,
     metric: Annotated[list[str] | None, typer.Option(
-        help="headline metric per strategy to show (repeat); default: deo, ap")] = None,
+        help="metric per strategy to show (repeat); default: the task's quality and fairness "
+             "pair (binary: ap, deo; regression: mae, worst_group_mae)")] = None,
     params: Annotated[Path, typer.Option(help="params file")] = Path("params.yaml"),
 ) -> None:
-    """Experiments side by side on one screen: each strategy's DEO and AP, verification's
-    AUC and only the params that differ (``dvc exp show --csv`` underneath; ``--all`` for
+    """Experiments side by side on one screen: each strategy's quality and fairness metric
+    (AP and DEO for a binary task), verification's AUCs and only the params that differ
+    (``dvc exp show --csv`` underneath; ``--csv`` for those columns as CSV, ``--all`` for
     every column)."""
     import csv
     import io
 
     from facebalance.config import read_params_data
-    from facebalance.experiments import EXPS_METRICS, exps_table, flat_keys
+    from facebalance.experiments import exps_csv, exps_table, flat_keys
 
     try:
         keys = flat_keys(read_params_data(params))
     except FacebalanceError as err:
         _fail(err)
-    proc = _dvc(["dvc", "exp", "show", *([] if all_columns else ["--csv"])],
+    # --all hands the terminal to DVC (its table, or every column as CSV with --csv).
+    proc = _dvc(["dvc", "exp", "show", *(["--csv"] if as_csv or not all_columns else [])],
                 capture=not all_columns)
     if proc.returncode != 0:
         _fail(FacebalanceError(f"dvc exp show failed (exit {proc.returncode}): "
                                f"{(proc.stderr or '').strip()[:300]}"))
     if all_columns:
         return
-    table = exps_table(list(csv.DictReader(io.StringIO(proc.stdout))), keys,
-                       tuple(metric) if metric else EXPS_METRICS)
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    picked = tuple(metric) if metric else None
+    if as_csv:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(exps_csv(rows, keys, picked))
+        typer.echo(out.getvalue(), nl=False)
+        return
+    table = exps_table(rows, keys, picked)
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))] if table else []
     for row in table:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
