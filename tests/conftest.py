@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,50 @@ if WORKER:
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
     torch.set_num_threads(THREADS)
+
+
+STAGE_SERVER = Path(__file__).resolve().parent / "stageserver"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One stage server for this test process (``tests/stageserver/stageserver.py``): the
+    stage processes of the tests' DVC pipelines fork from a process that imported torch
+    once, instead of importing it each. ``FACEBALANCE_TEST_STAGE_SERVER=0`` turns it off."""
+    if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
+        yield
+        return
+    import subprocess
+
+    address = tmp_path_factory.mktemp("stageserver") / "socket"
+    server = subprocess.Popen([sys.executable, str(STAGE_SERVER / "stageserver.py"),
+                               str(address)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    ready = server.stdout.readline()
+    if ready != b"ready\n":  # stages run in their own processes, as without a server
+        server.kill()
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("FACEBALANCE_STAGE_SERVER", "PYTHONPATH")}
+    os.environ["FACEBALANCE_STAGE_SERVER"] = str(address)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(STAGE_SERVER), *filter(None, [saved["PYTHONPATH"]])])
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stdin.close()  # the server returns when its standard input closes
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def own_stage_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages in their own processes, not forks of the stage server: for tests of what a
+    stage process does with signals and ``kill -9``."""
+    monkeypatch.delenv("FACEBALANCE_STAGE_SERVER", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,9 @@ from .conftest import REPO
 from .dvcproject import set_params
 from .projects import BINARY, build_inprocess, merge
 
+# torchrun, its ranks and their signals as without the test session's stage server.
+pytestmark = pytest.mark.usefixtures("own_stage_processes")
+
 CFG = TrainConfig(epochs=2, batch_size=24, lr=0.01, seed=5, samples_per_epoch=200)
 
 

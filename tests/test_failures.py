@@ -175,6 +175,7 @@ def test_a_checkpoint_holding_code_is_refused_and_outputs_kept(
     assert _changed(state, project) == {"models/target/baseline/seed0.pt"}
 
 
+@pytest.mark.usefixtures("own_stage_processes")
 def test_kill_9_during_prepare_leaves_nothing_behind(tmp_path: Path) -> None:
     """The killed run's temporary directory is removed by the next run of the stage."""
     work = tmp_path / "work"

@@ -17,6 +17,9 @@ import yaml
 from .conftest import REPO
 from .dvcproject import commit, dvc, new_project, set_params
 
+# Signals reach a stage process as they do without the test session's stage server.
+pytestmark = pytest.mark.usefixtures("own_stage_processes")
+
 TINY = {"dataset": {"n_train": 64, "n_val": 16, "n_test": 16, "rows_per_file": 64,
                     "row_group_size": 16}}
 

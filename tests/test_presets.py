@@ -117,14 +117,14 @@ def test_a_preset_runs_as_a_dvc_experiment(tmp_path: Path) -> None:
     assert "| val_attention | 1 |" in read("metrics/compare.md")
     # Beside the workspace, on one screen: DVC prints every dep hash and param, `facebalance
     # exps --csv` the same rows with the age task's headline pair and the changed params.
-    full = dvc(tmp_path, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    full = dvc(tmp_path, "exp", "show", "--csv").stdout.splitlines()
     proc = subprocess.run([sys.executable, "-m", "facebalance.cli", "exps", "--csv"],
                           cwd=tmp_path, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     header = lines[0].split(",")
-    assert len(header) <= 80 < len(full)
+    assert len(header) <= 80 < len(full[0].split(","))
     assert {"metrics/eval/val_attention.json:mae", "metrics/eval/val_attention.json:"
             "worst_group_mae", "task.kind", "strategies"} <= set(header)
     assert not any(col.startswith(("lib/", "stages/", "data/")) for col in header)
-    assert len(lines) == len(dvc(tmp_path, "exp", "show", "--csv").stdout.splitlines())
+    assert len(lines) == len(full)  # every experiment's row

@@ -1,0 +1,257 @@
+"""A fork server for the stage processes of the test suite's DVC pipelines.
+
+Every stage is a process (``python stages/<name>.py``, started by DVC), and most of a tiny
+stage's time is its imports: torch alone takes 1.2 to 1.6 s, and a stage that trains also
+imports ``torch._dynamo`` (another 1.5 s, from ``torch.optim``), while the tiny stages'
+work is well under a second. The test session starts one server per test process
+(``tests/conftest.py``) that imports the third-party packages once (:data:`PRELOAD`, never
+``facebalance``: a temporary DVC experiment runs the ``lib/`` of its own copy), and puts
+this directory on ``PYTHONPATH``. Its ``sitecustomize.py`` runs first in every Python
+process the tests start; in a stage process it calls :func:`hand_over`, which sends the
+script, its arguments, working directory, environment, ``sys.path`` and its standard
+streams (the file descriptors themselves, ``SCM_RIGHTS``) to the server. The server forks;
+the fork runs the script as ``python`` would (``runpy``, ``__main__``) on those streams, and
+the stage process waits, forwards the signals it gets (Ctrl-C, SIGTERM) and exits as the
+fork did: the same exit status, or killed by the same signal. DVC, its lock and its
+outputs see a stage process as before; only the imports are shared.
+
+A fork that loses its stage process (killed with SIGKILL) is killed too. With no server
+(``FACEBALANCE_STAGE_SERVER`` unset, or nothing answering), a stage runs in its own process
+as always; tests of process behaviour (signals, ``kill -9``, torchrun) unset it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: Imported once by the server: the packages every torch stage imports first.
+PRELOAD = ("numpy", "scipy.ndimage", "yaml", "typer", "PIL.Image", "torch", "torch._dynamo",
+           "torch.utils.data", "torchvision")
+
+_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
+
+def is_stage(argv: list[str]) -> bool:
+    """Whether a process runs a stage script (``stages/<name>.py`` of a project)."""
+    script = argv[0] if argv else ""
+    return (script.endswith(".py") and not os.path.basename(script).startswith("_")
+            and os.path.basename(os.path.dirname(os.path.abspath(script))) == "stages")
+
+
+def hand_over(address: str) -> None:
+    """Run this process's stage in a fork of the server at ``address`` and exit as it does.
+
+    Returns (the stage then runs here) when no server answers or it refuses before the
+    stage started.
+    """
+    import json
+    import signal
+    import socket
+    import struct
+
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(address)
+        # sys.path as the script will see it: Python puts the script's directory first
+        # after site (and this hook) ran.
+        path = [os.path.dirname(os.path.abspath(sys.argv[0])), *sys.path]
+        request = json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                              "path": path}).encode()
+        fds = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
+        socket.send_fds(sock, [struct.pack("!Q", len(request))], fds)
+        sock.sendall(request)
+        replies = sock.makefile("rb")
+        line = replies.readline()
+    except OSError:
+        return
+    if not line.startswith(b"pid "):
+        return  # nothing ran: run here
+    pid = int(line.split()[1])
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for name in _FORWARDED:
+        signal.signal(getattr(signal, name), forward)
+    kind, _, value = replies.readline().decode().partition(" ")
+    if kind == "signal":  # die of the same signal, as DVC would have seen the stage do
+        sig = int(value)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    if kind != "exit":
+        print(f"stage server: lost the stage process {pid}", file=sys.stderr)
+    os._exit(int(value) if kind == "exit" else 1)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def serve(address: str) -> None:
+    """Import :data:`PRELOAD`, listen at ``address`` and fork one stage per connection;
+    return when standard input closes (the test process that started it has gone)."""
+    import importlib
+    import select
+    import signal
+    import socket
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    assert not any(m == "facebalance" or m.startswith("facebalance.") for m in sys.modules)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(64)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the monitors are reaped by the kernel
+    print("ready", flush=True)
+    while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
+            return
+        if listener in ready:
+            conn, _ = listener.accept()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if os.fork() == 0:
+                listener.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _monitor(conn)
+            conn.close()
+
+
+def _recv_exact(conn: object, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise OSError("stage process went away")
+        data += chunk
+    return data
+
+
+def _monitor(conn: object) -> None:
+    """In a fork of the server: receive one stage, fork it, tell its process the pid, wait
+    for it (killing it when its process goes away) and send how it ended."""
+    import json
+    import select
+    import signal
+    import socket
+    import struct
+
+    try:
+        head, fds, _, _ = socket.recv_fds(conn, 8, 3)
+        head += _recv_exact(conn, 8 - len(head))
+        request = json.loads(_recv_exact(conn, struct.unpack("!Q", head)[0]))
+    except (OSError, ValueError):
+        os._exit(1)
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _run_stage(request, fds)
+    for fd in fds:
+        os.close(fd)
+    try:
+        conn.sendall(f"pid {pid}\n".encode())
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+    pidfd = os.pidfd_open(pid)
+    while True:
+        ready, _, _ = select.select([pidfd, conn], [], [])
+        if pidfd in ready:
+            break
+        if not conn.recv(1):  # the stage process is gone (SIGKILL): its fork goes too
+            os.kill(pid, signal.SIGKILL)
+            break
+    _, status = os.waitpid(pid, 0)
+    reply = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+             else f"exit {os.waitstatus_to_exitcode(status)}")
+    try:
+        conn.sendall(f"{reply}\n".encode())
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def _run_stage(request: dict, fds: list[int]) -> None:
+    """In the stage's fork: become the stage process (streams, directory, environment,
+    ``sys.path``, fresh random state) and run its script as ``__main__``; never returns."""
+    import atexit
+    import io
+    import runpy
+    import traceback
+
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv[:] = request["argv"]
+    sys.path[:] = request["path"]
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    # New stream objects on the received descriptors, buffered as Python buffers its own.
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(open(0, "rb", closefd=False))
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        open(1, "wb", closefd=False), line_buffering=os.isatty(1), write_through=unbuffered)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        open(2, "wb", closefd=False), errors="backslashreplace", line_buffering=True,
+        write_through=unbuffered)
+    _fresh_state()
+    code = 0
+    try:
+        runpy.run_path(request["argv"][0], run_name="__main__")
+    except SystemExit as stop:
+        code = _exit_code(stop.code)
+    except KeyboardInterrupt:  # as Python does: the traceback, then die of SIGINT
+        traceback.print_exc()
+        code = -2
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if code == -2:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
+
+
+def _fresh_state() -> None:
+    """What a new process would start with: numpy's global random state from the OS (a
+    fork copies the server's), torch's thread count from ``OMP_NUM_THREADS`` (unset: the
+    server's)."""
+    import numpy as np
+    import torch
+
+    np.random.seed()  # noqa: NPY002 - the legacy global state a new process seeds itself
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+
+
+def _exit_code(code: object) -> int:
+    """``sys.exit``'s argument as Python's exit status (None: 0; text: printed, 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

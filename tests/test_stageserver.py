@@ -1,0 +1,118 @@
+"""The test session's stage server (tests/stageserver/): a stage process handed to it
+behaves as one that ran itself, for DVC and for whoever signals it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """\
+import os, signal, sys, time
+print("torch preloaded:", "torch" in sys.modules, flush=True)
+print("argv:", sys.argv[1:], "cwd:", os.getcwd(), "mark:", os.environ.get("FB_MARK"))
+print("path0:", sys.path[0])
+print("to stderr", file=sys.stderr)
+mode = sys.argv[1]
+if mode == "wait":
+    def stop(signum, frame):
+        print("stopped by", signal.Signals(signum).name, flush=True)
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+    open("pid", "w").write(str(os.getpid()))
+    print("waiting", flush=True)
+    time.sleep(60)
+elif mode == "raise":
+    raise ValueError("boom")
+elif mode == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(int(mode))
+"""
+
+
+@pytest.fixture
+def stage(tmp_path: Path) -> Path:
+    """A stage script (``stages/probe.py``) that reports how it runs."""
+    (tmp_path / "stages").mkdir()
+    script = tmp_path / "stages" / "probe.py"
+    script.write_text(SCRIPT)
+    return script
+
+
+def _run(stage: Path, mode: str, **kwargs: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "stages/probe.py", mode], cwd=stage.parents[1],
+                            env={**os.environ, "FB_MARK": "m1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _served() -> None:
+    if not os.environ.get("FACEBALANCE_STAGE_SERVER"):
+        pytest.fail("no stage server in this session (FACEBALANCE_TEST_STAGE_SERVER=0?)")
+
+
+def test_a_handed_over_stage_gets_argv_cwd_env_streams_and_exit_status(stage: Path) -> None:
+    _served()
+    proc = _run(stage, "3")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert out.splitlines() == ["torch preloaded: True",
+                                f"argv: ['3'] cwd: {stage.parents[1]} mark: m1",
+                                f"path0: {stage.parent}"]
+    assert err == "to stderr\n"
+
+
+def test_without_a_server_the_stage_runs_in_its_own_process(
+        stage: Path, own_stage_processes: None) -> None:
+    proc = _run(stage, "0")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.startswith("torch preloaded: False")
+
+
+def test_an_exception_prints_its_traceback_and_exits_1(stage: Path) -> None:
+    _served()
+    proc = _run(stage, "raise")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" in err and err.rstrip().endswith("ValueError: boom")
+
+
+def test_a_stage_killed_by_a_signal_kills_its_process_alike(stage: Path) -> None:
+    _served()
+    proc = _run(stage, "die")
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _wait_for(proc: subprocess.Popen, stage: Path) -> int:
+    assert proc.stdout.readline().startswith("torch preloaded: True")
+    for line in proc.stdout:
+        if line == "waiting\n":
+            return int((stage.parents[1] / "pid").read_text())
+    raise AssertionError(proc.stderr.read())
+
+
+def test_a_signal_to_the_stage_process_reaches_the_stage(stage: Path) -> None:
+    _served()
+    proc = _run(stage, "wait")
+    fork = _wait_for(proc, stage)
+    assert fork != proc.pid
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert out == "stopped by SIGTERM\n" and proc.returncode == 128 + signal.SIGTERM
+
+
+def test_kill_9_of_the_stage_process_kills_the_fork(stage: Path) -> None:
+    _served()
+    proc = _run(stage, "wait")
+    fork = _wait_for(proc, stage)
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{fork}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{fork}").exists()
