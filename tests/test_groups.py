@@ -5,16 +5,29 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 from .groups import HEAVY, SHARED, unit_of
 
 
-def test_every_user_of_a_shared_project_is_in_its_unit() -> None:
+def _collected(session: pytest.Session) -> list[tuple[str, str]]:
+    """(node id, its shared fixtures) of every test of the suite, as pytest resolves them:
+    this session's own items when it collected every test file (``make test``: each xdist
+    process collects them all), else a ``--collect-only`` run."""
+    files = {str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")}
+    if files <= {item.nodeid.split("::", 1)[0] for item in session.items}:
+        return [(item.nodeid, ",".join(sorted(f for f in item.fixturenames if f in SHARED)))
+                for item in session.items]
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
                            "-p", "tests.groups", "-p", "no:cacheprovider", "tests"],
                           cwd=REPO, capture_output=True, text=True, check=True)
-    rows = [line[5:].rsplit(" ", 1) for line in proc.stdout.splitlines()
+    return [tuple(line[5:].rsplit(" ", 1)) for line in proc.stdout.splitlines()
             if line.startswith("UNIT ")]
+
+
+def test_every_user_of_a_shared_project_is_in_its_unit(request: pytest.FixtureRequest) -> None:
+    rows = _collected(request.session)
     assert len(rows) > 100
     # Every test pytest sees using a shared project is in that project's unit. (A test can
     # also reach one through request.getfixturevalue, which pytest only sees when it runs:
