@@ -20,8 +20,8 @@ print("path0:", sys.path[0])
 print("to stderr", file=sys.stderr)
 mode = sys.argv[1]
 if mode == "wait":
-    def stop(signum, frame):
-        print("stopped by", signal.Signals(signum).name, flush=True)
+    def stop(signum, frame):  # os.write: the signal may come while print flushes
+        os.write(1, f"stopped by {signal.Signals(signum).name}\\n".encode())
         sys.exit(128 + signum)
     signal.signal(signal.SIGTERM, stop)
     open("pid", "w").write(str(os.getpid()))
@@ -102,8 +102,8 @@ def test_a_signal_to_the_stage_process_reaches_the_stage(stage: Path) -> None:
     fork = _wait_for(proc, stage)
     assert fork != proc.pid
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert out == "stopped by SIGTERM\n" and proc.returncode == 128 + signal.SIGTERM
+    out, err = proc.communicate(timeout=60)
+    assert (out, proc.returncode) == ("stopped by SIGTERM\n", 128 + signal.SIGTERM), err
 
 
 def test_kill_9_of_the_stage_process_kills_the_fork(stage: Path) -> None:

@@ -50,6 +50,22 @@ def hand_over(address: str) -> None:
     import socket
     import struct
 
+    # Forward signals from before the request is sent: a stage can start (and be signalled)
+    # before the server's reply with its pid arrives; those wait here until it does.
+    pid: list[int] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if not pid:
+            pending.append(signum)
+            return
+        try:
+            os.kill(pid[0], signum)
+        except ProcessLookupError:
+            pass
+
+    before = {sig: signal.signal(sig, forward)
+              for sig in (getattr(signal, name) for name in _FORWARDED)}
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(address)
@@ -64,19 +80,16 @@ def hand_over(address: str) -> None:
         replies = sock.makefile("rb")
         line = replies.readline()
     except OSError:
+        line = b""
+    if not line.startswith(b"pid "):  # nothing ran: run here, with the signals so far
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        for sig in pending:
+            os.kill(os.getpid(), sig)
         return
-    if not line.startswith(b"pid "):
-        return  # nothing ran: run here
-    pid = int(line.split()[1])
-
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for name in _FORWARDED:
-        signal.signal(getattr(signal, name), forward)
+    pid.append(int(line.split()[1]))
+    for sig in pending:
+        forward(sig, None)
     kind, _, value = replies.readline().decode().partition(" ")
     if kind == "signal":  # die of the same signal, as DVC would have seen the stage do
         sig = int(value)
@@ -84,7 +97,7 @@ def hand_over(address: str) -> None:
         os.kill(os.getpid(), sig)
         os._exit(128 + sig)
     if kind != "exit":
-        print(f"stage server: lost the stage process {pid}", file=sys.stderr)
+        print(f"stage server: lost the stage process {pid[0]}", file=sys.stderr)
     os._exit(int(value) if kind == "exit" else 1)
 
 
