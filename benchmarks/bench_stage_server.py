@@ -30,6 +30,7 @@ SERVER = REPO / "tests" / "stageserver"
 
 def build(root: Path, env: dict[str, str]) -> tuple[float, int, dict]:
     """``dvc repro`` of :data:`BINARY` in ``root``: seconds, stages run, baseline's metrics."""
+    root.mkdir()
     new_project(root, BINARY)
     saved = dict(os.environ)
     os.environ.update(env)

@@ -40,14 +40,19 @@ def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
         yield
         return
+    import select
     import subprocess
 
     address = tmp_path_factory.mktemp("stageserver") / "socket"
+    # Its own session: a Ctrl-C reaches the stage processes, which forward it to their
+    # forks once; the server ends when this process does (its standard input closes).
     server = subprocess.Popen([sys.executable, str(STAGE_SERVER / "stageserver.py"),
-                               str(address)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    ready = server.stdout.readline()
-    if ready != b"ready\n":  # stages run in their own processes, as without a server
-        server.kill()
+                               str(address)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              start_new_session=True)
+    started = select.select([server.stdout], [], [], 120)[0]
+    if not started or server.stdout.readline() != b"ready\n":
+        server.kill()  # stages run in their own processes, as without a server
+        server.wait()
         yield
         return
     saved = {k: os.environ.get(k) for k in ("FACEBALANCE_STAGE_SERVER", "PYTHONPATH")}

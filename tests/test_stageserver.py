@@ -15,6 +15,8 @@ import pytest
 SCRIPT = """\
 import os, signal, sys, time
 print("torch preloaded:", "torch" in sys.modules, flush=True)
+with open("runs", "a") as runs:
+    runs.write(f"{'torch' in sys.modules}\\n")
 print("argv:", sys.argv[1:], "cwd:", os.getcwd(), "mark:", os.environ.get("FB_MARK"))
 print("path0:", sys.path[0])
 print("to stderr", file=sys.stderr)
@@ -31,6 +33,9 @@ elif mode == "raise":
     raise ValueError("boom")
 elif mode == "die":
     os.kill(os.getpid(), signal.SIGKILL)
+elif mode == "seed":
+    import torch
+    print("seed:", torch.initial_seed())
 sys.exit(int(mode))
 """
 
@@ -51,8 +56,10 @@ def _run(stage: Path, mode: str, **kwargs: object) -> subprocess.Popen:
 
 
 def _served() -> None:
+    if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
+        pytest.skip("the stage server is off (FACEBALANCE_TEST_STAGE_SERVER=0)")
     if not os.environ.get("FACEBALANCE_STAGE_SERVER"):
-        pytest.fail("no stage server in this session (FACEBALANCE_TEST_STAGE_SERVER=0?)")
+        pytest.fail("the session's stage server did not start")
 
 
 def test_a_handed_over_stage_gets_argv_cwd_env_streams_and_exit_status(stage: Path) -> None:
@@ -81,11 +88,20 @@ def test_an_exception_prints_its_traceback_and_exits_1(stage: Path) -> None:
     assert "Traceback" in err and err.rstrip().endswith("ValueError: boom")
 
 
-def test_a_stage_killed_by_a_signal_kills_its_process_alike(stage: Path) -> None:
+def test_a_stage_killed_by_a_signal_kills_its_process_alike_and_runs_once(
+        stage: Path) -> None:
     _served()
     proc = _run(stage, "die")
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    assert (stage.parents[1] / "runs").read_text() == "True\n"  # in the fork, only there
+
+
+def test_each_fork_has_its_own_torch_seed_as_a_new_process(stage: Path) -> None:
+    _served()
+    seeds = {_run(stage, "seed").communicate(timeout=60)[0].splitlines()[-1]
+             for _ in range(2)}
+    assert len(seeds) == 2
 
 
 def _wait_for(proc: subprocess.Popen, stage: Path) -> int:
@@ -101,6 +117,17 @@ def test_a_signal_to_the_stage_process_reaches_the_stage(stage: Path) -> None:
     proc = _run(stage, "wait")
     fork = _wait_for(proc, stage)
     assert fork != proc.pid
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert (out, proc.returncode) == ("stopped by SIGTERM\n", 128 + signal.SIGTERM), err
+
+
+def test_a_signal_the_stage_process_ignores_stays_ignored(stage: Path) -> None:
+    _served()
+    proc = _run(stage, "wait", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    _wait_for(proc, stage)
+    proc.send_signal(signal.SIGHUP)  # ignored by both, as by a process that ignores it
+    time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert (out, proc.returncode) == ("stopped by SIGTERM\n", 128 + signal.SIGTERM), err

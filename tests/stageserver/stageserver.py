@@ -8,16 +8,22 @@ work is well under a second. The test session starts one server per test process
 ``facebalance``: a temporary DVC experiment runs the ``lib/`` of its own copy), and puts
 this directory on ``PYTHONPATH``. Its ``sitecustomize.py`` runs first in every Python
 process the tests start; in a stage process it calls :func:`hand_over`, which sends the
-script, its arguments, working directory, environment, ``sys.path`` and its standard
-streams (the file descriptors themselves, ``SCM_RIGHTS``) to the server. The server forks;
-the fork runs the script as ``python`` would (``runpy``, ``__main__``) on those streams, and
-the stage process waits, forwards the signals it gets (Ctrl-C, SIGTERM) and exits as the
-fork did: the same exit status, or killed by the same signal. DVC, its lock and its
-outputs see a stage process as before; only the imports are shared.
+script, its arguments, working directory, environment, ``sys.path``, stream settings and
+ignored signals, and its standard streams (the file descriptors themselves,
+``SCM_RIGHTS``) to the server. The server forks a monitor, which forks the stage: it runs
+the script as ``python`` would (``runpy``, ``__main__``) on those streams, and the stage
+process waits, forwards the signals it gets (Ctrl-C, SIGTERM) and exits as the fork did:
+the same exit status, or killed by the same signal. A fork that loses its stage process
+(killed with SIGKILL) is killed too.
 
-A fork that loses its stage process (killed with SIGKILL) is killed too. With no server
-(``FACEBALANCE_STAGE_SERVER`` unset, or nothing answering), a stage runs in its own process
-as always; tests of process behaviour (signals, ``kill -9``, torchrun) unset it.
+What a fork shares with the server beyond the imports, unlike a new process: the string
+hash seed (set iteration order), warnings the imports already showed, ``runpy`` frames in
+tracebacks. Its numpy and torch random states are reseeded from the OS, as a new process's.
+
+With no server (``FACEBALANCE_STAGE_SERVER`` unset, or nothing answering the connection)
+a stage runs in its own process as always; tests of process behaviour (signals, ``kill
+-9``, torchrun) unset it. Once a server has taken the request, the stage never runs a
+second time here: any failure after that exits 1 (the monitor then kills the fork).
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ PRELOAD = ("numpy", "scipy.ndimage", "yaml", "typer", "PIL.Image", "torch", "tor
            "torch.utils.data", "torchvision")
 
 _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+#: Seconds to connect and to get the fork's pid (the server forks at once); the stage
+#: itself may run as long as it needs.
+_CONNECT_TIMEOUT = 30
+_REPLY_TIMEOUT = 60
 
 
 def is_stage(argv: list[str]) -> bool:
@@ -39,11 +49,20 @@ def is_stage(argv: list[str]) -> bool:
             and os.path.basename(os.path.dirname(os.path.abspath(script))) == "stages")
 
 
+def _stream(stream: object) -> dict:
+    """How a standard stream is set up (encoding, errors, buffering), to rebuild it alike;
+    Python's defaults for a closed one."""
+    if stream is None:
+        return {"encoding": "utf-8", "errors": "strict", "line_buffering": False,
+                "write_through": False}
+    return {"encoding": stream.encoding, "errors": stream.errors,
+            "line_buffering": stream.line_buffering, "write_through": stream.write_through}
+
+
 def hand_over(address: str) -> None:
     """Run this process's stage in a fork of the server at ``address`` and exit as it does.
 
-    Returns (the stage then runs here) when no server answers or it refuses before the
-    stage started.
+    Returns (the stage then runs here) only when no server takes the request.
     """
     import json
     import signal
@@ -51,7 +70,8 @@ def hand_over(address: str) -> None:
     import struct
 
     # Forward signals from before the request is sent: a stage can start (and be signalled)
-    # before the server's reply with its pid arrives; those wait here until it does.
+    # before the server's reply with its pid arrives; those wait here until it does. Signals
+    # this process ignores stay ignored, here and in the fork.
     pid: list[int] = []
     pending: list[int] = []
 
@@ -64,41 +84,53 @@ def hand_over(address: str) -> None:
         except ProcessLookupError:
             pass
 
-    before = {sig: signal.signal(sig, forward)
-              for sig in (getattr(signal, name) for name in _FORWARDED)}
+    signals = [getattr(signal, name) for name in _FORWARDED]
+    ignored = [int(sig) for sig in signals if signal.getsignal(sig) == signal.SIG_IGN]
+    before = {sig: signal.signal(sig, forward) for sig in signals if int(sig) not in ignored}
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(_CONNECT_TIMEOUT)
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(address)
-        # sys.path as the script will see it: Python puts the script's directory first
-        # after site (and this hook) ran.
-        path = [os.path.dirname(os.path.abspath(sys.argv[0])), *sys.path]
-        request = json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ),
-                              "path": path}).encode()
-        fds = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
-        socket.send_fds(sock, [struct.pack("!Q", len(request))], fds)
-        sock.sendall(request)
-        replies = sock.makefile("rb")
-        line = replies.readline()
-    except OSError:
-        line = b""
-    if not line.startswith(b"pid "):  # nothing ran: run here, with the signals so far
+    except OSError:  # no server: run here, with the signals so far
+        sock.close()
         for sig, handler in before.items():
             signal.signal(sig, handler)
         for sig in pending:
             os.kill(os.getpid(), sig)
         return
-    pid.append(int(line.split()[1]))
-    for sig in pending:
-        forward(sig, None)
-    kind, _, value = replies.readline().decode().partition(" ")
-    if kind == "signal":  # die of the same signal, as DVC would have seen the stage do
-        sig = int(value)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
-    if kind != "exit":
-        print(f"stage server: lost the stage process {pid[0]}", file=sys.stderr)
-    os._exit(int(value) if kind == "exit" else 1)
+    try:
+        # sys.path as the script will see it: Python puts the script's directory first
+        # after site (and this hook) ran.
+        path = [os.path.dirname(os.path.abspath(sys.argv[0])), *sys.path]
+        request = json.dumps({
+            "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": path,
+            "ignored": ignored, "streams": [_stream(s) for s in (sys.stdout, sys.stderr)],
+        }).encode()
+        fds = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
+        sock.settimeout(_REPLY_TIMEOUT)
+        socket.send_fds(sock, [struct.pack("!Q", len(request))], fds)
+        sock.sendall(request)
+        replies = sock.makefile("rb")
+        line = replies.readline()
+        if not line.startswith(b"pid "):
+            raise OSError(f"no pid from the server ({line!r})")
+        pid.append(int(line.split()[1]))
+        for sig in pending:
+            forward(sig, None)
+        sock.settimeout(None)  # the stage runs as long as it needs
+        kind, _, value = replies.readline().decode().partition(" ")
+        if kind == "signal":  # die of the same signal, as DVC would have seen the stage do
+            sig = int(value)
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            os._exit(128 + sig)
+        if kind != "exit":
+            raise OSError("the server's monitor went away")
+        os._exit(int(value))
+    except BaseException as err:  # the server has the stage: never run it here
+        print(f"error: stage server ({address}): {err}", file=sys.stderr)
+        os._exit(1)
 
 
 def _is_open(fd: int) -> bool:
@@ -150,11 +182,43 @@ def _recv_exact(conn: object, n: int) -> bytes:
     return data
 
 
+def _gone(conn: object) -> bool:
+    """Whether the stage process closed its end (it died: nothing else is ever sent)."""
+    try:
+        return not conn.recv(1)
+    except OSError:
+        return True
+
+
+def _wait(pid: int, conn: object) -> int:
+    """Wait for the fork ``pid``, killing it if its stage process goes first; its status."""
+    import select
+    import signal
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # no pidfd (old kernel, a seccomp profile): poll
+        pidfd = None
+    while True:
+        if pidfd is not None:
+            ready, _, _ = select.select([pidfd, conn], [], [])
+            if pidfd in ready:
+                break
+        else:
+            ready, _, _ = select.select([conn], [], [], 0.05)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+        if conn in ready and _gone(conn):  # the stage process is gone: its fork goes too
+            os.kill(pid, signal.SIGKILL)
+            break
+    return os.waitpid(pid, 0)[1]
+
+
 def _monitor(conn: object) -> None:
     """In a fork of the server: receive one stage, fork it, tell its process the pid, wait
-    for it (killing it when its process goes away) and send how it ended."""
+    for it and send how it ended; never returns."""
     import json
-    import select
     import signal
     import socket
     import struct
@@ -173,17 +237,10 @@ def _monitor(conn: object) -> None:
         os.close(fd)
     try:
         conn.sendall(f"pid {pid}\n".encode())
-    except OSError:
+        status = _wait(pid, conn)
+    except BaseException:  # never leave the stage running unwatched
         os.kill(pid, signal.SIGKILL)
-    pidfd = os.pidfd_open(pid)
-    while True:
-        ready, _, _ = select.select([pidfd, conn], [], [])
-        if pidfd in ready:
-            break
-        if not conn.recv(1):  # the stage process is gone (SIGKILL): its fork goes too
-            os.kill(pid, signal.SIGKILL)
-            break
-    _, status = os.waitpid(pid, 0)
+        os._exit(1)
     reply = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
              else f"exit {os.waitstatus_to_exitcode(status)}")
     try:
@@ -195,11 +252,16 @@ def _monitor(conn: object) -> None:
 
 def _run_stage(request: dict, fds: list[int]) -> None:
     """In the stage's fork: become the stage process (streams, directory, environment,
-    ``sys.path``, fresh random state) and run its script as ``__main__``; never returns."""
+    ``sys.path``, signals, fresh random state) and run its script as ``__main__``, then
+    shut down as Python does; never returns."""
     import atexit
+    import gc
     import io
+    import multiprocessing.process
     import runpy
-    import traceback
+    import signal
+    import tempfile
+    import threading
 
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
@@ -209,48 +271,53 @@ def _run_stage(request: dict, fds: list[int]) -> None:
     os.environ.update(request["env"])
     sys.argv[:] = request["argv"]
     sys.path[:] = request["path"]
-    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
-    # New stream objects on the received descriptors, buffered as Python buffers its own.
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(open(0, "rb", closefd=False))
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
-        open(1, "wb", closefd=False), line_buffering=os.isatty(1), write_through=unbuffered)
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
-        open(2, "wb", closefd=False), errors="backslashreplace", line_buffering=True,
-        write_through=unbuffered)
+    for sig in request["ignored"]:
+        signal.signal(sig, signal.SIG_IGN)
+    # Whatever the server computed from its own directory and environment, recomputed.
+    multiprocessing.process.ORIGINAL_DIR = os.getcwd()
+    tempfile.tempdir = None
+    # New stream objects on the received descriptors, set up as the stage process's were.
+    out, err = request["streams"]
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(open(0, "rb", closefd=False),
+                                                 encoding=out["encoding"])
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(open(1, "wb", closefd=False), **out)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(open(2, "wb", closefd=False), **err)
     _fresh_state()
     code = 0
     try:
-        runpy.run_path(request["argv"][0], run_name="__main__")
+        runpy.run_path(os.path.abspath(request["argv"][0]), run_name="__main__")
     except SystemExit as stop:
         code = _exit_code(stop.code)
     except KeyboardInterrupt:  # as Python does: the traceback, then die of SIGINT
-        traceback.print_exc()
+        sys.excepthook(*sys.exc_info())
         code = -2
-    except BaseException:
-        traceback.print_exc()
+    except BaseException:  # as Python does: the traceback, exit 1
+        sys.excepthook(*sys.exc_info())
         code = 1
+    # Python's shutdown: wait for non-daemon threads, run atexit, collect (closing files).
+    threading._shutdown()
     atexit._run_exitfuncs()
+    gc.collect()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
     if code == -2:
-        import signal
-
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
 
 
 def _fresh_state() -> None:
-    """What a new process would start with: numpy's global random state from the OS (a
-    fork copies the server's), torch's thread count from ``OMP_NUM_THREADS`` (unset: the
-    server's)."""
+    """What a new process would start with: numpy's global and torch's default random
+    states from the OS (a fork copies the server's), torch's thread count from
+    ``OMP_NUM_THREADS`` (unset: the server's)."""
     import numpy as np
     import torch
 
     np.random.seed()  # noqa: NPY002 - the legacy global state a new process seeds itself
+    torch.seed()
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
