@@ -19,6 +19,7 @@ with open("runs", "a") as runs:
     runs.write(f"{'torch' in sys.modules}\\n")
 print("argv:", sys.argv[1:], "cwd:", os.getcwd(), "mark:", os.environ.get("FB_MARK"))
 print("path0:", sys.path[0])
+print("file:", __file__, "argv0:", sys.argv[0])
 print("to stderr", file=sys.stderr)
 mode = sys.argv[1]
 if mode == "wait":
@@ -69,7 +70,8 @@ def test_a_handed_over_stage_gets_argv_cwd_env_streams_and_exit_status(stage: Pa
     assert proc.returncode == 3, err
     assert out.splitlines() == ["torch preloaded: True",
                                 f"argv: ['3'] cwd: {stage.parents[1]} mark: m1",
-                                f"path0: {stage.parent}"]
+                                f"path0: {stage.parent}",
+                                f"file: {stage} argv0: stages/probe.py"]
     assert err == "to stderr\n"
 
 
@@ -125,8 +127,9 @@ def test_a_signal_to_the_stage_process_reaches_the_stage(stage: Path) -> None:
 def test_a_signal_the_stage_process_ignores_stays_ignored(stage: Path) -> None:
     _served()
     proc = _run(stage, "wait", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-    _wait_for(proc, stage)
+    fork = _wait_for(proc, stage)
     proc.send_signal(signal.SIGHUP)  # ignored by both, as by a process that ignores it
+    os.kill(fork, signal.SIGHUP)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)

@@ -11,14 +11,15 @@ process the tests start; in a stage process it calls :func:`hand_over`, which se
 script, its arguments, working directory, environment, ``sys.path``, stream settings and
 ignored signals, and its standard streams (the file descriptors themselves,
 ``SCM_RIGHTS``) to the server. The server forks a monitor, which forks the stage: it runs
-the script as ``python`` would (``runpy``, ``__main__``) on those streams, and the stage
+the script as ``python`` would (a new ``__main__``) on those streams, and the stage
 process waits, forwards the signals it gets (Ctrl-C, SIGTERM) and exits as the fork did:
 the same exit status, or killed by the same signal. A fork that loses its stage process
 (killed with SIGKILL) is killed too.
 
 What a fork shares with the server beyond the imports, unlike a new process: the string
-hash seed (set iteration order), warnings the imports already showed, ``runpy`` frames in
-tracebacks. Its numpy and torch random states are reseeded from the OS, as a new process's.
+hash seed (set iteration order), warnings the imports already showed and the server's
+frames in tracebacks; a Ctrl-Z stops the stage process but not its fork. Its numpy and
+torch random states are reseeded from the OS, as a new process's.
 
 With no server (``FACEBALANCE_STAGE_SERVER`` unset, or nothing answering the connection)
 a stage runs in its own process as always; tests of process behaviour (signals, ``kill
@@ -104,7 +105,8 @@ def hand_over(address: str) -> None:
         path = [os.path.dirname(os.path.abspath(sys.argv[0])), *sys.path]
         request = json.dumps({
             "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": path,
-            "ignored": ignored, "streams": [_stream(s) for s in (sys.stdout, sys.stderr)],
+            "ignored": ignored,
+            "streams": [_stream(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
         }).encode()
         fds = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
         sock.settimeout(_REPLY_TIMEOUT)
@@ -129,8 +131,10 @@ def hand_over(address: str) -> None:
             raise OSError("the server's monitor went away")
         os._exit(int(value))
     except BaseException as err:  # the server has the stage: never run it here
-        print(f"error: stage server ({address}): {err}", file=sys.stderr)
-        os._exit(1)
+        try:
+            os.write(2, f"error: stage server ({address}): {err}\n".encode())
+        finally:
+            os._exit(1)
 
 
 def _is_open(fd: int) -> bool:
@@ -197,7 +201,7 @@ def _wait(pid: int, conn: object) -> int:
 
     try:
         pidfd = os.pidfd_open(pid)
-    except OSError:  # no pidfd (old kernel, a seccomp profile): poll
+    except (OSError, AttributeError):  # no pidfd (not Linux, old kernel, seccomp): poll
         pidfd = None
     while True:
         if pidfd is not None:
@@ -252,16 +256,32 @@ def _monitor(conn: object) -> None:
 
 def _run_stage(request: dict, fds: list[int]) -> None:
     """In the stage's fork: become the stage process (streams, directory, environment,
-    ``sys.path``, signals, fresh random state) and run its script as ``__main__``, then
-    shut down as Python does; never returns."""
-    import atexit
-    import gc
+    ``sys.path``, signals, fresh random state), run its script as ``__main__`` and shut
+    down as Python does; never returns (anything unexpected: a traceback, exit 1)."""
+    code = 1
+    try:
+        _become(request, fds)
+        code = _run_main(request["argv"][0])
+    except BaseException:  # a failure here must not unwind into the server
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def _become(request: dict, fds: list[int]) -> None:
+    """The fork takes the stage process's streams, directory, environment, ``sys.path``,
+    ignored signals and stream settings, and a new process's random state."""
     import io
     import multiprocessing.process
-    import runpy
     import signal
     import tempfile
-    import threading
 
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
@@ -276,16 +296,41 @@ def _run_stage(request: dict, fds: list[int]) -> None:
     # Whatever the server computed from its own directory and environment, recomputed.
     multiprocessing.process.ORIGINAL_DIR = os.getcwd()
     tempfile.tempdir = None
-    # New stream objects on the received descriptors, set up as the stage process's were.
-    out, err = request["streams"]
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(open(0, "rb", closefd=False),
-                                                 encoding=out["encoding"])
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(open(1, "wb", closefd=False), **out)
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(open(2, "wb", closefd=False), **err)
+    # New stream objects on the received descriptors, set up as the stage process's were
+    # (-u / PYTHONUNBUFFERED: no buffer under the text layer).
+    inp, out, err = request["streams"]
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+        open(0, "rb", closefd=False), encoding=inp["encoding"], errors=inp["errors"])
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        open(1, "wb", buffering=0 if out["write_through"] else -1, closefd=False), **out)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        open(2, "wb", buffering=0 if err["write_through"] else -1, closefd=False), **err)
     _fresh_state()
+
+
+def _run_main(script: str) -> int:
+    """Run ``script`` as Python runs ``python script``: a new ``__main__`` module with the
+    absolute ``__file__`` (``sys.argv[0]`` as given), the exit status as Python's, then
+    Python's shutdown (non-daemon threads joined, atexit, garbage collected). A
+    KeyboardInterrupt ends it killed by SIGINT, as Python's does."""
+    import atexit
+    import gc
+    import importlib.machinery
+    import signal
+    import threading
+    import types
+
+    path = os.path.abspath(script)
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    sys.modules["__main__"] = main
     code = 0
     try:
-        runpy.run_path(os.path.abspath(request["argv"][0]), run_name="__main__")
+        with open(path, "rb") as source:
+            compiled = compile(source.read(), path, "exec")
+        exec(compiled, main.__dict__)  # the stage script, as python runs it
     except SystemExit as stop:
         code = _exit_code(stop.code)
     except KeyboardInterrupt:  # as Python does: the traceback, then die of SIGINT
@@ -294,19 +339,15 @@ def _run_stage(request: dict, fds: list[int]) -> None:
     except BaseException:  # as Python does: the traceback, exit 1
         sys.excepthook(*sys.exc_info())
         code = 1
-    # Python's shutdown: wait for non-daemon threads, run atexit, collect (closing files).
     threading._shutdown()
     atexit._run_exitfuncs()
     gc.collect()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
     if code == -2:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    os._exit(code)
+    return code
 
 
 def _fresh_state() -> None:
