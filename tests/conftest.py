@@ -32,15 +32,20 @@ def _threads() -> None:
 STAGE_SERVER = Path(__file__).resolve().parent / "stageserver"
 
 
+_SERVERS: list = []  # this process's stage server (a subprocess.Popen), once started
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One stage server for this test process (``tests/stageserver/stageserver.py``): the
     stage processes of the tests' DVC pipelines fork from a process that imported torch
-    once, instead of importing it each. ``FACEBALANCE_TEST_STAGE_SERVER=0`` turns it off."""
+    once, instead of importing it each. ``FACEBALANCE_TEST_STAGE_SERVER=0`` turns it off.
+
+    Nothing waits for it: a stage that starts before it listens (its first seconds, while
+    it imports) runs in its own process, as without a server."""
     if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
         yield
         return
-    import select
     import subprocess
 
     address = tmp_path_factory.mktemp("stageserver") / "socket"
@@ -49,12 +54,7 @@ def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     server = subprocess.Popen([sys.executable, str(STAGE_SERVER / "stageserver.py"),
                                str(address)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               start_new_session=True)
-    started = select.select([server.stdout], [], [], 120)[0]
-    if not started or server.stdout.readline() != b"ready\n":
-        server.kill()  # stages run in their own processes, as without a server
-        server.wait()
-        yield
-        return
+    _SERVERS.append(server)
     saved = {k: os.environ.get(k) for k in ("FACEBALANCE_STAGE_SERVER", "PYTHONPATH")}
     os.environ["FACEBALANCE_STAGE_SERVER"] = str(address)
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -69,6 +69,23 @@ def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                 os.environ[key] = value
         server.stdin.close()  # the server returns when its standard input closes
         server.wait(timeout=30)
+
+
+@pytest.fixture
+def stage_server() -> str:
+    """The address of this process's stage server once it listens (its tests need it)."""
+    import select
+
+    if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
+        pytest.skip("the stage server is off (FACEBALANCE_TEST_STAGE_SERVER=0)")
+    server = _SERVERS[0]
+    if getattr(server, "ready", False):
+        return os.environ["FACEBALANCE_STAGE_SERVER"]
+    started = select.select([server.stdout], [], [], 120)[0]
+    if not started or server.stdout.readline() != b"ready\n":
+        pytest.fail(f"the stage server did not start (exit {server.poll()})")
+    server.ready = True
+    return os.environ["FACEBALANCE_STAGE_SERVER"]
 
 
 @pytest.fixture

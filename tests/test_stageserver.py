@@ -56,15 +56,8 @@ def _run(stage: Path, mode: str, **kwargs: object) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def _served() -> None:
-    if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
-        pytest.skip("the stage server is off (FACEBALANCE_TEST_STAGE_SERVER=0)")
-    if not os.environ.get("FACEBALANCE_STAGE_SERVER"):
-        pytest.fail("the session's stage server did not start")
-
-
+@pytest.mark.usefixtures("stage_server")
 def test_a_handed_over_stage_gets_argv_cwd_env_streams_and_exit_status(stage: Path) -> None:
-    _served()
     proc = _run(stage, "3")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
@@ -82,25 +75,24 @@ def test_without_a_server_the_stage_runs_in_its_own_process(
     assert proc.returncode == 0 and out.startswith("torch preloaded: False")
 
 
+@pytest.mark.usefixtures("stage_server")
 def test_an_exception_prints_its_traceback_and_exits_1(stage: Path) -> None:
-    _served()
     proc = _run(stage, "raise")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "Traceback" in err and err.rstrip().endswith("ValueError: boom")
 
 
-def test_a_stage_killed_by_a_signal_kills_its_process_alike_and_runs_once(
-        stage: Path) -> None:
-    _served()
+@pytest.mark.usefixtures("stage_server")
+def test_a_stage_killed_by_a_signal_kills_its_process_alike_and_runs_once(stage: Path) -> None:
     proc = _run(stage, "die")
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert (stage.parents[1] / "runs").read_text() == "True\n"  # in the fork, only there
 
 
+@pytest.mark.usefixtures("stage_server")
 def test_each_fork_has_its_own_torch_seed_as_a_new_process(stage: Path) -> None:
-    _served()
     seeds = {_run(stage, "seed").communicate(timeout=60)[0].splitlines()[-1]
              for _ in range(2)}
     assert len(seeds) == 2
@@ -114,8 +106,8 @@ def _wait_for(proc: subprocess.Popen, stage: Path) -> int:
     raise AssertionError(proc.stderr.read())
 
 
+@pytest.mark.usefixtures("stage_server")
 def test_a_signal_to_the_stage_process_reaches_the_stage(stage: Path) -> None:
-    _served()
     proc = _run(stage, "wait")
     fork = _wait_for(proc, stage)
     assert fork != proc.pid
@@ -124,8 +116,8 @@ def test_a_signal_to_the_stage_process_reaches_the_stage(stage: Path) -> None:
     assert (out, proc.returncode) == ("stopped by SIGTERM\n", 128 + signal.SIGTERM), err
 
 
+@pytest.mark.usefixtures("stage_server")
 def test_a_signal_the_stage_process_ignores_stays_ignored(stage: Path) -> None:
-    _served()
     proc = _run(stage, "wait", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     fork = _wait_for(proc, stage)
     proc.send_signal(signal.SIGHUP)  # ignored by both, as by a process that ignores it
@@ -136,8 +128,8 @@ def test_a_signal_the_stage_process_ignores_stays_ignored(stage: Path) -> None:
     assert (out, proc.returncode) == ("stopped by SIGTERM\n", 128 + signal.SIGTERM), err
 
 
+@pytest.mark.usefixtures("stage_server")
 def test_kill_9_of_the_stage_process_kills_the_fork(stage: Path) -> None:
-    _served()
     proc = _run(stage, "wait")
     fork = _wait_for(proc, stage)
     proc.kill()
