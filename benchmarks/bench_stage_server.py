@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.dvcproject import dvc, new_project, ran  # noqa: E402
 from tests.projects import BINARY  # noqa: E402
-
-SERVER = REPO / "tests" / "stageserver"
+from tests.stageserver.stageserver import hook_env, launch  # noqa: E402
 
 
 def build(root: Path, env: dict[str, str]) -> tuple[float, int, dict]:
@@ -49,14 +47,11 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         address = Path(tmp) / "socket"
-        server = subprocess.Popen([sys.executable, str(SERVER / "stageserver.py"), str(address)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        server = launch(address)
         assert server.stdout.readline() == b"ready\n"
         try:
             own, n_own, m_own = build(Path(tmp) / "own", {})
-            served, n_served, m_served = build(
-                Path(tmp) / "served", {"FACEBALANCE_STAGE_SERVER": str(address),
-                                       "PYTHONPATH": str(SERVER)})
+            served, n_served, m_served = build(Path(tmp) / "served", hook_env(address))
         finally:
             server.stdin.close()
             server.wait(timeout=30)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,38 +28,27 @@ def _threads() -> None:
     torch.set_num_threads(THREADS)
 
 
-STAGE_SERVER = Path(__file__).resolve().parent / "stageserver"
-
-
-_SERVERS: list = []  # this process's stage server (a subprocess.Popen), once started
-
-
 @pytest.fixture(autouse=True, scope="session")
-def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One stage server for this test process (``tests/stageserver/stageserver.py``): the
     stage processes of the tests' DVC pipelines fork from a process that imported torch
     once, instead of importing it each. ``FACEBALANCE_TEST_STAGE_SERVER=0`` turns it off.
+    Yields the server's process (None when off).
 
     Nothing waits for it: a stage that starts before it listens (its first seconds, while
     it imports) runs in its own process, as without a server."""
     if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
-        yield
+        yield None
         return
-    import subprocess
+    from .stageserver.stageserver import hook_env, launch
 
     address = tmp_path_factory.mktemp("stageserver") / "socket"
-    # Its own session: a Ctrl-C reaches the stage processes, which forward it to their
-    # forks once; the server ends when this process does (its standard input closes).
-    server = subprocess.Popen([sys.executable, str(STAGE_SERVER / "stageserver.py"),
-                               str(address)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              start_new_session=True)
-    _SERVERS.append(server)
-    saved = {k: os.environ.get(k) for k in ("FACEBALANCE_STAGE_SERVER", "PYTHONPATH")}
-    os.environ["FACEBALANCE_STAGE_SERVER"] = str(address)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(STAGE_SERVER), *filter(None, [saved["PYTHONPATH"]])])
+    server = launch(address)
+    hook = hook_env(address)
+    saved = {k: os.environ.get(k) for k in hook}
+    os.environ.update(hook)
     try:
-        yield
+        yield server
     finally:
         for key, value in saved.items():
             if value is None:
@@ -72,19 +60,17 @@ def _stage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture
-def stage_server() -> str:
+def stage_server(_stage_server: object) -> str:
     """The address of this process's stage server once it listens (its tests need it)."""
     import select
 
-    if os.environ.get("FACEBALANCE_TEST_STAGE_SERVER") == "0":
+    if _stage_server is None:
         pytest.skip("the stage server is off (FACEBALANCE_TEST_STAGE_SERVER=0)")
-    server = _SERVERS[0]
-    if getattr(server, "ready", False):
-        return os.environ["FACEBALANCE_STAGE_SERVER"]
-    started = select.select([server.stdout], [], [], 120)[0]
-    if not started or server.stdout.readline() != b"ready\n":
-        pytest.fail(f"the stage server did not start (exit {server.poll()})")
-    server.ready = True
+    if not getattr(_stage_server, "ready", False):  # its one "ready" line, read once
+        started = select.select([_stage_server.stdout], [], [], 120)[0]
+        if not started or _stage_server.stdout.readline() != b"ready\n":
+            pytest.fail(f"the stage server did not start (exit {_stage_server.poll()})")
+        _stage_server.ready = True
     return os.environ["FACEBALANCE_STAGE_SERVER"]
 
 

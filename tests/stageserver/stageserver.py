@@ -31,6 +31,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported in launch() only: every process the tests start imports this
+    import subprocess
 
 #: Imported once by the server: the packages every torch stage imports first.
 PRELOAD = ("numpy", "scipy.ndimage", "yaml", "typer", "PIL.Image", "torch", "torch._dynamo",
@@ -41,6 +45,24 @@ _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 #: itself may run as long as it needs.
 _CONNECT_TIMEOUT = 30
 _REPLY_TIMEOUT = 60
+
+
+def launch(address: str | os.PathLike) -> subprocess.Popen:
+    """Start a server listening at ``address`` (it prints ``ready`` once it listens, and
+    returns when its standard input closes), in a session of its own: a Ctrl-C reaches the
+    stage processes, which forward it to their forks once."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, __file__, str(address)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, start_new_session=True)
+
+
+def hook_env(address: str | os.PathLike) -> dict[str, str]:
+    """The environment that hands a stage process to the server at ``address``: its
+    address, and this directory (``sitecustomize.py``) first on ``PYTHONPATH``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return {"FACEBALANCE_STAGE_SERVER": str(address), "PYTHONPATH": os.pathsep.join(
+        [here, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def is_stage(argv: list[str]) -> bool:
