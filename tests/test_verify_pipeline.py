@@ -107,14 +107,19 @@ def test_cli_round_trips_on_one_identity_and_on_two(project: Path, tmp_path: Pat
 def test_dlib_on_generated_pairs(binary_copy: Path) -> None:
     """dlib's descriptor as a ``dvc exp run --temp`` of the verification stages."""
     pytest.importorskip("dlib")
+    # 128 images: dlib embeds ~14 per second per core, and the pairs' metrics are not what
+    # this test checks (320 images took 48 s of the suite, 2026-12-06).
     proc = dvc(binary_copy, "exp", "run", "--temp", "-n", "dlib", "-S", "embed.model=dlib",
-               "-S", "dataset.n_train=160", "-S", "dataset.n_val=80", "-S",
-               "dataset.n_test=80", "-S", "verify.pairs_per_group=20", "verify")
+               "-S", "dataset.n_train=64", "-S", "dataset.n_val=32", "-S",
+               "dataset.n_test=32", "-S", "verify.pairs_per_group=20", "verify")
     assert {"prepare", "embed", "verify"} <= ran(proc.stdout)
     assert not ran(proc.stdout) & {"train_attr@target", "train_gan", "compare"}
     shown = json.loads(dvc(binary_copy, "exp", "show", "--json").stdout)
-    text = json.dumps(shown)
-    assert '"dlib"' in text and "verify.json" in text
+    (exp,) = [rev["data"] for top in shown for e in top.get("experiments") or []
+              for rev in e.get("revs", []) if rev.get("name") == "dlib"]
+    assert exp["params"]["params.yaml"]["data"]["embed"]["model"] == "dlib"
+    head = exp["metrics"]["metrics/verify.json"]["data"]["head"]
+    assert 0.0 <= head["auc"] <= 1.0 and 0.0 <= head["fnmr"] <= 1.0
 
 
 def test_dlib_on_the_lfw_fixture_through_the_loader(tmp_path: Path) -> None:
