@@ -181,6 +181,79 @@ def onnx_session(path: str | Path, who: str = WHO) -> onnxruntime.InferenceSessi
                                                reason=first_line(err))) from None
 
 
+#: ONNX's limit for a model in one file (protobuf's message size).
+ONNX_ONE_FILE_LIMIT = 2**31 - 1
+
+ERR_ONNX_EXTERNAL = ("{who}: {path} keeps its weights in files beside it (ONNX external data, "
+                     "torch.onnx.export's default), which a copy of the file loses; {fix}")
+
+
+def portable_onnx(path: str | Path, who: str = WHO) -> tuple[bytes, bool]:
+    """An ONNX model as one file that loads from any folder, and whether it was packed.
+
+    ``torch.onnx.export`` writes the weights to a ``.data`` file beside the model by default
+    (external data, found by a path relative to the model's folder), so a byte copy of the
+    ``.onnx`` file alone fails to load elsewhere. Such a model is read with its external data
+    and serialized whole (needs the ``onnx`` package, in ``facebalance[onnx]``); any other is
+    returned byte for byte. Whether a copy loads is tried by onnxruntime in an empty folder,
+    so this holds for every way a model can refer to files.
+
+    Returns
+    -------
+    (data, packed)
+        The bytes to write, and True when external data was packed into them.
+
+    Raises
+    ------
+    FacebalanceError
+        External data without ``onnx`` installed, a model over ONNX's 2 GB single-file
+        limit, or bytes that onnxruntime cannot load even packed.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if _loads_alone(data, path, who) is None:
+        return data, False
+    try:
+        import onnx
+    except ImportError:
+        raise FacebalanceError(ERR_ONNX_EXTERNAL.format(
+            who=who, path=path, fix="install onnx to pack them into one file (pip install "
+            "facebalance[onnx]), or export with external_data=False")) from None
+    try:
+        model = onnx.load(str(path))  # with its external data, read from the model's folder
+    except Exception as err:  # onnx raises several types for a missing or bad data file
+        raise FacebalanceError(ERR_LOAD.format(who=who, path=path, fmt="ONNX with its external "
+                                               "data", reason=first_line(err))) from None
+    if model.ByteSize() > ONNX_ONE_FILE_LIMIT:
+        raise FacebalanceError(ERR_ONNX_EXTERNAL.format(
+            who=who, path=path, fix=f"with its weights it is {model.ByteSize() / 2**30:.1f} GiB, "
+            "over ONNX's 2 GiB limit for one file; export a smaller generator"))
+    packed = model.SerializeToString()
+    reason = _loads_alone(packed, path, who)
+    if reason is not None:
+        raise FacebalanceError(ERR_LOAD.format(who=who, path=path, fmt="ONNX packed into one "
+                                               "file", reason=reason))
+    return packed, True
+
+
+def _loads_alone(data: bytes, path: Path, who: str) -> str | None:
+    """None when onnxruntime loads ``data`` as a file in an empty folder, else its error."""
+    import tempfile
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise FacebalanceError(ERR_ONNXRUNTIME.format(who=who, path=path)) from None
+    with tempfile.TemporaryDirectory(prefix="facebalance-onnx-") as folder:
+        copy = Path(folder) / "model.onnx"
+        copy.write_bytes(data)
+        try:
+            ort.InferenceSession(str(copy), providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's own exception types
+            return first_line(err)
+    return None
+
+
 def load_model_file(path: str | Path, device: str = "cpu") -> ModelFile:
     """Load a ``.pt2``, ``.onnx`` or TorchScript model file for scoring.
 

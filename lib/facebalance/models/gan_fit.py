@@ -20,6 +20,7 @@ from facebalance.config import Params, as_dict, from_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_write_bytes, shard_refs
 from facebalance.errors import FacebalanceError
+from facebalance.model_files import portable_onnx
 from facebalance.models.gan import (
     GanConfig,
     GanTrainConfig,
@@ -36,11 +37,13 @@ HISTORY_COLUMNS = ["step", "d_loss", "g_loss", "d_real", "d_fake", "seconds"]
 
 @dataclass
 class FittedGenerator:
-    """A generator, its training curve (empty when adopted) and the stage's summary."""
+    """A generator, its training curve (empty when adopted), the stage's summary and, when
+    adopted, the bytes of the generator file."""
 
     gen: nn.Module
     curve: list[dict[str, float]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    adopted: bytes | None = None
 
 
 def fit_generator(p: Params, train_dir: str | Path, device: torch.device,
@@ -66,7 +69,16 @@ def fit_generator(p: Params, train_dir: str | Path, device: torch.device,
             raise FacebalanceError(
                 f"gan.checkpoint {g.checkpoint} makes {gen.cfg.image_size}px images but "
                 f"base.image_size is {p.base.image_size}")
-        return FittedGenerator(gen, [], {"source": "checkpoint", "checkpoint": g.checkpoint})
+        summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
+        if getattr(gen, "format", None) == "onnx":
+            # The generator file must load on its own: external data beside the user's
+            # .onnx file is packed into it.
+            data, packed = portable_onnx(g.checkpoint, who="gan.checkpoint")
+            if packed:
+                summary["external_data"] = "packed"
+        else:
+            data = Path(g.checkpoint).read_bytes()
+        return FittedGenerator(gen, [], summary, adopted=data)
     refs, balance = gan_stream(lambda cols: shard_refs(train_dir, cols), g.balance,
                                p.task.kind, p.dataset.target, p.dataset.protected,
                                derive_seed(p.base.seed, 4, 1))
@@ -91,9 +103,10 @@ def sample_grid(gen: nn.Module, device: torch.device, side: int = 8) -> list[np.
 
 def write_generator(path: str | Path, fitted: FittedGenerator, p: Params,
                     record: dict[str, Any] | None = None) -> None:
-    """The generator file: an adopted checkpoint byte for byte, a trained one with its
-    ``gan`` params (and ``record``) as meta."""
-    if p.gan.checkpoint:
-        atomic_write_bytes(path, Path(p.gan.checkpoint).read_bytes())
+    """The generator file: an adopted checkpoint byte for byte (an ONNX one with its
+    external data packed in), a trained one with its ``gan`` params (and ``record``) as
+    meta."""
+    if fitted.adopted is not None:
+        atomic_write_bytes(path, fitted.adopted)
     else:
         save_generator(path, fitted.gen, {"params": as_dict(p.gan), **(record or {})})
