@@ -22,7 +22,7 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ import numpy as np
 from facebalance.errors import FacebalanceError, first_line
 
 if TYPE_CHECKING:  # imported where used: torch and onnxruntime are slow to import
+    import onnx
     import onnxruntime
     import torch
 
@@ -184,74 +185,111 @@ def onnx_session(path: str | Path, who: str = WHO) -> onnxruntime.InferenceSessi
 #: ONNX's limit for a model in one file (protobuf's message size).
 ONNX_ONE_FILE_LIMIT = 2**31 - 1
 
+ERR_ONNX_PACKAGE = ("{who}: {path}: reading an ONNX generator needs the onnx package; install "
+                    "the extra: pip install facebalance[onnx]")
 ERR_ONNX_EXTERNAL = ("{who}: {path} keeps its weights in files beside it (ONNX external data, "
-                     "torch.onnx.export's default), which a copy of the file loses; {fix}")
+                     "torch.onnx.export's default); {problem}")
 
 
 def portable_onnx(path: str | Path, who: str = WHO) -> tuple[bytes, bool]:
-    """An ONNX model as one file that loads from any folder, and whether it was packed.
+    """An ONNX model as bytes that load from any folder, and whether they were packed.
 
     ``torch.onnx.export`` writes the weights to a ``.data`` file beside the model by default
-    (external data, found by a path relative to the model's folder), so a byte copy of the
-    ``.onnx`` file alone fails to load elsewhere. Such a model is read with its external data
-    and serialized whole (needs the ``onnx`` package, in ``facebalance[onnx]``); any other is
-    returned byte for byte. Whether a copy loads is tried by onnxruntime in an empty folder,
-    so this holds for every way a model can refer to files.
+    (external data, named by a path relative to the model's folder), so a copy of the
+    ``.onnx`` file alone does not load elsewhere. Such a model comes back with those weights
+    read into it (following symbolic links, as in a Hugging Face or DVC cache); any other
+    file comes back byte for byte, one that is not ONNX too (the loader that reads it says
+    what it is).
 
     Returns
     -------
     (data, packed)
-        The bytes to write, and True when external data was packed into them.
+        The model's bytes, and True when external data was packed into them.
 
     Raises
     ------
     FacebalanceError
-        External data without ``onnx`` installed, a model over ONNX's 2 GB single-file
-        limit, or bytes that onnxruntime cannot load even packed.
+        The ``onnx`` package missing; or external data that names a path outside the
+        model's folder, is missing or shorter than the model says, or would take the model
+        over ONNX's 2 GiB single-file limit (checked before any weight is read).
     """
-    path = Path(path)
-    data = path.read_bytes()
-    if _loads_alone(data, path, who) is None:
-        return data, False
     try:
         import onnx
     except ImportError:
-        raise FacebalanceError(ERR_ONNX_EXTERNAL.format(
-            who=who, path=path, fix="install onnx to pack them into one file (pip install "
-            "facebalance[onnx]), or export with external_data=False")) from None
+        raise FacebalanceError(ERR_ONNX_PACKAGE.format(who=who, path=path)) from None
+    path = Path(path)
+    data = path.read_bytes()
     try:
-        model = onnx.load(str(path))  # with its external data, read from the model's folder
-    except Exception as err:  # onnx raises several types for a missing or bad data file
-        raise FacebalanceError(ERR_LOAD.format(who=who, path=path, fmt="ONNX with its external "
-                                               "data", reason=first_line(err))) from None
-    if model.ByteSize() > ONNX_ONE_FILE_LIMIT:
+        model = onnx.load_model_from_string(data)  # external data stays where it is
+    except Exception:  # protobuf's DecodeError and others: not ONNX
+        return data, False
+    external = [t for t in _onnx_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not external:
+        return data, False
+    sources = [_external_source(t, path, who) for t in external]
+    size = len(data) + sum(length for _, _, length in sources)
+    if size > ONNX_ONE_FILE_LIMIT:
         raise FacebalanceError(ERR_ONNX_EXTERNAL.format(
-            who=who, path=path, fix=f"with its weights it is {model.ByteSize() / 2**30:.1f} GiB, "
-            "over ONNX's 2 GiB limit for one file; export a smaller generator"))
-    packed = model.SerializeToString()
-    reason = _loads_alone(packed, path, who)
-    if reason is not None:
-        raise FacebalanceError(ERR_LOAD.format(who=who, path=path, fmt="ONNX packed into one "
-                                               "file", reason=reason))
-    return packed, True
+            who=who, path=path, problem=f"with them it is {size / 2**30:.1f} GiB, over ONNX's "
+            "2 GiB limit for one file, so it cannot be packed into one"))
+    for tensor, (file, offset, length) in zip(external, sources, strict=True):
+        with open(file, "rb") as fh:
+            fh.seek(offset)
+            tensor.raw_data = fh.read(length)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return model.SerializeToString(), True
 
 
-def _loads_alone(data: bytes, path: Path, who: str) -> str | None:
-    """None when onnxruntime loads ``data`` as a file in an empty folder, else its error."""
-    import tempfile
+def _external_source(tensor: onnx.TensorProto, path: Path, who: str
+                     ) -> tuple[Path, int, int]:
+    """(file, offset, length) of an external tensor's bytes, checked to exist."""
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get("location", "")
+    rel = Path(location)
+    if not location or rel.is_absolute() or ".." in rel.parts:
+        raise FacebalanceError(ERR_ONNX_EXTERNAL.format(
+            who=who, path=path, problem=f"tensor {tensor.name!r} names {location!r}, which is "
+            "not a file in the model's folder; refused (save the model with its data beside "
+            "it)"))
+    file = path.parent / rel
+    if not file.is_file():
+        raise FacebalanceError(ERR_ONNX_EXTERNAL.format(
+            who=who, path=path, problem=f"{file} is missing: put the model's data file beside "
+            "it"))
+    offset, available = int(info.get("offset", 0)), file.stat().st_size
+    length = int(info["length"]) if "length" in info else available - offset
+    if offset + length > available:
+        raise FacebalanceError(ERR_ONNX_EXTERNAL.format(
+            who=who, path=path, problem=f"{file} has {available} bytes but tensor "
+            f"{tensor.name!r} needs bytes {offset} to {offset + length}: truncated?"))
+    return file, offset, length
 
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise FacebalanceError(ERR_ONNXRUNTIME.format(who=who, path=path)) from None
-    with tempfile.TemporaryDirectory(prefix="facebalance-onnx-") as folder:
-        copy = Path(folder) / "model.onnx"
-        copy.write_bytes(data)
-        try:
-            ort.InferenceSession(str(copy), providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime's own exception types
-            return first_line(err)
-    return None
+
+def _onnx_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor an ONNX model holds: initializers (sparse ones too) and node attributes,
+    in subgraphs and functions."""
+
+    def nodes(node_list: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]:
+        for node in node_list:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("sparse_tensor"):
+                    yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from graph(sub)
+
+    def graph(g: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+        yield from g.initializer
+        for sparse in g.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        yield from nodes(g.node)
+
+    yield from graph(model.graph)
+    for function in model.functions:
+        yield from nodes(function.node)
 
 
 def load_model_file(path: str | Path, device: str = "cpu") -> ModelFile:

@@ -213,7 +213,19 @@ def test_exported_generators_that_do_not_fit_are_one_line(
                                                r"checkpoint nor a torch\.export program, ONNX "
                                                r"or TorchScript \(onnxruntime: "):
         load_generator(junk, latent_dim=8)
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
-    with pytest.raises(FacebalanceError, match=r"if it is ONNX, install onnxruntime: pip "
-                                               r"install facebalance\[onnx\]$"):
-        load_generator(tmp_path / "g.onnx", latent_dim=8)
+    # An ONNX generator whose weights file beside it is gone: said so, not "neither".
+    onnx = pytest.importorskip("onnx")
+    onnx.save_model(onnx.load(str(tmp_path / "g.onnx")), str(tmp_path / "ext.onnx"),
+                    save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(FacebalanceError, match=r"ext\.onnx keeps its weights in files beside "
+                                               r"it .*ext\.onnx\.data is missing: put the "
+                                               r"model's data file beside it$"):
+        load_generator(tmp_path / "ext.onnx", latent_dim=8)
+    for missing in ("onnxruntime", "onnx"):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, missing, None)  # import raises ImportError
+            with pytest.raises(FacebalanceError, match=r"if it is ONNX, install onnxruntime "
+                                                       r"and onnx: pip install "
+                                                       r"facebalance\[onnx\]$"):
+                load_generator(tmp_path / "g.onnx", latent_dim=8)

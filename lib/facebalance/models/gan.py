@@ -384,6 +384,8 @@ class ForeignGenerator(nn.Module):
         self.module = source if isinstance(source, nn.Module) else None
         self._run = None if isinstance(source, nn.Module) else source
         self.path, self.format, self.batch = path, fmt, batch
+        #: ONNX: the model as one file (external data packed) and whether it was packed.
+        self.portable: tuple[bytes, bool] | None = None
         self.differentiable = self.module is not None
         self.cfg = GanConfig(image_size=image_size, latent_dim=latent_dim, width=0)
 
@@ -523,20 +525,26 @@ def _exported_generator(path: Path, device: torch.device, latent_dim: int | None
 
 def _onnx_generator(path: Path, latent_dim: int | None, neither: str) -> nn.Module:
     try:
+        import onnx  # noqa: F401  (packs external data: portable_onnx)
         import onnxruntime as ort
     except ImportError:
-        raise FacebalanceError(f"{neither}; if it is ONNX, install onnxruntime: pip install "
-                               "facebalance[onnx]") from None
+        raise FacebalanceError(f"{neither}; if it is ONNX, install onnxruntime and onnx: pip "
+                               "install facebalance[onnx]") from None
+    from facebalance.model_files import portable_onnx
+
+    # Run from bytes holding every weight: the generator file train_gan writes is these bytes.
+    data, packed = portable_onnx(path, who="generator")
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own exception types
         raise FacebalanceError(f"{neither} (onnxruntime: {first_line(err)})") from None
     first = session.get_inputs()[0]
     dim, batch = _declared(path, list(first.shape), latent_dim)
     dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-    return _checked(ForeignGenerator(
-        lambda z: session.run(None, {first.name: z.astype(dtype)})[0], path=path, fmt="onnx",
-        latent_dim=dim, image_size=0, batch=batch), torch.device("cpu"))
+    gen = ForeignGenerator(lambda z: session.run(None, {first.name: z.astype(dtype)})[0],
+                           path=path, fmt="onnx", latent_dim=dim, image_size=0, batch=batch)
+    gen.portable = (data, packed)
+    return _checked(gen, torch.device("cpu"))
 
 
 def _checked(gen: ForeignGenerator, device: str | torch.device) -> ForeignGenerator:

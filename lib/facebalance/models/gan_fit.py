@@ -20,7 +20,6 @@ from facebalance.config import Params, as_dict, from_params
 from facebalance.data.datasets import ShardDataset
 from facebalance.data.shards import atomic_write_bytes, shard_refs
 from facebalance.errors import FacebalanceError
-from facebalance.model_files import portable_onnx
 from facebalance.models.gan import (
     GanConfig,
     GanTrainConfig,
@@ -70,14 +69,12 @@ def fit_generator(p: Params, train_dir: str | Path, device: torch.device,
                 f"gan.checkpoint {g.checkpoint} makes {gen.cfg.image_size}px images but "
                 f"base.image_size is {p.base.image_size}")
         summary = {"source": "checkpoint", "checkpoint": g.checkpoint}
-        if getattr(gen, "format", None) == "onnx":
-            # The generator file must load on its own: external data beside the user's
-            # .onnx file is packed into it.
-            data, packed = portable_onnx(g.checkpoint, who="gan.checkpoint")
-            if packed:
-                summary["external_data"] = "packed"
-        else:
-            data = Path(g.checkpoint).read_bytes()
+        # The generator file must load on its own: an ONNX model's external data (weights
+        # in a file beside it) is packed into the bytes it ran from.
+        portable = getattr(gen, "portable", None)
+        data, packed = portable if portable else (Path(g.checkpoint).read_bytes(), False)
+        if packed:
+            summary["external_data"] = "packed"
         return FittedGenerator(gen, [], summary, adopted=data)
     refs, balance = gan_stream(lambda cols: shard_refs(train_dir, cols), g.balance,
                                p.task.kind, p.dataset.target, p.dataset.protected,
