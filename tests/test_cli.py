@@ -28,6 +28,31 @@ def test_render_rejects_bad_size(tmp_path: Path) -> None:
     assert "--size 48 is invalid; valid values: 32, 64, 128" in result.output
 
 
+def test_render_never_overwrites_a_csv_it_did_not_write(tmp_path: Path) -> None:
+    """``--out victim.png`` would write victim.csv: a user's file of that name is kept."""
+    victim = tmp_path / "victim.csv"
+    victim.write_text("id,label\n1,0\n")
+    args = ["render", "--n", "4", "--size", "32", "--scale", "1", "--out",
+            str(tmp_path / "victim.png")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and victim.read_text() == "id,label\n1,0\n"
+    assert f"{victim} exists and is not an attributes file render wrote" in result.output
+    assert not (tmp_path / "victim.png").exists()
+    victim.unlink()  # then render's own file is replaced by the next run, and named
+    for _ in range(2):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert f"and {victim} (their attributes)" in result.output
+    for bad, message in ((["--seed", "-1"], "greater than or equal to 0"),
+                         (["--scale", "1000000"], "less than or equal to 8")):
+        result = runner.invoke(app, ["render", "--out", str(tmp_path / "g.png"), *bad])
+        assert result.exit_code == 2 and message in result.output
+    (tmp_path / "dir.png").mkdir()
+    result = runner.invoke(app, ["render", "--n", "4", "--size", "32", "--out",
+                                 str(tmp_path / "dir.png")])
+    assert result.exit_code == 1 and "dir.png is a directory; give a file name" in result.output
+
+
 def test_check_params(tmp_path: Path) -> None:
     assert runner.invoke(app, ["check-params", str(REPO / "params.yaml")]).exit_code == 0
     bad = tmp_path / "params.yaml"

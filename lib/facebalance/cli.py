@@ -44,22 +44,44 @@ def render(
     out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("grid.png"),
     n: Annotated[int, typer.Option(help="number of faces", min=1, max=4096)] = 64,
     size: Annotated[int, typer.Option(help="image side: 32, 64 or 128")] = 64,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    scale: Annotated[int, typer.Option(help="pixel upscaling for viewing", min=1)] = 2,
+    seed: Annotated[int, typer.Option(help="random seed", min=0)] = 0,
+    scale: Annotated[int, typer.Option(help="pixel upscaling for viewing", min=1, max=8)] = 2,
     labels: Annotated[bool, typer.Option(help="also write <out>.csv of the attributes")] = True,
 ) -> None:
     """Write a grid of synthfaces samples (balanced over blond x male) to look at."""
     from facebalance.data import synthfaces
+    from facebalance.data.shards import atomic_write_bytes
     from facebalance.figures import image_grid, save_png
 
     if size not in (32, 64, 128):
         _fail(FacebalanceError(f"--size {size} is invalid; valid values: 32, 64, 128"))
+    csv = out.with_suffix(".csv")
     table = synthfaces.sample_attributes(synthfaces.SplitSpec(n=n, balanced=True), seed, "grid")
+    public = synthfaces.public_columns(table)
+    for path in (out, csv) if labels else (out,):
+        if path.is_dir():
+            _fail(FacebalanceError(f"render: {path} is a directory; give a file name (--out)"))
+    header = ",".join(public.columns)
+    if labels and csv.is_file() and _first_line(csv) != header:
+        # A file of the user's that happens to share the grid's name: never overwritten.
+        _fail(FacebalanceError(
+            f"render: {csv} exists and is not an attributes file render wrote (its first line "
+            "differs); it would be overwritten: give another --out, or --no-labels"))
     images = synthfaces.render(table, size, seed + 1)
     save_png(image_grid(images, int(np.ceil(np.sqrt(n)))), out, scale)
     if labels:
-        synthfaces.public_columns(table).to_csv(out.with_suffix(".csv"), index=False)
-    typer.echo(f"wrote {out} ({n} faces, {size}px)")
+        atomic_write_bytes(csv, public.to_csv(index=False).encode())
+    typer.echo(f"wrote {out} ({n} faces, {size}px)" + (f" and {csv} (their attributes)"
+                                                       if labels else ""))
+
+
+def _first_line(path: Path) -> str:
+    """The first line of a text file ('' when unreadable as text)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 @app.command("check-params")
