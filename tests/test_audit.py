@@ -569,3 +569,87 @@ def test_audit_options_are_bounded_and_checked(tmp_path: Path) -> None:
     with pytest.raises(FacebalanceError, match=r"need \d+ GB of resample weights; lower "
                                                r"--bootstrap"):
         _check_bootstrap_size(500, MAX_BOOTSTRAP_CELLS // 100)
+
+
+# ------------------------------------------------------- bad inputs found by a probe (2026-12-06)
+
+
+def test_option_types_output_folder_and_report_names_fail_before_work(tmp_path: Path) -> None:
+    from facebalance.audit import audit_command, audit_pairs_command
+
+    path = tmp_path / "p.csv"
+    frame = scored(60, 31)
+    frame.assign(gender2=frame["gender"]).to_csv(path, index=False)
+    out = tmp_path / "out"
+    for options, message in (
+            ({"threshold": "high"}, r"threshold = 'high'; expected a number in \[0, 1\]"),
+            ({"threshold": [0.5]}, r"threshold = \[0\.5\]; expected a number in \[0, 1\]"),
+            ({"strict": "maybe"}, r"strict = 'maybe'; expected true or false"),
+            ({"group": ["gender:a/b", "gender2:a_b"]},
+             r"--group gender2:a_b and --group gender:a/b would both be reported as "
+             r"a_b\.json; give each its own name"),
+            ({"group": ["gender:x", "gender2:x"]}, r"both be reported as x\.json"),
+            ({"kind": "regression", "age_bins": "30,20", "group": ["gender"]},
+             r"age bins \[30\.0, 20\.0\] must increase")):
+        with pytest.raises(FacebalanceError, match=message):
+            audit_command(path, out, score="score", **options)
+    assert not out.exists()
+    # 'false' as text is false, not a non-empty (true) string
+    rows = scored(60, 31)
+    rows.loc[0, "gender"] = None
+    rows.to_csv(path, index=False)
+    audit_command(path, out, score="score", group=["gender"], strict="false", bootstrap=5)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FacebalanceError, match=r"--out .*file is a file; give a folder"):
+        audit_command(path, tmp_path / "file", score="score", group=["gender"])
+    pairs = tmp_path / "pairs.csv"
+    pairs_case(80).to_csv(pairs, index=False)
+    for options, message in (({"threshold": "nan"}, r"threshold = 'nan'; expected a number"),
+                             ({"far": "2"}, r"far 2 is invalid; expected false accept rates "
+                                            r"in \(0, 1\)"),
+                             ({"far": "nan"}, r"far 'nan': expected finite numbers such as "
+                                              r"0\.01,0\.001")):
+        with pytest.raises(FacebalanceError, match=message):
+            audit_pairs_command(pairs, tmp_path / "pout", **options)
+
+
+def test_an_earlier_audits_files_are_replaced_and_the_users_kept(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    frame = scored(80, 32)
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    audit_files(path, out, groups=["gender:sex"], scores="score", n_bootstrap=5)
+    assert (out / "sex.json").is_file()
+    audit_files(path, out, groups=["gender"], scores="score", n_bootstrap=5)
+    assert (out / "gender.json").is_file() and not (out / "sex.json").exists()
+    assert not (out / "sex_metrics.png").exists() and (out / "notes.txt").read_text() == "mine"
+
+
+def test_regression_labels_bins_and_multiclass_classes_are_checked() -> None:
+    rng = np.random.default_rng(33)
+    age = rng.uniform(18, 80, 100)
+    frame = pd.DataFrame({"age": age, "pred": age + rng.normal(0, 3, 100),
+                          "group": rng.integers(0, 2, 100)})
+    bad = frame.copy()
+    bad.loc[3, "pred"] = np.inf
+    with pytest.raises(FacebalanceError, match=r"prediction column 'pred' holds inf in row 4; "
+                                               r"expected a finite number"):
+        audit_predictions(bad, label="age", scores="pred", kind="regression", n_bootstrap=5)
+    with pytest.raises(FacebalanceError, match=r"every test label of the predictions falls in "
+                                               r"one age bin \(age 10\+; the labels run from "
+                                               r"18\.\d+ to 79\.\d+\); give --age-bins edges"):
+        audit_predictions(frame, label="age", scores="pred", kind="regression",
+                          age_bins=(10,), n_bootstrap=5)
+    classes = np.array(["cat", "dog", "eel"])
+    y = rng.integers(0, 3, 60)
+    multi = pd.DataFrame({"label": classes[y], "guess": classes[y], "group": y % 2})
+    for guess in ("cow", "0.1,0.6,0.3", 7):
+        wrong = multi.copy()
+        wrong["guess"] = wrong["guess"].astype(object)
+        wrong.loc[5, "guess"] = guess
+        with pytest.raises(FacebalanceError, match=r"prediction column 'guess' holds .* in "
+                                                   r"row 6, which is no label's class \(the "
+                                                   r"labels' classes: cat, dog, eel\)"):
+            audit_predictions(wrong, scores="guess", kind="multiclass", n_bootstrap=5)

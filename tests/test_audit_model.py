@@ -203,3 +203,13 @@ def test_model_outputs_become_scores() -> None:
                                      why="name the positive class's column")
     with pytest.raises(FacebalanceError, match=f"^{re.escape(message)}$"):
         model_scores(two, kind="binary", output="logit", index=None)
+
+
+def test_the_label_column_may_also_be_a_group(tiny_prepared: Path, models: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    """``--group blond`` with blond the label: read once, reported as a group (it raised a
+    TypeError from a frame holding the column twice)."""
+    reps = audit_model(models["pt2"], tiny_prepared, tmp_path, groups=["male", "blond"],
+                       n_bootstrap=BOOT)
+    assert set(reps) == {"male", "blond"}
+    assert set(reps["blond"]["by_group"]) == {"blond=0", "blond=1"}

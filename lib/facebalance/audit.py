@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import itertools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -191,10 +192,18 @@ def parse_groups(groups: str | Sequence[str] | Mapping[str, str]) -> dict[str, s
         return {str(k): str(v) for k, v in groups.items()}
     if isinstance(groups, str):
         groups = [groups]
-    out = {}
+    out: dict[str, str] = {}
+    files: dict[str, str] = {}
     for g in groups:
         column, _, name = str(g).partition(":")
-        out[column] = name or column
+        name = name or column
+        file = _file_name(name)
+        if file in files or column in out:
+            # Two reports under one name: the second would replace the first's file.
+            raise FacebalanceError(
+                f"audit: --group {g} and --group {files.get(file) or column} would both be "
+                f"reported as {file}.json; give each its own name (COLUMN:NAME)")
+        files[file], out[column] = str(g), name
     return out
 
 
@@ -412,10 +421,21 @@ def _check_ids(rows: pd.DataFrame, id_column: str | None, source: str) -> None:
             second=_where(rows, int(where[1]), None)))
 
 
+def _finite(rows: pd.DataFrame, column: str, role: str, id_column: str | None) -> np.ndarray:
+    """A column of finite numbers (a regression's labels and predictions)."""
+    out = _numbers(rows, column, role, id_column)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FacebalanceError(f"audit: {role} column {column!r} holds {float(out[i])!r} in "
+                               f"{_where(rows, i, id_column)}; expected a finite number")
+    return out
+
+
 def _labels(rows: pd.DataFrame, label: str, kind: str, id_column: str | None,
             n_proba: int) -> np.ndarray:
     if kind == "regression":
-        return _numbers(rows, label, "label", id_column)
+        return _finite(rows, label, "label", id_column)
     values = rows[label]
     if kind == "binary":
         y = _numbers(rows, label, "label", id_column)
@@ -439,6 +459,26 @@ def _labels(rows: pd.DataFrame, label: str, kind: str, id_column: str | None,
                 last=n_proba - 1))
         return y.astype(np.int64)
     return values.to_numpy()
+
+
+def _check_predicted_classes(test: pd.DataFrame, val: pd.DataFrame, y: np.ndarray,
+                             val_y: np.ndarray, preds: list[np.ndarray],
+                             val_preds: list[np.ndarray], scores: ScoreColumns,
+                             id_column: str | None) -> None:
+    """Every predicted class is one of the labels' classes: a probability, a list of them
+    in one cell or a typo would otherwise count as a wrong prediction, silently."""
+    classes = {_group_text(v) for v in (*y, *val_y)} - {None, ""}
+    shown = ", ".join(sorted(classes)[:10]) + (", ..." if len(classes) > 10 else "")
+    for rows, arrays in ((test, preds), (val, val_preds)):
+        for spec, pred in zip(scores.columns, arrays, strict=True):
+            bad = np.array([_group_text(v) not in classes for v in pred], dtype=bool)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise FacebalanceError(
+                    f"audit: prediction column {spec[0]!r} holds {_cell(rows[spec[0]], i)!r} "
+                    f"in {_where(rows, i, id_column)}, which is no label's class (the labels' "
+                    f"classes: {shown}); give the predicted class, or class probabilities "
+                    "as one column per class (--score p0,p1,p2)")
 
 
 def _class_numbers(y_test: np.ndarray, y_val: np.ndarray, preds: list[np.ndarray]
@@ -465,7 +505,7 @@ def _seed_predictions(rows: pd.DataFrame, cols: ScoreColumns, kind: str,
         if kind == "binary":
             out.append(_probabilities(rows, spec[0], id_column))
         elif kind == "regression":
-            out.append(_numbers(rows, spec[0], "prediction", id_column))
+            out.append(_finite(rows, spec[0], "prediction", id_column))
         elif len(spec) > 1:  # class probabilities: the predicted class is the largest
             proba = np.stack([_probabilities(rows, c, id_column) for c in spec], axis=1)
             out.append(proba.argmax(axis=1).astype(np.int64))
@@ -510,6 +550,8 @@ def prepare_predictions(frame: pd.DataFrame, *, label: str, scores: ScoreColumns
         if n_proba:
             class_names = [str(i) for i in range(n_proba)]
         else:
+            _check_predicted_classes(test, val_rows, y, val_y, preds, val_preds, scores,
+                                     id_column)
             y, val_y, both, class_names = _class_numbers(y, val_y, preds + val_preds)
             preds, val_preds = both[:len(preds)], both[len(preds):]
     coded: dict[str, tuple[np.ndarray, list[str]]] = {}
@@ -523,10 +565,19 @@ def prepare_predictions(frame: pd.DataFrame, *, label: str, scores: ScoreColumns
                                                          names=", ".join(names) or "none"))
         coded[name] = (codes, names)
     if age_bins:  # regression: the label's bins as one more grouping, as the pipeline's
+        edges = tuple(float(b) for b in age_bins)
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise FacebalanceError(f"audit: age bins {list(age_bins)} must increase, such as "
+                                   "20,30,40")
         task = TaskSpec(kind="regression", heads=(Head(label, "regression", 0),),
-                        age_bins=tuple(float(b) for b in age_bins))
+                        age_bins=edges)
         codes = np.digitize(y, task.age_bins).astype(np.int64)
         present = np.unique(codes)
+        if len(present) < 2:
+            raise FacebalanceError(
+                f"audit: every test label of {source} falls in one age bin "
+                f"({group_names(task, present)[0]}; the labels run from {y.min():g} to "
+                f"{y.max():g}); give --age-bins edges inside that range")
         names = group_names(task, present)
         coded[f"{label} bins"] = (np.searchsorted(present, codes), names)
     return Prepared(test=test, val=val_rows, train=train, y=y, val_y=val_y, preds=preds,
@@ -1017,6 +1068,7 @@ def write_audit(out: str | Path, reports: Mapping[str, Mapping[str, Any]],
     pngs.update({f"{_file_name(a)}_scores.png": png for a, png in (figures or {}).items()})
     pngs.update({f"{_file_name(a)}_gallery.png": png for a, png in (galleries or {}).items()})
     markdown = audit_markdown(reports)  # everything computed before the first file
+    earlier = _manifest(out)
     for attr, rep in reports.items():
         body = {k: v for k, v in rep.items() if k != "paired"}
         if "paired" in rep:
@@ -1029,7 +1081,26 @@ def write_audit(out: str | Path, reports: Mapping[str, Mapping[str, Any]],
     for fname, png in pngs.items():
         atomic_write_bytes(out / fname, png)
         written.append(out / fname)
+    # An earlier audit's files that this one did not write again (another group, a gallery)
+    # would read as part of this report: removed; files audit never wrote are left alone.
+    names = {p.name for p in written}
+    for name in earlier - names:
+        (out / name).unlink(missing_ok=True)
+    atomic_write_bytes(out / MANIFEST, "\n".join(sorted(names)).encode() + b"\n")
     return written
+
+
+#: The list of files the last audit wrote into its folder (replaced by the next one).
+MANIFEST = ".audit-files"
+
+
+def _manifest(out: Path) -> set[str]:
+    """The file names an earlier audit wrote into ``out`` (plain names only)."""
+    try:
+        lines = (out / MANIFEST).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {n for n in lines if n and n == Path(n).name and not n.startswith(".")}
 
 
 def audit_files(predictions: str | Path, out: str | Path, *, groups: Sequence[str] |
@@ -1393,13 +1464,52 @@ def _listed(value: Any) -> list[Any]:
     return list(value)
 
 
-def _floats(value: Any, what: str) -> list[float]:
+def _floats(value: Any, what: str, example: str = "20,30,40") -> list[float]:
     items = [p for v in _listed(value) for p in str(v).split(",") if p.strip()]
     try:
-        return [float(p) for p in items]
+        numbers = [float(p) for p in items]
     except ValueError:
         raise FacebalanceError(f"audit: {what} {value!r}: expected numbers such as "
-                               "20,30,40") from None
+                               f"{example}") from None
+    if not all(np.isfinite(numbers)):
+        raise FacebalanceError(f"audit: {what} {value!r}: expected finite numbers such as "
+                               f"{example}")
+    return numbers
+
+
+def _float_option(o: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
+    """A number option from the command line or the YAML (None when not given), or one
+    clear error."""
+    value = o.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not lo <= number <= hi:  # NaN fails too
+        raise FacebalanceError(f"audit: {key} = {value!r}; expected a number in [{lo:g}, "
+                               f"{hi:g}]")
+    return number
+
+
+def _bool_option(o: Mapping[str, Any], key: str) -> bool:
+    """A yes/no option: YAML's booleans, or true/false/yes/no/1/0 as text."""
+    value = o.get(key, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise FacebalanceError(f"audit: {key} = {value!r}; expected true or false")
+
+
+def _check_out(out: str | Path) -> None:
+    """The output folder may exist, but not as a file (checked before any work)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise FacebalanceError(f"audit: --out {out} is a file; give a folder for the report")
 
 
 #: Bootstrap resamples at most (as ``evaluate.bootstrap``); the resample weights are a dense
@@ -1440,6 +1550,7 @@ def audit_command(predictions: str | Path, out: str | Path, *,
     """``facebalance audit``: the options (keys of :data:`CONFIG_KEYS`; None when not
     given) merged over the YAML ``config``, then :func:`audit_files`."""
     o = _merged(config, options, CONFIG_KEYS)
+    _check_out(out)
     groups = o.get("group") or ["group"]
     if isinstance(groups, str):
         groups = [groups]
@@ -1449,8 +1560,8 @@ def audit_command(predictions: str | Path, out: str | Path, *,
         scores=[str(s) for s in _listed(o.get("score"))] or None,
         kind=str(o.get("kind", "binary")), id_column=str(o.get("id", "id")),
         split=str(o.get("split", "split")),
-        threshold=None if o.get("threshold") is None else float(o["threshold"]),
-        strict=bool(o.get("strict", False)), age_bins=_floats(o.get("age_bins"), "age_bins"),
+        threshold=_float_option(o, "threshold", 0.0, 1.0), strict=_bool_option(o, "strict"),
+        age_bins=_floats(o.get("age_bins"), "age_bins"),
         n_bootstrap=_int_option(o, "bootstrap", 500, 1, MAX_BOOTSTRAP),
         bootstrap_seed=_int_option(o, "seed", 0, 0, 2**31 - 1),
         kl_bins=_int_option(o, "kl_bins", 50, 2, 10_000),
@@ -1464,6 +1575,7 @@ def audit_pairs_command(pairs: str | Path, out: str | Path, *,
     over the YAML ``config``; reads the pairs file, writes :func:`write_pair_audit`'s
     files."""
     o = _merged(config, options, PAIR_CONFIG_KEYS)
+    _check_out(out)
     groups = [str(g) for g in _listed(o.get("group"))]
     text = [*(f"{g}_{s}" for g in groups for s in "ab"), o.get("id_a", "id_a"),
             o.get("id_b", "id_b"), o.get("identity_a", "identity_a")]
@@ -1472,13 +1584,22 @@ def audit_pairs_command(pairs: str | Path, out: str | Path, *,
         frame, score=str(o.get("score", "score")), same=str(o.get("same", "same")),
         id_a=str(o.get("id_a", "id_a")), id_b=str(o.get("id_b", "id_b")), groups=groups,
         identity_a=str(o.get("identity_a", "identity_a")), split=str(o.get("split", "split")),
-        threshold=None if o.get("threshold") is None else float(o["threshold"]),
-        fars=_floats(o.get("far"), "far") or (0.01, 0.001),
-        strict=bool(o.get("strict", False)),
+        threshold=_float_option(o, "threshold", -np.inf, np.inf),
+        fars=_fars(o.get("far")), strict=_bool_option(o, "strict"),
         n_bootstrap=_int_option(o, "bootstrap", 500, 1, MAX_BOOTSTRAP),
         bootstrap_seed=_int_option(o, "seed", 0, 0, 2**31 - 1), source=str(pairs))
     write_pair_audit(out, report)
     return report
+
+
+def _fars(value: Any) -> tuple[float, ...]:
+    """The false accept rates of ``--far``: each in (0, 1)."""
+    fars = _floats(value, "far", "0.01,0.001") or [0.01, 0.001]
+    bad = [f for f in fars if not 0 < f < 1]
+    if bad:
+        raise FacebalanceError(f"audit: far {bad[0]:g} is invalid; expected false accept rates "
+                               "in (0, 1), such as 0.01,0.001")
+    return tuple(fars)
 
 
 # -------------------------------------------------------------------------- model files
@@ -1659,15 +1780,16 @@ def audit_model(model_path: str | Path, data: str | Path, out: str | Path, *,
     if input_size is None and model.input_size is not None:
         input_size = int(model.input_size[0])  # an ONNX model's static input shape
 
+    columns = list(dict.fromkeys(["id", label, *group_map]))  # the label may be a group too
     parts = []
     for split in ("test", "val") if kind == "binary" else ("test",):
-        refs = read_columns(data / split, ["id", label, *group_map])
+        refs = read_columns(data / split, columns)
         scores, ids = score_shards(model, data / split, kind=kind, output=output, index=index,
                                    input_size=input_size, mean=mean, std=std,
                                    batch_size=batch_size)
         if ids != list(refs["id"].astype(str)):  # both read the files in one order
             raise FacebalanceError(f"audit-model: {data / split} changed while it was read")
-        frame = refs[["id", label, *group_map]].assign(split=split)
+        frame = refs[columns].assign(split=split)
         if scores.ndim == 2:
             for c in range(scores.shape[1]):
                 frame[f"p{c}"] = scores[:, c]
@@ -1679,7 +1801,7 @@ def audit_model(model_path: str | Path, data: str | Path, out: str | Path, *,
                                    if kind == "regression" else
                                    ",".join(c for c in frame.columns if re.fullmatch(
                                        r"p\d+", str(c))))
-    train = (read_columns(data / "train", [label, *group_map]).drop(columns=["_file", "_row"])
+    train = (read_columns(data / "train", columns[1:]).drop(columns=["_file", "_row"])
              if kind == "binary" else None)
     meta = {"file": str(model_path), "format": model.format, "loaded": model.note,
             "input_size": input_size or "the data's image size", "mean": list(mean),
