@@ -653,3 +653,19 @@ def test_regression_labels_bins_and_multiclass_classes_are_checked() -> None:
                                                    r"row 6, which is no label's class \(the "
                                                    r"labels' classes: cat, dog, eel\)"):
             audit_predictions(wrong, scores="guess", kind="multiclass", n_bootstrap=5)
+
+
+def test_all_negative_labels_give_an_undefined_ap_and_a_threshold_hint(tmp_path: Path) -> None:
+    rows = scored(80, 34).assign(label=0)
+    path = tmp_path / "neg.csv"
+    rows.to_csv(path, index=False)
+    result = runner.invoke(app, ["audit", str(path), "--score", "score", "--group", "gender",
+                                 "--bootstrap", "10", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "the test rows hold no positive label, so no threshold" \
+        in result.output and "(--threshold)" in result.output
+    result = runner.invoke(app, ["audit", str(path), "--score", "score", "--group", "gender",
+                                 "--threshold", "0.5", "--bootstrap", "10", "--out",
+                                 str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "| neg | 1 | n/a ± 0.000 [n/a, n/a] |" in result.output  # AP: undefined, not 0
+    assert "RuntimeWarning" not in result.output

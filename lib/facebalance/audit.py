@@ -618,6 +618,11 @@ def _threshold_inputs(prep: Prepared, threshold: float | None
             "source": "validation",
             "text": f"calibrated on the {len(prep.val)} validation rows (#predicted "
                     "positives = #true positives), as the pipeline does"}
+    if not (prep.y == 1).any():
+        raise FacebalanceError(
+            "audit: the test rows hold no positive label, so no threshold can be calibrated "
+            "on them (as many predicted positives as true ones); give one (--threshold) or "
+            "validation rows with positives (--val, or a split column)")
     return prep.y, prep.preds, {
         "source": "test",
         "text": f"calibrated on the {len(prep.y)} test rows themselves (#predicted positives "
@@ -1052,6 +1057,11 @@ def plot_group_scores(prep: Prepared, attr: str, kind: str,
 
 def _file_name(attr: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", attr).strip("_") or "group"
+
+
+def report_file(attr: str) -> str:
+    """The file name of a protected column's report (``<name>.json``, made safe)."""
+    return f"{_file_name(attr)}.json"
 
 
 def write_audit(out: str | Path, reports: Mapping[str, Mapping[str, Any]],

@@ -535,6 +535,7 @@ def audit(
     and figures `evaluate` writes for a strategy, per protected column."""
     from facebalance.audit import audit_command
 
+    _quiet_undefined()
     try:
         reports = audit_command(
             predictions, out, config=config, label=label, score=score, group=group,
@@ -547,13 +548,26 @@ def audit(
     _show_audit(out, reports)
 
 
+def _quiet_undefined() -> None:
+    """An undefined metric (a group without positives) is NaN and reported as n/a: numpy's
+    and matplotlib's warnings about it would only repeat that, as tracebacks-like noise."""
+    import warnings
+
+    for message in ("All-NaN slice encountered", "Mean of empty slice",
+                    "Degrees of freedom <= 0 for slice"):
+        warnings.filterwarnings("ignore", message, RuntimeWarning)
+    warnings.filterwarnings("ignore", "No artists with labels found", UserWarning)
+
+
 def _show_audit(out: Path, reports: dict) -> None:
     """Print an audit's markdown, its warnings (stderr) and the files it wrote."""
     typer.echo((out / "audit.md").read_text())
     for rep in reports.values():
         for warning in rep["audit"]["warnings"]:
             typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"wrote {out}/: " + ", ".join(f"{a}.json" for a in reports) + ", audit.md")
+    from facebalance.audit import report_file
+
+    typer.echo(f"wrote {out}/: " + ", ".join(report_file(a) for a in reports) + ", audit.md")
 
 
 @app.command("audit-model")
@@ -622,6 +636,7 @@ def audit_model(
     from facebalance.audit import MAX_BOOTSTRAP
     from facebalance.audit import audit_model as run_audit_model
 
+    _quiet_undefined()
     try:
         if bootstrap > MAX_BOOTSTRAP:
             raise FacebalanceError(f"audit-model: --bootstrap {bootstrap}; expected an "
@@ -680,6 +695,7 @@ def audit_pairs(
     per-group FMR / FNMR at one global threshold with max/min ratios, as `verify` reports."""
     from facebalance.audit import audit_pairs_command
 
+    _quiet_undefined()
     try:
         report = audit_pairs_command(
             pairs, out, config=config, score=score, same=same, id_a=id_a, id_b=id_b,

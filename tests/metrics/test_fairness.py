@@ -59,6 +59,18 @@ def test_average_precision_matches_sklearn(ties: bool) -> None:
         average_precision_score(y, s, sample_weight=w), abs=1e-12)
 
 
+def test_average_precision_without_positives_is_undefined_not_zero() -> None:
+    """All-negative labels (or a resample without positives) have no recall to average:
+    NaN, which reports show as n/a (it was 0.000, read as a model that finds nothing)."""
+    s = np.array([0.9, 0.1, 0.4, 0.7])
+    assert np.isnan(average_precision(np.zeros(4), s))
+    weights = np.array([[1.0, 1, 1, 1], [0, 1, 1, 0], [2, 0, 0, 1]])  # resample 2: none
+    y = np.array([1, 0, 0, 1])
+    ap = average_precision(y, s, weights)
+    assert ap[0] == pytest.approx(average_precision_score(y, s)) and np.isnan(ap[1])
+    assert ap[2] == pytest.approx(average_precision_score(y, s, sample_weight=weights[2]))
+
+
 def test_calibrated_threshold_predicts_as_many_positives_as_labels() -> None:
     y, _, s = _data()
     thr = calibrated_threshold(y, s)

@@ -63,7 +63,8 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray,
     """Average precision, sum over thresholds of (R_k - R_{k-1}) P_k (as scikit-learn).
 
     Ties in ``scores`` form one threshold, as in
-    :func:`sklearn.metrics.average_precision_score`.
+    :func:`sklearn.metrics.average_precision_score`. Without a positive label (in the data
+    or a resample) it is undefined: NaN, where scikit-learn warns and returns 0.
     """
     y_true, scores = np.asarray(y_true), np.asarray(scores)
     _check(y_true, scores)
@@ -76,7 +77,9 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray,
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp[:, -1:])
     d_recall = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
-    return _out(np.nansum(d_recall * np.nan_to_num(precision), axis=1), squeeze)
+    ap = np.nansum(d_recall * np.nan_to_num(precision), axis=1)
+    ap[tp[:, -1] == 0] = np.nan  # no positive: no recall to average over
+    return _out(ap, squeeze)
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray,
