@@ -669,3 +669,36 @@ def test_all_negative_labels_give_an_undefined_ap_and_a_threshold_hint(tmp_path:
     assert result.exit_code == 0, result.output
     assert "| neg | 1 | n/a ± 0.000 [n/a, n/a] |" in result.output  # AP: undefined, not 0
     assert "RuntimeWarning" not in result.output
+
+
+def test_named_columns_training_and_validation_files_are_checked(tmp_path: Path) -> None:
+    from facebalance.audit import audit_command
+
+    path = tmp_path / "p.csv"
+    scored(80, 35).to_csv(path, index=False)
+    out = tmp_path / "out"
+    for key in ("split", "id"):  # named, so required; the defaults stay optional
+        with pytest.raises(FacebalanceError, match=rf"p\.csv has no {key} column 'nope'"):
+            audit_command(path, out, score="score", group=["gender"], **{key: "nope"})
+    header = tmp_path / "header.csv"
+    header.write_text("id,label,gender,score\n")
+    with pytest.raises(FacebalanceError, match=r"the validation file .*header\.csv has no rows"):
+        audit_command(path, out, score="score", group=["gender"], val=header)
+    val = tmp_path / "val.csv"
+    scored(40, 36).drop(columns=["label"]).to_csv(val, index=False)
+    with pytest.raises(FacebalanceError, match=r"val\.csv has no label column 'label'"):
+        audit_command(path, out, score="score", group=["gender"], val=val)
+    train = tmp_path / "train.csv"
+    for rows, message in (
+            (scored(40, 37).drop(columns=["gender"]), r"the training rows has no group column"),
+            (scored(40, 37).assign(label=["yes"] + [0] * 39), r"label column 'label' holds "
+                                                              r"'yes' in row 1")):
+        rows.to_csv(train, index=False)
+        with pytest.raises(FacebalanceError, match=message):
+            audit_command(path, out, score="score", group=["gender"], train=train)
+    scored(40, 37).assign(gender="male").to_csv(train, index=False)
+    rep = audit_command(path, out, score="score", group=["gender"], train=train,
+                        bootstrap=5)["gender"]
+    assert rep["ba"]["value"] is None or np.isnan(rep["ba"]["value"])  # not 0.000
+    assert rep["audit"]["bias_amplification"].startswith(
+        "null: no training row is in gender=female")

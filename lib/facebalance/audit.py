@@ -523,7 +523,7 @@ def prepare_predictions(frame: pd.DataFrame, *, label: str, scores: ScoreColumns
                         groups: Mapping[str, str], kind: str, id_column: str | None,
                         split: str | None, strict: bool, source: str,
                         val: pd.DataFrame | None = None,
-                        age_bins: Sequence[float] = ()) -> Prepared:
+                        age_bins: Sequence[float] = (), val_source: str = "") -> Prepared:
     """Validate a predictions table and turn it into arrays (see :func:`audit_predictions`
     for the parameters); every bad input is a one-line error naming the row."""
     if kind not in AUDIT_KINDS:
@@ -533,11 +533,12 @@ def prepare_predictions(frame: pd.DataFrame, *, label: str, scores: ScoreColumns
         _require(frame, column, "group", source)
     test, val_rows, train = _split_rows(frame, split, id_column, source)
     if val is not None:
-        _require(val, label, "label", "the validation rows")
+        _require(val, label, "label", val_source or "the validation rows")
         val_rows = pd.concat([val_rows, val.reset_index(drop=True).assign(
             _row=np.arange(1, len(val) + 1))], ignore_index=True)
     _check_ids(test, id_column, source)
-    _check_ids(val_rows, id_column, f"the validation rows of {source}")
+    _check_ids(val_rows, id_column, f"the validation rows ({source}"
+               + (f" and {val_source})" if val is not None and val_source else ")"))
     n_proba = max(len(c) for c in scores.columns) if kind == "multiclass" else 0
     n_proba = n_proba if n_proba > 1 else 0
     y = _labels(test, label, kind, id_column, n_proba)
@@ -639,18 +640,31 @@ def cell_counts(y: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
                      for t in (0, 1)])
 
 
-def _train_counts(train: pd.DataFrame | None, label: str, column: str, names: Sequence[str]
-                  ) -> np.ndarray | None:
+def _train_counts(train: pd.DataFrame | None, label: str, column: str, attr: str,
+                  names: Sequence[str]) -> tuple[np.ndarray | None, str]:
     """``(2, K)`` training label x group counts in the test groups' order (groups the test
-    rows lack, and unknown training rows, are left out)."""
-    if train is None or not len(train) or column not in train.columns:
-        return None
+    rows lack, and unknown training rows, are left out), or None and why: no training rows,
+    or a test group without any."""
+    if train is None or not len(train):
+        return None, ("null: bias amplification needs the training split's label x group "
+                      "counts (train rows in the table, or a training labels file); none "
+                      "were given")
     _require(train, label, "label", "the training rows")
-    codes, train_names = group_codes(train[column])
+    _require(train, column, "group", "the training rows")
+    rows = (train if "_row" in train.columns else
+            train.reset_index(drop=True).assign(_row=np.arange(1, len(train) + 1)))
+    y = _labels(rows, label, "binary", None, 0)  # one line for a text, NaN or 2 label
+    codes, train_names = group_codes(rows[column])
     # The training rows' own codes, renumbered as the test rows' groups.
     to_test = np.array([names.index(n) if n in names else -1 for n in train_names] + [-1])
-    y = pd.to_numeric(train[label], errors="coerce").to_numpy()
-    return cell_counts(y, to_test[codes], len(names))
+    counts = cell_counts(y, to_test[codes], len(names))
+    missing = [n for k, n in enumerate(names) if not counts[:, k].any()]
+    if missing:
+        return None, (f"null: no training row is in {attr}={', '.join(missing)} (the training "
+                      f"rows' groups: {', '.join(train_names) or 'none'}); bias "
+                      "amplification needs every test group's training counts")
+    return counts, (f"directions from the training label x group counts of "
+                    f"{int(counts.sum())} training rows, as the pipeline")
 
 
 def _binary_report(prep: Prepared, column: str, attr: str, *, threshold: float | None,
@@ -660,7 +674,7 @@ def _binary_report(prep: Prepared, column: str, attr: str, *, threshold: float |
     codes, names = prep.groups[attr]
     known = codes >= 0
     val_y, val_scores, how = _threshold_inputs(prep, threshold)
-    counts = _train_counts(train, label, column, names)
+    counts, ba_note = _train_counts(train, label, column, attr, names)
     report = fairness_report(val_y, val_scores, prep.y[known], codes[known],
                              [s[known] for s in prep.preds], seeds=list(seeds),
                              group_name=attr, reference_counts=counts,
@@ -671,13 +685,7 @@ def _binary_report(prep: Prepared, column: str, attr: str, *, threshold: float |
     meta: dict[str, Any] = {"threshold": how, "warnings": []}
     if counts is None:
         _null(report["ba"])
-        meta["bias_amplification"] = (
-            "null: bias amplification needs the training split's label x group counts "
-            "(train rows in the table, or a training labels file); none were given")
-    else:
-        meta["bias_amplification"] = (
-            f"directions from the training label x group counts of {int(counts.sum())} "
-            "training rows, as the pipeline")
+    meta["bias_amplification"] = ba_note
     y = prep.y[known]
     g = codes[known]
     no_pos = [n for k, n in enumerate(names) if not (y[g == k] == 1).any()]
@@ -837,8 +845,8 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
                       reference_name: str = "reference", age_bins: Sequence[float] = (),
                       n_bootstrap: int = 500, bootstrap_seed: int = 0, kl_bins: int = 50,
                       source: str = "the predictions",
-                      reference_source: str = "the reference predictions"
-                      ) -> dict[str, dict[str, Any]]:
+                      reference_source: str = "the reference predictions",
+                      val_source: str = "") -> dict[str, dict[str, Any]]:
     """Fairness reports of a model from its per-image predictions.
 
     Parameters
@@ -882,8 +890,8 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
         Regression: also group by these bins of the label, as the pipeline's age tasks.
     n_bootstrap, bootstrap_seed, kl_bins
         Bootstrap resamples and their seed; KL histogram bins (as ``evaluate.*``).
-    source, reference_source
-        How error messages name the two tables (their file names).
+    source, reference_source, val_source
+        How error messages name the tables (their file names).
 
     Returns
     -------
@@ -906,7 +914,8 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
     id_column = id_column if id_column and id_column in frame.columns else None
     prep = prepare_predictions(frame, label=label, scores=cols, groups=group_map, kind=kind,
                                id_column=id_column, split=split, strict=strict,
-                               source=source, val=val, age_bins=age_bins)
+                               source=source, val=val, age_bins=age_bins,
+                               val_source=val_source)
     _check_bootstrap_size(n_bootstrap, len(prep.test))
     train_rows = train if train is not None else (prep.train if len(prep.train) else None)
     other = other_cols = None
@@ -1118,22 +1127,28 @@ def audit_files(predictions: str | Path, out: str | Path, *, groups: Sequence[st
                 train: str | Path | None = None, compare: str | Path | None = None,
                 name: str | None = None, images: str | None = None,
                 shards: str | Path | None = None, gallery_k: int = DEFAULT_PER_KIND,
-                **options: Any) -> dict[str, dict[str, Any]]:
+                required: Sequence[tuple[str, str]] = (), **options: Any
+                ) -> dict[str, dict[str, Any]]:
     """:func:`audit_predictions` of files, writing :func:`write_audit`'s outputs.
 
     ``predictions``, ``val``, ``train`` and ``compare`` (the reference) are CSV or Parquet
     files; the model is named after its file unless ``name`` is given, the reference after
     its file. ``images`` (a column of image paths, relative to the predictions file) and
     ``shards`` (a shard folder holding the test images under the table's ids) are the
-    gallery's image sources (:func:`audit_frame`). ``options`` go to
-    :func:`audit_predictions`.
+    gallery's image sources (:func:`audit_frame`). ``required``: (column, role) pairs the
+    predictions must hold (an ``--id`` or ``--split`` the user named, optional otherwise).
+    ``options`` go to :func:`audit_predictions`.
     """
     group_map = parse_groups(groups)
     text = [*group_map, options.get("id_column") or "id", *([images] if images else [])]
     frame = read_table(predictions, text)
+    for column, role in required:
+        _require(frame, column, role, str(predictions))
     kwargs: dict[str, Any] = dict(options)
     if val is not None:
-        kwargs["val"] = read_table(val, text)
+        kwargs["val"], kwargs["val_source"] = read_table(val, text), str(val)
+        if not len(kwargs["val"]):
+            raise FacebalanceError(f"audit: the validation file {val} has no rows")
     if train is not None:
         kwargs["train"] = read_table(train, text)
     if compare is not None:
@@ -1564,8 +1579,11 @@ def audit_command(predictions: str | Path, out: str | Path, *,
     groups = o.get("group") or ["group"]
     if isinstance(groups, str):
         groups = [groups]
+    # An --id or --split the user named must exist; the defaults are optional columns.
+    required = [(str(o[k]), k) for k in ("id", "split") if k in o]
     return audit_files(
         predictions, out, groups=groups, val=o.get("val"), train=o.get("train"),
+        required=required,
         compare=o.get("compare"), name=o.get("name"), label=str(o.get("label", "label")),
         scores=[str(s) for s in _listed(o.get("score"))] or None,
         kind=str(o.get("kind", "binary")), id_column=str(o.get("id", "id")),
