@@ -702,3 +702,14 @@ def test_named_columns_training_and_validation_files_are_checked(tmp_path: Path)
     assert rep["ba"]["value"] is None or np.isnan(rep["ba"]["value"])  # not 0.000
     assert rep["audit"]["bias_amplification"].startswith(
         "null: no training row is in gender=female")
+
+
+def test_audit_pairs_needs_two_groups_with_pairs_inside_them() -> None:
+    one = pairs_case(100).assign(race_a="asian", race_b="asian")
+    with pytest.raises(FacebalanceError, match=r"1 race group\(s\) have test pairs with both "
+                                               r"faces in them \(asian; .*need two or more"):
+        audit_pairs(one, groups=["race"], n_bootstrap=5)
+    cross = pairs_case(100).assign(race_a="asian", race_b="white")
+    with pytest.raises(FacebalanceError, match=r"0 race group\(s\) .*\(none; the faces' groups: "
+                                               r"asian, white\)"):
+        audit_pairs(cross, groups=["race"], n_bootstrap=5)

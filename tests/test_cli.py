@@ -143,8 +143,13 @@ def test_choose_share_prints_one_experiment_per_share_and_refuses_a_bad_grid() -
     assert len(lines) == 2 and lines[0].startswith("dvc exp run --temp -n share-hard-0.25 ")
     assert "-S augment.synthetic_share=1.0" in lines[1]
     assert "-S dataset.n_train=9000" in lines[1] and lines[1].endswith(" compare")
-    bad = runner.invoke(app, ["choose-share", "--grid", "0,x", "--dry-run"])
-    assert bad.exit_code == 1 and "expected positive numbers" in bad.output
+    for grid in ("0,x", "nan,0.5", "inf"):
+        bad = runner.invoke(app, ["choose-share", "--grid", grid, "--dry-run"])
+        assert bad.exit_code == 1 and "expected positive numbers" in bad.output
+    # The experiments' params are checked before any runs (or is printed): a typo'd strategy.
+    bad = runner.invoke(app, ["choose-share", "--strategy", "nope", "--dry-run", "--params",
+                              str(REPO / "params.yaml")])
+    assert bad.exit_code == 1 and "nope" in bad.output and "dvc exp run" not in bad.output
 
 
 def _tiny_verifier(root: Path) -> None:

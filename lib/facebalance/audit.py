@@ -1401,6 +1401,13 @@ def audit_pairs(frame: pd.DataFrame, *, score: str = "score", same: str = "same"
                                          f"({cluster_col})", "n_unknown": {}}
     for g in groups:
         codes, names, n_unknown = _pair_group(test, g, strict, id_a)
+        within = sorted({names[k] for k in codes[codes >= 0]})
+        if len(within) < 2:
+            # A max/min ratio of one group (or none) is 1 or n/a and would read as fair.
+            raise FacebalanceError(
+                f"audit: {len(within)} {g} group(s) have test pairs with both faces in them "
+                f"({', '.join(within) or 'none'}; the faces' groups: {', '.join(names)}); "
+                "per-group FMR/FNMR and their ratios need two or more")
         values, rates = group_rates_weighted(scores, is_same, codes, thr, weights)
         for rate in ("fmr", "fnmr"):
             metrics[f"{rate}_ratio_{g}"] = max_min_ratio(rates[rate])

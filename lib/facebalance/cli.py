@@ -357,21 +357,24 @@ def choose_share(
 
     try:
         shares = [float(v) for v in grid.split(",") if v.strip()]
-        if not shares or min(shares) <= 0:
+        if not shares or not all(0 < v < float("inf") for v in shares):  # NaN fails too
             raise ValueError
     except ValueError:
         _fail(FacebalanceError(f"--grid {grid!r}: expected positive numbers, e.g. 0.25,0.5,1"))
     try:
         changes = dict(preset_changes(preset_name)) if preset_name else {}
-        p = parse_params(apply_changes(read_params_data(params), changes))
+        base = read_params_data(params)
+        runs = {s: {**changes, "augment.synthetic_share": s, "strategies": ["baseline", strategy],
+                    "compare.references": ["baseline"]} for s in shares}
+        # Every experiment's params are validated before the first one starts.
+        checked = [parse_params(apply_changes(base, changed)) for changed in runs.values()]
+        p = checked[0]
     except FacebalanceError as err:
         _fail(err)
     fairness = GUARD_METRICS[p.task.kind][1]
     names = {s: f"share-{preset_name or 'params'}-{s:g}" for s in shares}
     for share, name in names.items():
-        cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(
-            {**changes, "augment.synthetic_share": share, "strategies": ["baseline", strategy],
-             "compare.references": ["baseline"]}), "compare"]
+        cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_args(runs[share]), "compare"]
         if dry_run:
             typer.echo(shlex.join(cmd))
         elif run:
