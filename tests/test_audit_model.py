@@ -169,8 +169,8 @@ def test_missing_file_unknown_suffix_and_wrong_input_size(
         message = one_line_error([str(models[fmt]), *data, "--input-size", "48"])
         assert re.match(rf"^audit-model: {re.escape(str(models[fmt]))} rejects a float32 "
                         r"batch of shape \(64, 3, 48, 48\) \(N, 3, H, W\): .*"
-                        rf"{why}.*; give the input size it was exported for "
-                        r"\(--input-size\)$", message), message
+                        rf"{why}.*; it was exported for 32 px inputs: --input-size 32$",
+                        message), message
     assert one_line_error([str(models["pt2"]), *data, "--label", "blnd"]) == (
         ERR_MODEL_COLUMN.format(data=tiny_prepared, role="label", column="blnd",
                                 columns=", ".join(read_columns(tiny_prepared / "test")
@@ -213,3 +213,18 @@ def test_the_label_column_may_also_be_a_group(tiny_prepared: Path, models: dict[
                        n_bootstrap=BOOT)
     assert set(reps) == {"male", "blond"}
     assert set(reps["blond"]["by_group"]) == {"blond=0", "blond=1"}
+
+
+def test_a_rejected_batch_names_the_dimension_to_change() -> None:
+    """The hint follows the fixed dimension the model's error names (probe, 2026-12-06: a
+    batch-2 export was told to change --input-size)."""
+    from facebalance.model_files import run_hint
+
+    for reason, hint in (
+            ("Guard failed: x.size()[0] == 2", "exactly 2: --batch-size 2"),
+            ("Got invalid dimensions for input: x for the following indices\n index: 0 Got: "
+             "64 Expected: 2", "exactly 2: --batch-size 2"),
+            ("Guard failed: x.size()[1] == 1", "it takes 1 channels, and audit-model feeds RGB"),
+            ("index: 3 Got: 48 Expected: 224", "224 px inputs: --input-size 224"),
+            ("mat1 and mat2 shapes cannot be multiplied", "(--input-size)")):
+        assert hint in run_hint(reason), (reason, run_hint(reason))

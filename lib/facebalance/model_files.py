@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -56,7 +57,24 @@ ERR_PT2_UNSAFE = ("{who}: {path} holds {what}, which torch.export.load would unp
                   "or run as code; refused (export the model's plain tensors again with "
                   "torch.export.save)")
 ERR_RUN = ("{who}: {path} rejects a float32 batch of shape {shape} (N, 3, H, W): "
-           "{reason}; give the input size it was exported for (--input-size)")
+           "{reason}; {hint}")
+
+
+def run_hint(reason: str) -> str:
+    """What to change when a model rejects a batch: the dimension its error names as fixed
+    (a torch.export guard ``x.size()[0] == 2``, onnxruntime's ``index: 0 Got: 64 Expected:
+    2``) decides between batch size, channels and input size."""
+    fixed = (re.search(r"size\(\)\[(\d)\] == (\d+)", reason)
+             or re.search(r"index: (\d)\s+Got: \d+\s+Expected: (\d+)", reason))
+    if fixed:
+        dim, size = int(fixed.group(1)), int(fixed.group(2))
+        if dim == 0:
+            return (f"it was exported for batches of exactly {size}: --batch-size {size} (or "
+                    "export it with a dynamic batch dimension)")
+        if dim == 1:
+            return f"it takes {size} channels, and audit-model feeds RGB images (3)"
+        return f"it was exported for {size} px inputs: --input-size {size}"
+    return "give the input size it was exported for (--input-size)"
 
 
 @dataclass
@@ -87,9 +105,10 @@ class ModelFile:
         try:
             return np.asarray(self.run(np.ascontiguousarray(batch, dtype=np.float32)))
         except Exception as err:  # torch and onnxruntime raise their own types
+            reason = first_line(err)
             raise FacebalanceError(ERR_RUN.format(who=WHO, path=self.path,
-                                                  shape=tuple(batch.shape),
-                                                  reason=first_line(err))) from None
+                                                  shape=tuple(batch.shape), reason=reason,
+                                                  hint=run_hint(str(err)))) from None
 
 
 def is_pt2(path: str | Path) -> bool:
