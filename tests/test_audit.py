@@ -682,6 +682,8 @@ def test_named_columns_training_and_validation_files_are_checked(tmp_path: Path)
             audit_command(path, out, score="score", group=["gender"], **{key: "nope"})
     header = tmp_path / "header.csv"
     header.write_text("id,label,gender,score\n")
+    with pytest.raises(FacebalanceError, match=r"header\.csv has no rows$"):
+        audit_command(header, out, score="score", group=["gender"])
     with pytest.raises(FacebalanceError, match=r"the validation file .*header\.csv has no rows"):
         audit_command(path, out, score="score", group=["gender"], val=header)
     val = tmp_path / "val.csv"

@@ -203,6 +203,20 @@ def test_model_outputs_become_scores() -> None:
                                      why="name the positive class's column")
     with pytest.raises(FacebalanceError, match=f"^{re.escape(message)}$"):
         model_scores(two, kind="binary", output="logit", index=None)
+    # Probe (2026-12-06): each of these gave a report, or blamed a "score column".
+    for out, kwargs, why in (
+            (two, {"kind": "binary", "output": "logit", "index": 7},
+             r"outputs 2 columns per image; --index 7 is not one of them \(--index, 0\.\.1\)"),
+            (two[:, :1], {"kind": "multiclass", "output": "softmax", "index": None},
+             r"outputs 1 column per image; a multiclass model needs one per class"),
+            (np.array([[np.nan], [0.0]]), {"kind": "binary", "output": "logit", "index": None},
+             r"output nan for image 0 of a batch; check the model and its --mean / --std"),
+            (np.array([[-3.35], [0.5]]), {"kind": "binary", "output": "probability",
+                                          "index": None},
+             r"output -3\.35, outside \[0, 1\], with --output probability; if its outputs "
+             r"are logits, use --output logit")):
+        with pytest.raises(FacebalanceError, match=why):
+            model_scores(out, **kwargs)
 
 
 def test_the_label_column_may_also_be_a_group(tiny_prepared: Path, models: dict[str, Path],

@@ -1142,6 +1142,8 @@ def audit_files(predictions: str | Path, out: str | Path, *, groups: Sequence[st
     group_map = parse_groups(groups)
     text = [*group_map, options.get("id_column") or "id", *([images] if images else [])]
     frame = read_table(predictions, text)
+    if not len(frame):
+        raise FacebalanceError(f"audit: {predictions} has no rows")
     for column, role in required:
         _require(frame, column, role, str(predictions))
     kwargs: dict[str, Any] = dict(options)
@@ -1692,14 +1694,28 @@ def model_scores(out: np.ndarray, *, kind: str, output: str, index: int | None,
 
     def column(default: int | None, why: str) -> int:
         col = default if index is None else index
+        if index is not None and not 0 <= index < n:
+            why = f"--index {index} is not one of them"
         if col is None or not 0 <= col < n:
             raise FacebalanceError(ERR_MODEL_INDEX.format(path=path, n=n, last=n - 1,
                                                           why=why))
         return col
 
+    bad = ~np.isfinite(out)
+    if bad.any():
+        raise FacebalanceError(
+            f"audit-model: {path} output {float(out[bad][0])} for image "
+            f"{int(np.argmax(bad.any(1)))} "
+            "of a batch; check the model and its --mean / --std")
     t = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
     if kind == "multiclass":
-        return (torch.softmax(t, dim=1) if output != "probability" else t).numpy()
+        if n < 2:
+            raise FacebalanceError(
+                f"audit-model: {path} outputs {n} column per image; a multiclass model needs "
+                "one per class (one column: --kind binary or regression)")
+        probs = (torch.softmax(t, dim=1) if output != "probability" else t).numpy()
+        _check_probabilities(probs, path, output)
+        return probs
     if kind == "regression":
         return out[:, column(0 if n == 1 else None, "name the predicted value's column")
                    ].astype(np.float64)
@@ -1710,7 +1726,19 @@ def model_scores(out: np.ndarray, *, kind: str, output: str, index: int | None,
         return torch.softmax(t, dim=1)[:, column(1 if n == 2 else None,
                                                  "name the positive class's column")].numpy()
     v = t[:, column(0 if n == 1 else None, "name the positive class's column")]
-    return (torch.sigmoid(v) if output == "logit" else v).numpy()
+    scores = (torch.sigmoid(v) if output == "logit" else v).numpy()
+    _check_probabilities(scores, path, output)
+    return scores
+
+
+def _check_probabilities(p: np.ndarray, path: str | Path, output: str) -> None:
+    """Probabilities the model gave itself (``--output probability``) must be in [0, 1]."""
+    bad = (p < 0) | (p > 1)
+    if output == "probability" and bad.any():
+        raise FacebalanceError(
+            f"audit-model: {path} output {float(p[bad][0]):g}, outside [0, 1], with --output "
+            "probability; if its outputs are logits, use --output logit (softmax for "
+            "several columns)")
 
 
 def score_shards(model: Any, split_dir: str | Path, *, kind: str, output: str,
