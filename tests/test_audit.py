@@ -715,3 +715,12 @@ def test_audit_pairs_needs_two_groups_with_pairs_inside_them() -> None:
     with pytest.raises(FacebalanceError, match=r"0 race group\(s\) .*\(none; the faces' groups: "
                                                r"asian, white\)"):
         audit_pairs(cross, groups=["race"], n_bootstrap=5)
+
+
+def test_group_values_differing_only_in_case_are_warned_about() -> None:
+    rows = scored(80, 38)
+    rows.loc[:9, "gender"] = rows.loc[:9, "gender"].str.upper()
+    rep = audit_predictions(rows, scores="score", groups="gender", n_bootstrap=5)["gender"]
+    assert len(rep["by_group"]) == 4  # kept apart: they may be meant so
+    assert sum("differ only in case and are separate groups" in w
+               for w in rep["audit"]["warnings"]) == 2

@@ -954,6 +954,13 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
             body, meta, all_rows = _other_report(
                 prep, attr, kind, label=label, seeds=cols.seeds, n_bootstrap=n_bootstrap,
                 bootstrap_seed=bootstrap_seed)
+        folded: dict[str, list[str]] = {}
+        for n in names:
+            folded.setdefault(n.strip().casefold(), []).append(n)
+        for same in (v for v in folded.values() if len(v) > 1):
+            meta["warnings"].append(
+                f"{attr} values {', '.join(repr(v) for v in same)} differ only in case and are "
+                "separate groups; if they are one, write them alike in the file")
         n_unknown = int((codes < 0).sum())
         if n_unknown:
             meta["warnings"].append(
