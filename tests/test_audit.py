@@ -724,3 +724,16 @@ def test_group_values_differing_only_in_case_are_warned_about() -> None:
     assert len(rep["by_group"]) == 4  # kept apart: they may be meant so
     assert sum("differ only in case and are separate groups" in w
                for w in rep["audit"]["warnings"]) == 2
+
+
+def test_score_errors_in_the_validation_and_reference_files_name_them(tmp_path: Path) -> None:
+    from facebalance.audit import audit_command
+
+    path, other = tmp_path / "p.csv", tmp_path / "nan.csv"
+    scored(60, 39).to_csv(path, index=False)
+    scored(60, 39).assign(score=np.nan).to_csv(other, index=False)
+    for option in ("val", "compare"):
+        with pytest.raises(FacebalanceError, match=rf"has no value in row 1 \(id 'img0000'\); "
+                                                   rf".*\(in the .*{re.escape(str(other))}\)$"):
+            audit_command(path, tmp_path / "out", score="score", group=["gender"],
+                          **{option: other})

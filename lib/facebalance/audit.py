@@ -544,8 +544,12 @@ def prepare_predictions(frame: pd.DataFrame, *, label: str, scores: ScoreColumns
     y = _labels(test, label, kind, id_column, n_proba)
     preds = _seed_predictions(test, scores, kind, id_column)
     val_y = _labels(val_rows, label, kind, id_column, n_proba) if len(val_rows) else y[:0]
-    val_preds = (_seed_predictions(val_rows, scores, kind, id_column) if len(val_rows)
-                 else [p[:0] for p in preds])
+    try:
+        val_preds = (_seed_predictions(val_rows, scores, kind, id_column) if len(val_rows)
+                     else [p[:0] for p in preds])
+    except FacebalanceError as err:
+        where = f"{source} and {val_source}" if val is not None and val_source else source
+        raise FacebalanceError(f"{err} (in the validation rows of {where})") from None
     class_names: list[str] = []
     if kind == "multiclass":
         if n_proba:
@@ -933,11 +937,16 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
                          groups=group_map, names=(name, reference_name), source=source,
                          other_source=reference_source)
         ref_frame = aligned.drop(columns=[c for c in ("_row", split) if c in aligned])
-        other = prepare_predictions(ref_frame, label=label, scores=other_cols,
-                                    groups=group_map, kind=kind, id_column=id_column,
-                                    split=None, strict=False, source=reference_source,
-                                    val=ref_val.drop(columns=["_row"]) if len(ref_val)
-                                    else None, age_bins=age_bins)
+        try:
+            other = prepare_predictions(ref_frame, label=label, scores=other_cols,
+                                        groups=group_map, kind=kind, id_column=id_column,
+                                        split=None, strict=False, source=reference_source,
+                                        val=ref_val.drop(columns=["_row"]) if len(ref_val)
+                                        else None, age_bins=age_bins)
+        except FacebalanceError as err:  # its rows are in this table's order: the id says
+            if reference_source in str(err):
+                raise
+            raise FacebalanceError(f"{err} (in the reference {reference_source})") from None
         if kind == "multiclass" and other.class_names != prep.class_names:
             _renumber_classes(other, prep)
     reports: dict[str, dict[str, Any]] = {}
