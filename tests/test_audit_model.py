@@ -161,6 +161,9 @@ def test_missing_file_unknown_suffix_and_wrong_input_size(
     data = ["--data", str(tiny_prepared), "--bootstrap", "5", "--out", str(tmp_path / "o")]
     assert one_line_error([str(tmp_path / "no.pt2"), *data]) == ERR_MISSING.format(
         who="audit-model", path=tmp_path / "no.pt2")
+    (tmp_path / "adir.pt2").mkdir()
+    assert one_line_error([str(tmp_path / "adir.pt2"), *data]) == (
+        f"audit-model: {tmp_path / 'adir.pt2'} is a directory; give the model file in it")
     other = tmp_path / "model.h5"
     other.write_bytes(b"x")
     assert one_line_error([str(other), *data]) == ERR_SUFFIX.format(

@@ -322,6 +322,8 @@ def load_model_file(path: str | Path, device: str = "cpu") -> ModelFile:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise FacebalanceError(f"{WHO}: {path} is a directory; give the model file in it")
     if not path.is_file():
         raise FacebalanceError(ERR_MISSING.format(who=WHO, path=path))
     if suffix in ONNX_SUFFIXES:
