@@ -589,6 +589,9 @@ def test_option_types_output_folder_and_report_names_fail_before_work(tmp_path: 
              r"--group gender2:a_b and --group gender:a/b would both be reported as "
              r"a_b\.json; give each its own name"),
             ({"group": ["gender:x", "gender2:x"]}, r"both be reported as x\.json"),
+            ({"group": ["gender:X", "gender2:x"]}, r"both be reported as x\.json"),
+            ({"group": ["gender:a", "gender:b"]}, r"--group gender:b: the column 'gender' is "
+                                                  r"given twice"),
             ({"kind": "regression", "age_bins": "30,20", "group": ["gender"]},
              r"age bins \[30\.0, 20\.0\] must increase")):
         with pytest.raises(FacebalanceError, match=message):
@@ -600,8 +603,9 @@ def test_option_types_output_folder_and_report_names_fail_before_work(tmp_path: 
     rows.to_csv(path, index=False)
     audit_command(path, out, score="score", group=["gender"], strict="false", bootstrap=5)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FacebalanceError, match=r"--out .*file is a file; give a folder"):
-        audit_command(path, tmp_path / "file", score="score", group=["gender"])
+    for where in (tmp_path / "file", tmp_path / "file" / "sub"):
+        with pytest.raises(FacebalanceError, match=r"--out .*: .*file is a file; give a folder"):
+            audit_command(path, where, score="score", group=["gender"])
     pairs = tmp_path / "pairs.csv"
     pairs_case(80).to_csv(pairs, index=False)
     for options, message in (({"threshold": "nan"}, r"threshold = 'nan'; expected a number"),
@@ -644,15 +648,24 @@ def test_regression_labels_bins_and_multiclass_classes_are_checked() -> None:
                           age_bins=(10,), n_bootstrap=5)
     classes = np.array(["cat", "dog", "eel"])
     y = rng.integers(0, 3, 60)
-    multi = pd.DataFrame({"label": classes[y], "guess": classes[y], "group": y % 2})
-    for guess in ("cow", "0.1,0.6,0.3", 7):
-        wrong = multi.copy()
-        wrong["guess"] = wrong["guess"].astype(object)
-        wrong.loc[5, "guess"] = guess
-        with pytest.raises(FacebalanceError, match=r"prediction column 'guess' holds .* in "
-                                                   r"row 6, which is no label's class \(the "
-                                                   r"labels' classes: cat, dog, eel\)"):
-            audit_predictions(wrong, scores="guess", kind="multiclass", n_bootstrap=5)
+    for labels, guesses, shown in ((classes[y], (0.6, "0.1,0.6,0.3"), "cat, dog, eel"),
+                                   (y, (2.5, "0.1,0.6,0.3", "cat"), "0, 1, 2")):
+        multi = pd.DataFrame({"label": labels, "guess": labels, "group": y % 2})
+        for guess in guesses:
+            wrong = multi.copy()
+            wrong["guess"] = wrong["guess"].astype(object)
+            wrong.loc[5, "guess"] = guess
+            with pytest.raises(FacebalanceError, match=rf"prediction column 'guess' holds .* "
+                                                       rf"in row 6, which is no class \(the "
+                                                       rf"labels' classes: {shown}\)"):
+                audit_predictions(wrong, scores="guess", kind="multiclass", n_bootstrap=5)
+    # A class no label has is a class (the model's argmax runs over all of them): counted
+    for labels, guess in ((y, 3), (classes[y], "owl")):
+        other = pd.DataFrame({"label": labels, "guess": labels, "group": y % 2})
+        other["guess"] = other["guess"].astype(object)
+        other.loc[5, "guess"] = guess
+        rep = audit_predictions(other, scores="guess", kind="multiclass", n_bootstrap=5)
+        assert rep["group"]["accuracy"]["value"] == pytest.approx(59 / 60)
 
 
 def test_all_negative_labels_give_an_undefined_ap_and_a_threshold_hint(tmp_path: Path) -> None:
@@ -663,12 +676,17 @@ def test_all_negative_labels_give_an_undefined_ap_and_a_threshold_hint(tmp_path:
                                  "--bootstrap", "10", "--out", str(tmp_path / "a")])
     assert result.exit_code == 1 and "the test rows hold no positive label, so no threshold" \
         in result.output and "(--threshold)" in result.output
-    result = runner.invoke(app, ["audit", str(path), "--score", "score", "--group", "gender",
-                                 "--threshold", "0.5", "--bootstrap", "10", "--out",
-                                 str(tmp_path / "b")])
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, ["audit", str(path), "--score", "score", "--group",
+                                     "gender", "--threshold", "0.5", "--bootstrap", "10",
+                                     "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert "| neg | 1 | n/a ± 0.000 [n/a, n/a] |" in result.output  # AP: undefined, not 0
-    assert "RuntimeWarning" not in result.output
+    # numpy's all-NaN warnings would repeat "n/a" as noise on stderr
+    assert not [w for w in shown if issubclass(w.category, RuntimeWarning)], shown
 
 
 def test_named_columns_training_and_validation_files_are_checked(tmp_path: Path) -> None:
@@ -703,7 +721,22 @@ def test_named_columns_training_and_validation_files_are_checked(tmp_path: Path)
                         bootstrap=5)["gender"]
     assert rep["ba"]["value"] is None or np.isnan(rep["ba"]["value"])  # not 0.000
     assert rep["audit"]["bias_amplification"].startswith(
-        "null: no training row is in gender=female")
+        "null: training rows in 1 of the test's gender groups (the training rows' groups: "
+        "male); bias amplification needs two")
+    # Three groups, one without training rows: BA from the other two, as evaluate's nanmean
+    three = scored(90, 40, groups=("a", "b", "c"))
+    three.to_csv(path, index=False)
+    scored(90, 41, groups=("a", "b")).to_csv(train, index=False)
+    rep = audit_command(path, out, score="score", group=["gender"], train=train,
+                        bootstrap=5)["gender"]
+    assert np.isfinite(rep["ba"]["value"])
+    assert rep["audit"]["bias_amplification"].endswith(
+        "; gender=c has no training rows and takes no part")
+    # A YAML that spells out the defaults, or leaves them empty, keeps them optional
+    config = tmp_path / "a.yaml"
+    config.write_text("split: split\nid:\nstrict:\n")
+    scored(60, 42).drop(columns=["id"]).to_csv(path, index=False)
+    audit_command(path, out, config=config, score="score", group=["gender"], bootstrap=5)
 
 
 def test_audit_pairs_needs_two_groups_with_pairs_inside_them() -> None:
@@ -732,6 +765,18 @@ def test_score_errors_in_the_validation_and_reference_files_name_them(tmp_path: 
     path, other = tmp_path / "p.csv", tmp_path / "nan.csv"
     scored(60, 39).to_csv(path, index=False)
     scored(60, 39).assign(score=np.nan).to_csv(other, index=False)
+    # The reference's own row is named (its rows are matched by id, in another order)
+    shuffled = scored(60, 39).iloc[::-1]
+    shuffled.loc[shuffled["id"] == "img0005", "score"] = np.nan
+    shuffled.to_csv(tmp_path / "ref.csv", index=False)
+    with pytest.raises(FacebalanceError, match=r"no value in row 55 \(id 'img0005'\).*\(in the "
+                                               r"reference .*ref\.csv\)$"):
+        audit_command(path, tmp_path / "out", score="score", group=["gender"],
+                      compare=tmp_path / "ref.csv")
+    # A validation file without the id column: its rows have no ids, not duplicate ones
+    scored(30, 43).drop(columns=["id"]).to_csv(tmp_path / "noid.csv", index=False)
+    audit_command(path, tmp_path / "out", score="score", group=["gender"],
+                  val=tmp_path / "noid.csv", bootstrap=5)
     for option in ("val", "compare"):
         with pytest.raises(FacebalanceError, match=rf"has no value in row 1 \(id 'img0000'\); "
                                                    rf".*\(in the .*{re.escape(str(other))}\)$"):

@@ -238,9 +238,9 @@ def test_a_rejected_batch_names_the_dimension_to_change() -> None:
     from facebalance.model_files import run_hint
 
     for reason, hint in (
-            ("Guard failed: x.size()[0] == 2", "exactly 2: --batch-size 2"),
+            ("Guard failed: x.size()[0] == 2", "exactly 2; export it with a dynamic batch"),
             ("Got invalid dimensions for input: x for the following indices\n index: 0 Got: "
-             "64 Expected: 2", "exactly 2: --batch-size 2"),
+             "64 Expected: 2", "exactly 2; export it with a dynamic batch"),
             ("Guard failed: x.size()[1] == 1", "it takes 1 channels, and audit-model feeds RGB"),
             ("index: 3 Got: 48 Expected: 224", "224 px inputs: --input-size 224"),
             ("mat1 and mat2 shapes cannot be multiplied", "(--input-size)")):

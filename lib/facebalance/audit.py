@@ -197,12 +197,14 @@ def parse_groups(groups: str | Sequence[str] | Mapping[str, str]) -> dict[str, s
     for g in groups:
         column, _, name = str(g).partition(":")
         name = name or column
-        file = _file_name(name)
-        if file in files or column in out:
+        file = _file_name(name).casefold()  # one file on a case-insensitive disk too
+        if column in out:
+            raise FacebalanceError(f"audit: --group {g}: the column {column!r} is given twice")
+        if file in files:
             # Two reports under one name: the second would replace the first's file.
             raise FacebalanceError(
-                f"audit: --group {g} and --group {files.get(file) or column} would both be "
-                f"reported as {file}.json; give each its own name (COLUMN:NAME)")
+                f"audit: --group {g} and --group {files[file]} would both be reported as "
+                f"{_file_name(name)}.json; give each its own name (COLUMN:NAME)")
         files[file], out[column] = str(g), name
     return out
 
@@ -276,6 +278,8 @@ def _group_text(value: Any) -> str | None:
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
     text = str(value).strip()
+    if re.fullmatch(r"-?\d+\.0+", text):  # 1.0 written as text by a CSV with blanks
+        text = text.split(".")[0]
     return None if not text or text.casefold() == UNKNOWN else text
 
 
@@ -394,7 +398,9 @@ class Prepared:
 
 def _split_rows(frame: pd.DataFrame, split: str | None, id_column: str | None,
                 source: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    rows = frame.reset_index(drop=True).assign(_row=np.arange(1, len(frame) + 1))
+    rows = frame.reset_index(drop=True)
+    if "_row" not in rows.columns:  # kept when a reference's rows come realigned
+        rows = rows.assign(_row=np.arange(1, len(frame) + 1))
     if not split or split not in rows.columns:
         return rows, rows.iloc[:0], rows.iloc[:0]
     values = rows[split].astype(str).str.strip().str.lower()
@@ -412,7 +418,8 @@ def _split_rows(frame: pd.DataFrame, split: str | None, id_column: str | None,
 def _check_ids(rows: pd.DataFrame, id_column: str | None, source: str) -> None:
     if not id_column or id_column not in rows.columns or not len(rows):
         return
-    dup = rows[id_column].duplicated(keep=False).to_numpy()
+    ids = rows[id_column]
+    dup = (ids.notna() & ids.duplicated(keep=False)).to_numpy()
     if dup.any():
         first = _cell(rows[id_column], int(np.argmax(dup)))
         where = np.flatnonzero((rows[id_column] == first).to_numpy())[:2]
@@ -465,18 +472,24 @@ def _check_predicted_classes(test: pd.DataFrame, val: pd.DataFrame, y: np.ndarra
                              val_y: np.ndarray, preds: list[np.ndarray],
                              val_preds: list[np.ndarray], scores: ScoreColumns,
                              id_column: str | None) -> None:
-    """Every predicted class is one of the labels' classes: a probability, a list of them
-    in one cell or a typo would otherwise count as a wrong prediction, silently."""
+    """Predicted classes must be of the labels' kind: whole numbers when the labels are
+    (a model may predict a class no test label has: its argmax runs over every class), text
+    that is not a number when they are text. A probability, or several in one cell, would
+    otherwise count as a wrong prediction, silently."""
     classes = {_group_text(v) for v in (*y, *val_y)} - {None, ""}
+    numbered = bool(classes) and all(re.fullmatch(r"\d+", c) for c in classes)
     shown = ", ".join(sorted(classes)[:10]) + (", ..." if len(classes) > 10 else "")
     for rows, arrays in ((test, preds), (val, val_preds)):
         for spec, pred in zip(scores.columns, arrays, strict=True):
-            bad = np.array([_group_text(v) not in classes for v in pred], dtype=bool)
+            text = [_group_text(v) or "" for v in pred]
+            bad = np.array([not re.fullmatch(r"\d+", t) if numbered
+                            else t not in classes and all(_is_number(x) for x in t.split(","))
+                            for t in text], dtype=bool)
             if bad.any():
                 i = int(np.argmax(bad))
                 raise FacebalanceError(
                     f"audit: prediction column {spec[0]!r} holds {_cell(rows[spec[0]], i)!r} "
-                    f"in {_where(rows, i, id_column)}, which is no label's class (the labels' "
+                    f"in {_where(rows, i, id_column)}, which is no class (the labels' "
                     f"classes: {shown}); give the predicted class, or class probabilities "
                     "as one column per class (--score p0,p1,p2)")
 
@@ -663,12 +676,14 @@ def _train_counts(train: pd.DataFrame | None, label: str, column: str, attr: str
     to_test = np.array([names.index(n) if n in names else -1 for n in train_names] + [-1])
     counts = cell_counts(y, to_test[codes], len(names))
     missing = [n for k, n in enumerate(names) if not counts[:, k].any()]
-    if missing:
-        return None, (f"null: no training row is in {attr}={', '.join(missing)} (the training "
-                      f"rows' groups: {', '.join(train_names) or 'none'}); bias "
-                      "amplification needs every test group's training counts")
+    if len(names) - len(missing) < 2:  # one group's counts give no direction: BA would be 0
+        return None, (f"null: training rows in {len(names) - len(missing)} of the test's "
+                      f"{attr} groups (the training rows' groups: "
+                      f"{', '.join(train_names) or 'none'}); bias amplification needs two")
+    left_out = (f"; {attr}={', '.join(missing)} has no training rows and takes no part"
+                if missing else "")
     return counts, (f"directions from the training label x group counts of "
-                    f"{int(counts.sum())} training rows, as the pipeline")
+                    f"{int(counts.sum())} training rows, as the pipeline{left_out}")
 
 
 def _binary_report(prep: Prepared, column: str, attr: str, *, threshold: float | None,
@@ -914,6 +929,10 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
         missing group value with ``strict``, ids not shared with the reference.
     """
     group_map = parse_groups(groups)
+    bins_file = _file_name(f"{label} bins")
+    if age_bins and bins_file.casefold() in {_file_name(n).casefold() for n in group_map.values()}:
+        raise FacebalanceError(f"audit: a group is reported as {bins_file}.json, which the label "
+                               "bins (--age-bins) write; name the group otherwise (COLUMN:NAME)")
     cols = score_columns(frame, scores, kind, source)
     id_column = id_column if id_column and id_column in frame.columns else None
     prep = prepare_predictions(frame, label=label, scores=cols, groups=group_map, kind=kind,
@@ -936,7 +955,7 @@ def audit_predictions(frame: pd.DataFrame, *, label: str = "label",
         aligned = _align(prep, ref_test, id_column=id_column, label=label, kind=kind,
                          groups=group_map, names=(name, reference_name), source=source,
                          other_source=reference_source)
-        ref_frame = aligned.drop(columns=[c for c in ("_row", split) if c in aligned])
+        ref_frame = aligned.drop(columns=[c for c in (split,) if c in aligned])
         try:
             other = prepare_predictions(ref_frame, label=label, scores=other_cols,
                                         groups=group_map, kind=kind, id_column=id_column,
@@ -1497,7 +1516,7 @@ def _merged(config: str | Path | None, options: Mapping[str, Any],
     YAML are relative to its folder."""
     merged: dict[str, Any] = {}
     if config:
-        merged = load_config(config, keys)
+        merged = {k: v for k, v in load_config(config, keys).items() if v is not None}
         for key in ("val", "train", "compare", "shards"):
             if merged.get(key) and not Path(merged[key]).is_absolute():
                 merged[key] = Path(config).parent / merged[key]
@@ -1558,8 +1577,10 @@ def _bool_option(o: Mapping[str, Any], key: str) -> bool:
 
 def _check_out(out: str | Path) -> None:
     """The output folder may exist, but not as a file (checked before any work)."""
-    if Path(out).exists() and not Path(out).is_dir():
-        raise FacebalanceError(f"audit: --out {out} is a file; give a folder for the report")
+    for folder in (Path(out), *Path(out).parents):
+        if folder.exists() and not folder.is_dir():
+            raise FacebalanceError(f"audit: --out {out}: {folder} is a file; give a folder for "
+                                   "the report")
 
 
 #: Bootstrap resamples at most (as ``evaluate.bootstrap``); the resample weights are a dense
@@ -1605,7 +1626,7 @@ def audit_command(predictions: str | Path, out: str | Path, *,
     if isinstance(groups, str):
         groups = [groups]
     # An --id or --split the user named must exist; the defaults are optional columns.
-    required = [(str(o[k]), k) for k in ("id", "split") if k in o]
+    required = [(str(o[k]), k) for k in ("id", "split") if k in o and str(o[k]) != k]
     return audit_files(
         predictions, out, groups=groups, val=o.get("val"), train=o.get("train"),
         required=required,
@@ -1845,6 +1866,7 @@ def audit_model(model_path: str | Path, data: str | Path, out: str | Path, *,
                                                        valid=", ".join(MODEL_OUTPUTS)))
     mean, std = _per_channel(mean, "mean", False), _per_channel(std, "std", True)
     data = Path(data)
+    _check_out(out)  # before the model scores every image
     model = load_model_file(model_path)
     columns = [c for c in open_parquet(shard_files(data / "test")[0]).schema_arrow.names
                if c != "image"]

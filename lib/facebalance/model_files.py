@@ -68,9 +68,9 @@ def run_hint(reason: str) -> str:
              or re.search(r"index: (\d)\s+Got: \d+\s+Expected: (\d+)", reason))
     if fixed:
         dim, size = int(fixed.group(1)), int(fixed.group(2))
-        if dim == 0:
-            return (f"it was exported for batches of exactly {size}: --batch-size {size} (or "
-                    "export it with a dynamic batch dimension)")
+        if dim == 0:  # a split's last batch is shorter whatever --batch-size is
+            return (f"it was exported for batches of exactly {size}; export it with a dynamic "
+                    "batch dimension (torch.export.Dim, or ONNX dynamic_axes)")
         if dim == 1:
             return f"it takes {size} channels, and audit-model feeds RGB images (3)"
         return f"it was exported for {size} px inputs: --input-size {size}"
