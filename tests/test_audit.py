@@ -782,3 +782,25 @@ def test_score_errors_in_the_validation_and_reference_files_name_them(tmp_path: 
                                                    rf".*\(in the .*{re.escape(str(other))}\)$"):
             audit_command(path, tmp_path / "out", score="score", group=["gender"],
                           **{option: other})
+
+
+def test_a_validation_file_with_a_split_column_gives_its_val_rows_only(tmp_path: Path) -> None:
+    """A ``--val`` file that holds test rows too (another run's predictions file, say) must
+    not calibrate the threshold on them."""
+    from facebalance.audit import audit_command
+
+    rows = scored(120, 44)
+    rows["split"] = ["val"] * 40 + ["test"] * 80
+    path, test_only, other = tmp_path / "p.csv", tmp_path / "t.csv", tmp_path / "o.csv"
+    rows.to_csv(path, index=False)
+    rows.iloc[40:].to_csv(test_only, index=False)
+    rows.assign(id=rows["id"] + "x").to_csv(other, index=False)  # 40 val + 80 test rows
+    own = audit_command(path, tmp_path / "a", score="score", group=["gender"], bootstrap=5)
+    via = audit_command(test_only, tmp_path / "b", score="score", group=["gender"], val=other,
+                        bootstrap=5)
+    assert "on the 40 validation rows" in own["gender"]["audit"]["threshold"]["text"]
+    assert via["gender"]["audit"]["threshold"] == own["gender"]["audit"]["threshold"]
+    rows.assign(split="test").to_csv(tmp_path / "v.csv", index=False)
+    with pytest.raises(FacebalanceError, match=r"v\.csv has a 'split' column and no 'val' row"):
+        audit_command(path, tmp_path / "c", score="score", group=["gender"],
+                      val=tmp_path / "v.csv")

@@ -1183,9 +1183,19 @@ def audit_files(predictions: str | Path, out: str | Path, *, groups: Sequence[st
         _require(frame, column, role, str(predictions))
     kwargs: dict[str, Any] = dict(options)
     if val is not None:
-        kwargs["val"], kwargs["val_source"] = read_table(val, text), str(val)
-        if not len(kwargs["val"]):
+        rows = read_table(val, text)
+        split = options.get("split")
+        if split and split in rows.columns:
+            # A file with a split column (the predictions file itself, say): its val rows
+            # only; its test rows must not calibrate the threshold.
+            rows = rows[rows[split].astype(str).str.strip().str.lower() == "val"]
+            if not len(rows):
+                raise FacebalanceError(f"audit: the validation file {val} has a {split!r} "
+                                       "column and no 'val' row in it")
+        if not len(rows):
             raise FacebalanceError(f"audit: the validation file {val} has no rows")
+        kwargs["val"], kwargs["val_source"] = rows.drop(columns=[split] if split in rows
+                                                        else []), str(val)
     if train is not None:
         kwargs["train"] = read_table(train, text)
     if compare is not None:
