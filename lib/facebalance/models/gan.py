@@ -384,7 +384,8 @@ class ForeignGenerator(nn.Module):
         self.module = source if isinstance(source, nn.Module) else None
         self._run = None if isinstance(source, nn.Module) else source
         self.path, self.format, self.batch = path, fmt, batch
-        #: ONNX: the model as one file (external data packed) and whether it was packed.
+        #: ONNX whose external data was packed: the packed model and True (None otherwise:
+        #: the file itself is the model, and the bytes are not held for the stage's life).
         self.portable: tuple[bytes, bool] | None = None
         self.differentiable = self.module is not None
         self.cfg = GanConfig(image_size=image_size, latent_dim=latent_dim, width=0)
@@ -428,8 +429,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
     - a ``torch.export`` program (``.pt2``, :func:`torch.export.save` of the generator in eval
       mode), checked for pickled or compiled entries first
       (:func:`facebalance.model_files.check_pt2`);
-    - ONNX (``.onnx``, one file), run by onnxruntime (``pip install facebalance[onnx]``) on
-      the CPU, without gradients;
+    - ONNX (``.onnx``; weights in an external data file beside it are packed in,
+      :func:`facebalance.model_files.portable_onnx`), run by onnxruntime (``pip install
+      facebalance[onnx]``) on the CPU, without gradients;
     - TorchScript (``torch.jit.save``), legacy.
 
     Exported generators must map ``(B, latent_dim)`` float latents to ``(B, 3, S, S)`` images
@@ -543,7 +545,7 @@ def _onnx_generator(path: Path, latent_dim: int | None, neither: str) -> nn.Modu
     dtype = np.float16 if first.type == "tensor(float16)" else np.float32
     gen = ForeignGenerator(lambda z: session.run(None, {first.name: z.astype(dtype)})[0],
                            path=path, fmt="onnx", latent_dim=dim, image_size=0, batch=batch)
-    gen.portable = (data, packed)
+    gen.portable = (data, True) if packed else None
     return _checked(gen, torch.device("cpu"))
 
 
