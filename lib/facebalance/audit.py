@@ -396,14 +396,24 @@ class Prepared:
     named_bins: tuple[str, ...] = ()
 
 
+def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``_row``, the 1-based data row of its file that messages name (kept
+    when it has one: a reference realigned, validation rows chosen by their split)."""
+    rows = frame.reset_index(drop=True)
+    return rows if "_row" in rows.columns else rows.assign(_row=np.arange(1, len(rows) + 1))
+
+
+def _split_values(rows: pd.DataFrame, split: str) -> pd.Series:
+    """A split column as ``test`` / ``val`` / ``train`` (case and spaces ignored)."""
+    return rows[split].astype(str).str.strip().str.lower()
+
+
 def _split_rows(frame: pd.DataFrame, split: str | None, id_column: str | None,
                 source: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    rows = frame.reset_index(drop=True)
-    if "_row" not in rows.columns:  # kept when a reference's rows come realigned
-        rows = rows.assign(_row=np.arange(1, len(frame) + 1))
+    rows = _numbered(frame)
     if not split or split not in rows.columns:
         return rows, rows.iloc[:0], rows.iloc[:0]
-    values = rows[split].astype(str).str.strip().str.lower()
+    values = _split_values(rows, split)
     bad = ~values.isin(SPLITS)
     if bad.any():
         i = int(np.argmax(bad.to_numpy()))
@@ -547,11 +557,10 @@ def prepare_predictions(frame: pd.DataFrame, *, label: str, scores: ScoreColumns
     test, val_rows, train = _split_rows(frame, split, id_column, source)
     if val is not None:
         _require(val, label, "label", val_source or "the validation rows")
-        val_rows = pd.concat([val_rows, val.reset_index(drop=True).assign(
-            _row=np.arange(1, len(val) + 1))], ignore_index=True)
+        val_rows = pd.concat([val_rows, _numbered(val)], ignore_index=True)
+    val_where = f"{source} and {val_source}" if val is not None and val_source else source
     _check_ids(test, id_column, source)
-    _check_ids(val_rows, id_column, f"the validation rows ({source}"
-               + (f" and {val_source})" if val is not None and val_source else ")"))
+    _check_ids(val_rows, id_column, f"the validation rows ({val_where})")
     n_proba = max(len(c) for c in scores.columns) if kind == "multiclass" else 0
     n_proba = n_proba if n_proba > 1 else 0
     y = _labels(test, label, kind, id_column, n_proba)
@@ -561,8 +570,7 @@ def prepare_predictions(frame: pd.DataFrame, *, label: str, scores: ScoreColumns
         val_preds = (_seed_predictions(val_rows, scores, kind, id_column) if len(val_rows)
                      else [p[:0] for p in preds])
     except FacebalanceError as err:
-        where = f"{source} and {val_source}" if val is not None and val_source else source
-        raise FacebalanceError(f"{err} (in the validation rows of {where})") from None
+        raise FacebalanceError(f"{err} (in the validation rows of {val_where})") from None
     class_names: list[str] = []
     if kind == "multiclass":
         if n_proba:
@@ -668,8 +676,7 @@ def _train_counts(train: pd.DataFrame | None, label: str, column: str, attr: str
                       "were given")
     _require(train, label, "label", "the training rows")
     _require(train, column, "group", "the training rows")
-    rows = (train if "_row" in train.columns else
-            train.reset_index(drop=True).assign(_row=np.arange(1, len(train) + 1)))
+    rows = _numbered(train)
     y = _labels(rows, label, "binary", None, 0)  # one line for a text, NaN or 2 label
     codes, train_names = group_codes(rows[column])
     # The training rows' own codes, renumbered as the test rows' groups.
@@ -1127,7 +1134,7 @@ def write_audit(out: str | Path, reports: Mapping[str, Mapping[str, Any]],
         body = {k: v for k, v in rep.items() if k != "paired"}
         if "paired" in rep:
             body["paired"] = rep["paired"]["json"]
-        path = out / f"{_file_name(attr)}.json"
+        path = out / report_file(attr)
         write_json(path, body)
         written.append(path)
     atomic_write_bytes(out / "audit.md", markdown.encode())
@@ -1183,12 +1190,12 @@ def audit_files(predictions: str | Path, out: str | Path, *, groups: Sequence[st
         _require(frame, column, role, str(predictions))
     kwargs: dict[str, Any] = dict(options)
     if val is not None:
-        rows = read_table(val, text)
+        rows = _numbered(read_table(val, text))  # row numbers of the file, before the split
         split = options.get("split")
         if split and split in rows.columns:
             # A file with a split column (the predictions file itself, say): its val rows
             # only; its test rows must not calibrate the threshold.
-            rows = rows[rows[split].astype(str).str.strip().str.lower() == "val"]
+            rows = rows[_split_values(rows, split) == "val"]
             if not len(rows):
                 raise FacebalanceError(f"audit: the validation file {val} has a {split!r} "
                                        "column and no 'val' row in it")
